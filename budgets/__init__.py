@@ -1,0 +1,1 @@
+"""Who pays: token counting, budget policies and the ledger (memory and Redis)."""

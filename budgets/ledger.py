@@ -1,0 +1,27 @@
+"""The Ledger interface: reserve an upper bound before a call, settle with actual usage after it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from budgets.policy import Denied, Estimate, Reservation, WindowUsage
+
+
+class StateError(Exception):
+    """The ledger's storage could not be reached or did not answer in time."""
+
+
+class Ledger(Protocol):
+    async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
+        """Atomically check every limit of the agent (and its team) and hold the estimate."""
+        ...
+
+    async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
+        """Replace the held estimate with what was actually spent."""
+        ...
+
+    async def usage(self, agent: str) -> list[WindowUsage]: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

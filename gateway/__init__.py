@@ -1,0 +1,1 @@
+"""tiergate: the service (HTTP edge, config, auth, cache, records, CLI)."""

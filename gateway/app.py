@@ -1,0 +1,175 @@
+"""The HTTP edge: a Litestar app built by a factory from the config; handlers translate and delegate."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.response import Stream
+
+from gateway.assembly import Gateway, build_gateway
+from gateway.config import GatewayConfig
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from gateway.wire import decode_chat_request
+
+log = logging.getLogger("tiergate")
+JSON = "application/json"
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+class _Model(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "tiergate"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_Model]
+    object: str = "list"
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request) -> Response[bytes] | Stream:
+    gateway = _gateway(request)
+    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    chat = decode_chat_request(await request.body(), gateway.limits)
+    result = await gateway.chat.complete(agent, chat)
+    if result.stream is not None:
+        return Stream(result.stream, media_type="text/event-stream", headers=result.headers)
+    return Response(result.body or b"", media_type=JSON, headers=result.headers, status_code=result.status)
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> Response[bytes]:
+    gateway = _gateway(request)
+    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    names = gateway.chat.routes.visible_to(agent)
+    return Response(msgspec.json.encode(_ModelList([_Model(n) for n in names])), media_type=JSON)
+
+
+@get("/v1/models/{name:str}")
+async def get_model(request: Request, name: str) -> Response[bytes]:
+    gateway = _gateway(request)
+    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    if name not in gateway.chat.routes.visible_to(agent):
+        raise NotFound(f"the model {name!r} does not exist", param="model")
+    return Response(msgspec.json.encode(_Model(name)), media_type=JSON)
+
+
+@get("/healthz")
+async def healthz() -> Response[bytes]:
+    return Response(b'{"status":"ok"}', media_type=JSON)
+
+
+@get("/readyz")
+async def readyz(request: Request) -> Response[bytes]:
+    gateway = _gateway(request)
+    checks = {"config": True, "state": await gateway.ledger.ping()}
+    ready = all(checks.values())
+    body = msgspec.json.encode({"status": "ready" if ready else "not ready", "checks": checks})
+    return Response(body, media_type=JSON, status_code=200 if ready else 503)
+
+
+@get("/admin/usage")
+async def admin_usage(request: Request, agent: str) -> Response[bytes]:
+    gateway = _gateway(request)
+    gateway.admin.check(request.headers.get("authorization"))
+    if agent not in {a.id for a in gateway.config.agents}:
+        raise NotFound(f"no agent {agent!r}", param="agent", code="agent_not_found")
+    windows = []
+    micro_usd = 0
+    for w in await gateway.ledger.usage(agent):
+        entry: dict[str, object] = {"subject": w.subject, "window": w.window, "metric": w.metric}
+        if w.metric == "tokens":
+            entry.update(used_tokens=w.used, limit_tokens=w.limit, remaining_tokens=w.remaining)
+        elif w.metric == "usd":
+            entry.update(used_usd=w.used / 1e6, limit_usd=w.limit / 1e6, remaining_usd=w.remaining / 1e6)
+            micro_usd = max(micro_usd, w.used)
+        else:
+            entry.update(used_requests=w.used, limit_requests=w.limit, remaining_requests=w.remaining)
+        entry["resets_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.resets_at))
+        windows.append(entry)
+    body = {"agent": agent, "windows": windows, "usd_used": micro_usd / 1e6}
+    return Response(msgspec.json.encode(body), media_type=JSON)
+
+
+@get("/admin/decisions/{record_id:str}")
+async def admin_decision(request: Request, record_id: str) -> Response[bytes]:
+    gateway = _gateway(request)
+    gateway.admin.check(request.headers.get("authorization"))
+    record = gateway.recent.get(record_id)
+    if record is None:
+        raise NotFound(
+            f"no decision {record_id!r} in this process's recent records", code="decision_not_found"
+        )
+    return Response(msgspec.json.encode(record), media_type=JSON)
+
+
+def _gateway_error(_: Request, exc: GatewayError) -> Response[bytes]:
+    return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=exc.headers())
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
+    error: GatewayError
+    if exc.status_code == 413:
+        error = PayloadTooLarge("request body is over the size limit")
+    elif exc.status_code == 404:
+        error = NotFound(f"no such endpoint: {request.method} {request.url.path}", code="not_found")
+    elif exc.status_code == 401:
+        error = Unauthorized(exc.detail)
+    elif exc.status_code == 400:
+        error = BadRequest(exc.detail or "bad request")
+    else:
+        error = GatewayError(exc.detail or "error", code=None)
+        error.status = exc.status_code
+        error.type = "invalid_request_error" if exc.status_code < 500 else "api_error"
+    return _gateway_error(request, error)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _gateway_error(request, GatewayError("internal error; see the gateway's log"))
+
+
+def create_app(config: GatewayConfig) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.gateway = await build_gateway(config, stack)
+            yield
+
+    return Litestar(
+        route_handlers=[
+            chat_completions,
+            list_models,
+            get_model,
+            healthz,
+            readyz,
+            admin_usage,
+            admin_decision,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        request_max_body_size=config.server.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )

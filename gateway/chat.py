@@ -1,0 +1,341 @@
+"""The request path of ARCHITECTURE §1 for one chat completion: budget, cache, ladder, settle, record."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from budgets.ledger import Ledger, StateError
+from budgets.policy import Denied, Estimate, Reservation
+from budgets.tokens import TokenCounter
+from gateway.cache import Cache, CachedAnswer, cache_key
+from gateway.config import AgentConfig, CacheConfig
+from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, Unavailable, error_for_status
+from gateway.records import DecisionRecord, RecentRecords, RecordSink
+from gateway.responses import completion_body, completion_frames, with_usage
+from gateway.route_table import ResolvedRoute, RouteTable
+from routing.ladder import LadderResult
+from tiers.base import TierRequest
+from tiers.types import Answer, ChatRequest, Escalate, Usage
+
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(slots=True)
+class ChatResult:
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBudget:
+    """What the chat path needs to know of an agent's budget to lower `max_tokens` safely."""
+
+    limited: bool
+    default_completion_tokens: int
+    fail_open: bool
+
+
+@dataclass(slots=True)
+class _Turn:
+    """Everything one request accumulates on its way through, for its decision record."""
+
+    id: str
+    agent: AgentConfig
+    request: ChatRequest
+    route: str
+    started: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    reservation: Reservation | None = None
+    remaining_tokens: int | None = None
+    cache: str = "bypass"
+
+
+def failure_from(failures: list[Escalate]) -> GatewayError:
+    """The most telling error when every tier declined: one status shared by all failures is
+    reported as is; a mix becomes 502 with every reason listed."""
+    if not failures:
+        return error_for_status(502, "no tier could answer this request")
+    statuses = {f.status or 502 for f in failures}
+    message = "; ".join(f"{f.tier}: {f.reason}" for f in failures)
+    retry_after = min((f.retry_after_s for f in failures if f.retry_after_s is not None), default=None)
+    status = statuses.pop() if len(statuses) == 1 else 502
+    if status == 400:
+        return BadRequest(message, code="upstream_rejected")
+    return error_for_status(status, message, retry_after)
+
+
+async def _iterate(frames: list[bytes]) -> AsyncIterator[bytes]:
+    for item in frames:
+        yield item
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        routes: RouteTable,
+        ledger: Ledger,
+        budgets: dict[str, AgentBudget],
+        cache: Cache,
+        cache_config: CacheConfig,
+        counter: TokenCounter,
+        sink: RecordSink,
+        recent: RecentRecords,
+        redact: bool,
+        prices: dict[str, tuple[float, float]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.routes = routes
+        self._ledger = ledger
+        self._budgets = budgets
+        self._cache = cache
+        self._cache_config = cache_config
+        self._counter = counter
+        self._sink = sink
+        self._recent = recent
+        self._redact = redact
+        self._prices = prices  # upstream -> micro-dollars per (input, output) token
+        self._clock = clock
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    def _prompt_tokens(self, request: ChatRequest) -> int:
+        tokens = self._counter.count_messages((m.text(), m.name) for m in request.messages)
+        if request.tools:
+            tokens += self._counter.count(msgspec.json.encode(request.tools).decode())
+        if request.response_format is not None and request.response_format.json_schema is not None:
+            tokens += self._counter.count(msgspec.json.encode(request.response_format.json_schema).decode())
+        return tokens
+
+    async def _reserve(self, turn: _Turn, route: ResolvedRoute, prompt_tokens: int) -> ChatRequest:
+        """Hold the most this request can cost; return the request with its completion cap lowered
+        to what was granted, so the upstream can never spend more than was reserved."""
+        budget = self._budgets[turn.agent.id]
+        request = turn.request
+        cap = request.completion_cap()
+        if route.max_output_tokens is not None:
+            cap = min(cap or route.max_output_tokens, route.max_output_tokens)
+        wanted = cap if cap is not None else budget.default_completion_tokens
+        estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
+        began = time.perf_counter()
+        try:
+            outcome = await self._ledger.reserve(turn.agent.id, estimate)
+        except StateError as exc:
+            if not budget.fail_open:
+                raise Unavailable(f"budget state is unavailable: {exc}", retry_after_s=1) from None
+            turn.latency_ms["budget"] = (time.perf_counter() - began) * 1000
+            return request
+        turn.latency_ms["budget"] = (time.perf_counter() - began) * 1000
+        if isinstance(outcome, Denied):
+            raise RateLimited(
+                f"budget exhausted: {outcome.message}; resets in {outcome.retry_after_s:.0f}s",
+                code="budget_exhausted",
+                retry_after_s=outcome.retry_after_s,
+            )
+        turn.reservation = outcome
+        turn.remaining_tokens = outcome.remaining_tokens
+        if budget.limited and (cap is None or outcome.completion_tokens < cap):
+            name = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+            request = msgspec.structs.replace(request, **{name: outcome.completion_tokens})
+        return request
+
+    async def _settle(self, turn: _Turn, usage: Usage, upstream_price: tuple[float, float] | None) -> float:
+        """Charge what was spent (or nothing, for answers that cost no tokens); returns USD."""
+        micro = 0
+        if upstream_price is not None:
+            micro = round(
+                usage.prompt_tokens * upstream_price[0] + usage.completion_tokens * upstream_price[1]
+            )
+        if turn.reservation is not None:
+            reservation, turn.reservation = turn.reservation, None
+            if turn.remaining_tokens is not None:
+                turn.remaining_tokens += reservation.tokens - usage.total_tokens
+            # On a state error the reservation stays held until its window ends: never an overspend.
+            with contextlib.suppress(StateError):
+                await self._ledger.settle(reservation, usage.total_tokens, micro)
+        return micro / 1_000_000
+
+    def _record(self, turn: _Turn, status: int, **fields: Any) -> None:
+        record = DecisionRecord(
+            id=turn.id,
+            time=self._clock(),
+            agent=turn.agent.id,
+            route=turn.route,
+            status=status,
+            stream=turn.request.stream,
+            cache=turn.cache,
+            latency_ms={**turn.latency_ms, "total": (time.perf_counter() - turn.started) * 1000},
+            last_user_message=None if self._redact else turn.request.last_user_text()[:2000],
+            **fields,
+        )
+        self._recent.add(record)
+        self._sink.write(record)
+
+    def _headers(self, turn: _Turn, answer: Answer) -> dict[str, str]:
+        headers = {
+            "x-tiergate-decision-id": turn.id,
+            "x-tiergate-tier": answer.tier,
+            "x-tiergate-confidence": f"{answer.confidence:.4f}",
+            "x-tiergate-cache": turn.cache,
+        }
+        if turn.remaining_tokens is not None:
+            headers["x-tiergate-budget-remaining-tokens"] = str(max(0, turn.remaining_tokens))
+        return headers
+
+    # -- the path -----------------------------------------------------------------------------------
+
+    async def complete(self, agent: AgentConfig, request: ChatRequest) -> ChatResult:
+        turn = _Turn(uuid.uuid4().hex, agent, request, request.model, time.perf_counter())
+        try:
+            route = self.routes.resolve(agent, request.model)
+            self._check_permissions(agent, request)
+        except GatewayError as exc:
+            self._record(turn, exc.status, error=exc.message)
+            raise
+        prompt_tokens = self._prompt_tokens(request)
+        try:
+            outgoing = await self._reserve(turn, route, prompt_tokens)
+        except GatewayError as exc:
+            self._record(turn, exc.status, error=exc.message)
+            raise
+        try:
+            key = self._cache_key(turn, route)
+            if key is not None:
+                cached = await self._cache.get(key)
+                turn.cache = "miss" if cached is None else "hit"
+                if cached is not None:
+                    return await self._replay(turn, cached)
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            tier_request = TierRequest(
+                chat=outgoing, agent=agent.id, prompt_tokens=prompt_tokens, include_usage=include_usage
+            )
+            began = time.perf_counter()
+            result = await route.ladder.run(tier_request)
+            turn.latency_ms["ladder"] = (time.perf_counter() - began) * 1000
+            if result.answer is None:
+                raise self._declined(result)
+        except GatewayError as exc:
+            await self._settle(turn, Usage(), None)
+            self._record(turn, exc.status, error=exc.message)
+            raise
+        except BaseException:
+            await self._settle(turn, Usage(), None)
+            raise
+        answer = result.answer
+        if answer.stream is not None:
+            return ChatResult(
+                headers={**self._headers(turn, answer), **STREAM_HEADERS},
+                stream=self._relay(turn, route, result, prompt_tokens),
+            )
+        return await self._finish(turn, route, result, prompt_tokens, key)
+
+    @staticmethod
+    def _check_permissions(agent: AgentConfig, request: ChatRequest) -> None:
+        if request.logprobs and not agent.allow_logprobs:
+            raise Forbidden(f"agent {agent.id!r} may not request logprobs", param="logprobs")
+        if request.logit_bias and not agent.allow_logit_bias:
+            raise Forbidden(f"agent {agent.id!r} may not set logit_bias", param="logit_bias")
+
+    def _declined(self, result: LadderResult) -> GatewayError:
+        denied = next((f for f in result.failures if f.final), None)
+        if denied is not None:
+            return Forbidden(denied.reason, code="denied_by_rule")
+        return failure_from(result.failures)
+
+    def _cache_key(self, turn: _Turn, route: ResolvedRoute) -> str | None:
+        request = turn.request
+        if not route.cache.enabled or request.stream:
+            return None
+        if route.cache.only_deterministic and request.temperature != 0:
+            return None
+        return cache_key(request, self._cache_config.scope, turn.agent.id)
+
+    async def _finish(
+        self, turn: _Turn, route: ResolvedRoute, result: LadderResult, prompt_tokens: int, key: str | None
+    ) -> ChatResult:
+        answer = result.answer
+        assert answer is not None
+        counted = answer.usage is None
+        if answer.upstream is None:
+            usage = Usage()  # rules and classifier answers cost no tokens
+            body = completion_body(answer.content or "", turn.request.model, usage)
+        else:
+            usage = answer.usage or Usage.of(prompt_tokens, self._counter.count(answer.content or ""))
+            body = answer.body or b""
+            if counted:
+                body = with_usage(body, usage)
+        cost = await self._settle(turn, usage, self._upstream_price(answer))
+        headers = self._headers(turn, answer)
+        if key is not None:
+            await self._cache.set(
+                key,
+                CachedAnswer(
+                    tier=answer.tier, content=answer.content, body=body, confidence=answer.confidence
+                ),
+                self._cache_config.ttl_s,
+            )
+        self._record(
+            turn,
+            200,
+            tier=answer.tier,
+            upstream=answer.upstream,
+            confidence=answer.confidence,
+            attempts=result.attempts,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            usage_counted=counted and answer.upstream is not None,
+            cost_usd=cost,
+        )
+        if turn.request.stream:
+            include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
+            frames = completion_frames(answer.content or "", turn.request.model, usage, include_usage)
+            return ChatResult(headers={**headers, **STREAM_HEADERS}, stream=_iterate(frames))
+        return ChatResult(headers=headers, body=body)
+
+    def _upstream_price(self, answer: Answer) -> tuple[float, float] | None:
+        return None if answer.upstream is None else self._prices.get(answer.upstream)
+
+    async def _replay(self, turn: _Turn, cached: CachedAnswer) -> ChatResult:
+        await self._settle(turn, Usage(), None)
+        answer = Answer(tier=cached.tier, confidence=cached.confidence, content=cached.content)
+        headers = self._headers(turn, answer)
+        self._record(turn, 200, tier=cached.tier, confidence=cached.confidence)
+        return ChatResult(headers=headers, body=cached.body)
+
+    async def _relay(
+        self, turn: _Turn, route: ResolvedRoute, result: LadderResult, prompt_tokens: int
+    ) -> AsyncIterator[bytes]:
+        """Forward the stream; whatever way it ends (done, upstream failure, client gone), settle
+        the budget with what was generated and write the record."""
+        answer = result.answer
+        assert answer is not None and answer.stream is not None
+        stream = answer.stream
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()
+            usage = stream.usage()
+            cost = await self._settle(turn, usage, self._upstream_price(answer))
+            self._record(
+                turn,
+                200,
+                tier=answer.tier,
+                upstream=answer.upstream,
+                confidence=answer.confidence,
+                attempts=result.attempts,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                usage_counted=not stream.usage_reported(),
+                cost_usd=cost,
+                error=stream.error if stream.completed else (stream.error or "client disconnected"),
+            )

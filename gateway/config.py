@@ -1,0 +1,224 @@
+"""The configuration's typed shape: frozen pydantic models, read once at start-up and passed down."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    admin_key: SecretStr | None = None
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(1000, ge=1)
+    max_total_chars: int = Field(2_000_000, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+
+class StateConfig(Model):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    on_state_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+    timeout_s: float = Field(0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StateConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("state.backend redis needs a url, e.g. redis://127.0.0.1:6379/0")
+        return self
+
+
+class Price(Model):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class UpstreamConfig(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    base_url: str
+    model: str
+    api_key: SecretStr | None = None
+    price: Price = Price()
+    timeout_s: float = Field(30.0, gt=0, description="total time for one attempt")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_token_timeout_s: float | None = Field(None, gt=0, description="defaults to timeout_s")
+    max_retries: int = Field(2, ge=0, le=10)
+    retry_base_s: float = Field(0.1, ge=0)
+    retry_max_s: float = Field(2.0, ge=0)
+    max_output_tokens: int | None = Field(None, ge=1)
+    stream_usage: bool = Field(True, description="ask the upstream for a final usage chunk")
+    headers: dict[str, str] = {}
+    max_connections: int = Field(256, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class BudgetConfig(Model):
+    tokens_per_minute: int | None = Field(None, ge=1)
+    tokens_per_hour: int | None = Field(None, ge=1)
+    tokens_per_day: int | None = Field(None, ge=1)
+    tokens_per_month: int | None = Field(None, ge=1)
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+    requests_per_minute: int | None = Field(None, ge=1)
+    on_exhausted: Literal["reject", "downgrade"] = "reject"
+    warn_at: float | None = Field(None, gt=0, lt=1)
+    default_completion_tokens: int = Field(
+        1024, ge=1, description="completion cap reserved when a request names none"
+    )
+
+
+class AgentConfig(Model):
+    id: str = Field(pattern=NAME_PATTERN)
+    api_key: SecretStr | None = None
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    budget: BudgetConfig = BudgetConfig()
+    routes: list[str] = Field(["*"], description="routes and upstreams this agent may call; '*' is all")
+    team: str | None = None
+    allow_logprobs: bool = True
+    allow_logit_bias: bool = True
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AgentConfig:
+        if (self.api_key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of api_key or key_sha256")
+        if self.api_key is not None and not self.api_key.get_secret_value():
+            raise ValueError("api_key is empty")
+        return self
+
+
+class RuleWhen(Model):
+    last_user_matches: str | None = None
+    contains_any: list[str] | None = None
+    agent: str | list[str] | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    min_messages: int | None = Field(None, ge=0)
+    max_messages: int | None = Field(None, ge=0)
+    has_tools: bool | None = None
+
+    @field_validator("last_user_matches")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+
+class RuleConfig(Model):
+    when: RuleWhen
+    answer: str | None = None
+    escalate_to: str | None = None
+    deny: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> RuleConfig:
+        actions = [a for a in (self.answer, self.escalate_to, self.deny) if a is not None]
+        if len(actions) != 1:
+            raise ValueError("a rule needs exactly one action: answer, escalate_to or deny")
+        return self
+
+
+class ClassifierConfig(Model):
+    model: str
+    min_confidence: float | None = Field(None, ge=0, le=1)
+
+
+class ComplexityConfig(Model):
+    large_above: float = Field(0.6, ge=0, le=1)
+    router_model: str | None = None
+
+
+class RouteCacheConfig(Model):
+    enabled: bool = True
+    only_deterministic: bool = True
+
+
+class RouteConfig(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    rules: list[RuleConfig] = []
+    classifier: ClassifierConfig | None = None
+    llm: list[str] = []
+    output_schema: dict[str, Any] | None = None
+    complexity: ComplexityConfig | None = None
+    cache: RouteCacheConfig = RouteCacheConfig()
+
+    @model_validator(mode="after")
+    def _has_a_tier(self) -> RouteConfig:
+        if not (self.rules or self.classifier or self.llm):
+            raise ValueError("a route needs at least one tier: rules, classifier or llm")
+        return self
+
+
+class CacheConfig(Model):
+    backend: Literal["memory", "redis", "none"] = "memory"
+    ttl_s: float = Field(600, gt=0)
+    max_entries: int = Field(10_000, ge=1)
+    url: str | None = None
+    scope: Literal["agent", "route", "global"] = "agent"
+
+
+class RecordsConfig(Model):
+    sink: Literal["stdout", "file", "none"] = "none"
+    path: str | None = None
+    redact: bool = False
+    keep_last: int = Field(10_000, ge=0, description="records kept in memory for /admin/decisions")
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> RecordsConfig:
+        if self.sink == "file" and not self.path:
+            raise ValueError("records.sink file needs a path")
+        return self
+
+
+class SimulatorConfig(Model):
+    """Start the built-in simulated upstream beside the gateway (the quickstart does)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=1, le=65535)
+    latency_ms: float = Field(0.0, ge=0)
+    per_token_ms: float = Field(0.0, ge=0)
+
+
+class TokenizerConfig(Model):
+    encoding: str = Field("cl100k_base", description="model or encoding name to count with")
+
+
+class GatewayConfig(Model):
+    server: ServerConfig = ServerConfig()
+    state: StateConfig = StateConfig()
+    upstreams: list[UpstreamConfig] = []
+    agents: list[AgentConfig] = []
+    routes: list[RouteConfig] = []
+    cache: CacheConfig = CacheConfig()
+    records: RecordsConfig = RecordsConfig()
+    simulator: SimulatorConfig | None = None
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+    def upstream(self, name: str) -> UpstreamConfig | None:
+        return next((u for u in self.upstreams if u.name == name), None)
+
+    def route(self, name: str) -> RouteConfig | None:
+        return next((r for r in self.routes if r.name == name), None)

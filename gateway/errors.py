@@ -1,0 +1,129 @@
+"""The gateway's errors: one tree, each kind knowing its HTTP status and OpenAI error type.
+
+GatewayError
+├── BadRequest (400)          malformed or unsupported request; `param` names the field
+│   └── Unprocessable (422)
+├── Unauthorized (401)        missing or unknown key
+├── Forbidden (403)           model, tool or parameter not allowed; a rule's deny
+├── NotFound (404)            unknown model or resource
+├── PayloadTooLarge (413)
+├── RateLimited (429)         budget or rate exhausted; carries Retry-After
+├── UpstreamFailed (502)      every tier that was tried failed
+├── Unavailable (503)         state backend down (fail-closed), circuits open; carries Retry-After
+└── UpstreamTimeout (504)
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: ErrorBody
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after_s = retry_after_s
+
+    def body(self) -> bytes:
+        return msgspec.json.encode(ErrorEnvelope(ErrorBody(self.message, self.type, self.param, self.code)))
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"retry-after": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class Unprocessable(BadRequest):
+    status = 422
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "not_found_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    type = "api_error"
+    code = "upstream_timeout"
+
+
+def error_for_status(status: int, message: str, retry_after_s: float | None = None) -> GatewayError:
+    """The gateway error that best reports an upstream failure of this status."""
+    if status == 504 or status == 408:
+        return UpstreamTimeout(message)
+    if status == 429:
+        return RateLimited(message, code="upstream_rate_limited", retry_after_s=retry_after_s)
+    if status == 503:
+        return Unavailable(message, retry_after_s=retry_after_s)
+    return UpstreamFailed(message)

@@ -1,0 +1,91 @@
+"""Decision records: one per request, saying who answered, who was passed over and why, and at what cost."""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from typing import IO, Protocol
+
+import msgspec
+
+from routing.ladder import Attempt
+
+
+class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    time: float
+    agent: str
+    route: str
+    status: int
+    tier: str | None = None
+    upstream: str | None = None
+    confidence: float | None = None
+    attempts: list[Attempt] = []
+    cache: str = "bypass"
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_counted: bool = False
+    cost_usd: float = 0.0
+    reserved_tokens: int = 0
+    latency_ms: dict[str, float] = {}
+    validation: str | None = None
+    error: str | None = None
+    last_user_message: str | None = None
+
+
+class RecordSink(Protocol):
+    def write(self, record: DecisionRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonLinesSink:
+    """Writes each record as one JSON line to a stream (stdout or an opened file)."""
+
+    def __init__(self, stream: IO[bytes], owns: bool) -> None:
+        self._stream = stream
+        self._owns = owns
+        self._encoder = msgspec.json.Encoder()
+
+    @classmethod
+    def to_file(cls, path: str) -> JsonLinesSink:
+        return cls(open(path, "ab", buffering=64 * 1024), owns=True)
+
+    @classmethod
+    def to_stdout(cls) -> JsonLinesSink:
+        return cls(sys.stdout.buffer, owns=False)
+
+    def write(self, record: DecisionRecord) -> None:
+        self._stream.write(self._encoder.encode(record) + b"\n")
+
+    def close(self) -> None:
+        self._stream.flush()
+        if self._owns:
+            self._stream.close()
+
+
+class NoSink:
+    def write(self, record: DecisionRecord) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class RecentRecords:
+    """The last N records of this process, by id, for `GET /admin/decisions/{id}`."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._records: OrderedDict[str, DecisionRecord] = OrderedDict()
+
+    def add(self, record: DecisionRecord) -> None:
+        if self._keep == 0:
+            return
+        self._records[record.id] = record
+        if len(self._records) > self._keep:
+            self._records.popitem(last=False)
+
+    def get(self, record_id: str) -> DecisionRecord | None:
+        return self._records.get(record_id)

@@ -1,0 +1,44 @@
+"""Model names to routes: each route a ladder of tiers, plus what it may cost at most."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import AgentConfig, RouteCacheConfig
+from gateway.errors import Forbidden, NotFound
+from routing.ladder import Ladder
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRoute:
+    name: str
+    ladder: Ladder
+    # The dearest upstream that may answer, in micro-dollars per token, so a reservation is an upper bound.
+    input_micro_usd: float = 0.0
+    output_micro_usd: float = 0.0
+    max_output_tokens: int | None = None
+    cache: RouteCacheConfig = field(default_factory=RouteCacheConfig)
+    output_schema: dict[str, Any] | None = None
+
+
+def allowed(agent: AgentConfig, name: str) -> bool:
+    return "*" in agent.routes or name in agent.routes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    routes: dict[str, ResolvedRoute]
+
+    def resolve(self, agent: AgentConfig, model: str) -> ResolvedRoute:
+        route = self.routes.get(model)
+        if route is None:
+            raise NotFound(f"the model {model!r} does not exist; GET /v1/models lists yours", param="model")
+        if not allowed(agent, model):
+            raise Forbidden(
+                f"agent {agent.id!r} may not use the model {model!r}", param="model", code="model_not_allowed"
+            )
+        return route
+
+    def visible_to(self, agent: AgentConfig) -> list[str]:
+        return [name for name in self.routes if allowed(agent, name)]

@@ -1,0 +1,1 @@
+"""Who should answer: the escalation ladder and complexity routing."""

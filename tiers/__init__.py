@@ -1,0 +1,1 @@
+"""Who can answer: rules, the classifier, LLM upstreams, and the simulated upstream."""

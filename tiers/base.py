@@ -1,0 +1,24 @@
+"""The Tier interface: every tier answers a request or declines with a reason."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from tiers.types import Answer, ChatRequest, Escalate
+
+
+class TierRequest(msgspec.Struct, kw_only=True):
+    """A request with what the gateway already worked out about it, so no tier repeats the work."""
+
+    chat: ChatRequest
+    agent: str
+    prompt_tokens: int
+    include_usage: bool = False
+
+
+class Tier(Protocol):
+    name: str
+
+    async def decide(self, request: TierRequest) -> Answer | Escalate: ...

@@ -1,0 +1,74 @@
+"""The LLM tier: one upstream, with the gateway's only retry loop (full-jitter exponential backoff)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tiers.base import TierRequest
+from tiers.errors import UpstreamError
+from tiers.types import Answer, Escalate
+from tiers.upstream import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    base_s: float = 0.1
+    max_s: float = 2.0
+
+    def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
+        return rng() * min(self.max_s, self.base_s * (2**attempt))
+
+
+class LLMTier:
+    def __init__(
+        self,
+        upstream: Upstream,
+        retry: RetryPolicy,
+        *,
+        rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.upstream = upstream
+        self.name = f"llm:{upstream.name}"
+        self._retry = retry
+        self._rng = rng
+        self._sleep = sleep
+
+    async def decide(self, request: TierRequest) -> Answer | Escalate:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(request)
+            except UpstreamError as exc:
+                wait = self._retry.backoff(attempt, self._rng)
+                if exc.retry_after_s is not None:
+                    wait = max(wait, exc.retry_after_s)
+                if not exc.retryable or attempt >= self._retry.max_retries or wait > self._retry.max_s:
+                    return Escalate(
+                        tier=self.name,
+                        reason=exc.message,
+                        status=exc.client_status,
+                        retry_after_s=exc.retry_after_s,
+                    )
+            attempt += 1
+            await self._sleep(wait)
+
+    async def _attempt(self, request: TierRequest) -> Answer:
+        if request.chat.stream:
+            relay = await self.upstream.stream(
+                request.chat, include_usage=request.include_usage, prompt_tokens=request.prompt_tokens
+            )
+            return Answer(tier=self.name, stream=relay, upstream=self.upstream.name)
+        completion = await self.upstream.complete(request.chat)
+        return Answer(
+            tier=self.name,
+            content=completion.content,
+            usage=completion.usage,
+            body=completion.body,
+            upstream=self.upstream.name,
+        )

@@ -1,0 +1,340 @@
+"""The simulated upstream: an OpenAI-compatible server with deterministic answers, real token
+counts, streaming, configurable latency and scriptable faults. Users try tiergate with it offline;
+the tests and benchmarks use it.
+
+Faults and latency are chosen per request by directives after a `+` in the model name, or for a
+model name by the `faults` table:
+
+    sim-small                      a normal answer
+    sim-small+latency=50           50 ms before answering (plus per-token time)
+    sim-small+fault=500            answer HTTP 500 (any status: 429, 502, 503, ...)
+    sim-small+fault=hang           never answer
+    sim-small+fault=reset          close the connection without answering
+    sim-small+fault=broken-json    a 200 whose body is not JSON (in a stream: a broken event)
+    sim-small+fault=cut            a stream that stops mid-way without [DONE]
+    sim-small+fault=slow-first     the first token arrives after 10 s
+    sim-small+fault=no-usage       leave `usage` out
+    sim-small+fault=wrong-schema   structured answers that do not match the asked-for schema
+    sim-small+fail-first=2         the first 2 requests for this model name answer 503, then normally
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+from aiohttp import web
+
+from tiers.types import ChatRequest, Usage
+
+_WORDS = [
+    "the",
+    "request",
+    "was",
+    "reviewed",
+    "and",
+    "the",
+    "most",
+    "likely",
+    "answer",
+    "follows",
+    "from",
+    "the",
+    "context",
+    "given",
+    "by",
+    "the",
+    "agent",
+    "with",
+    "routine",
+    "cases",
+    "resolved",
+    "directly",
+    "while",
+    "unusual",
+    "ones",
+    "are",
+    "noted",
+    "for",
+    "a",
+    "person",
+    "to",
+    "check",
+    "later",
+]
+
+
+class TextCounter(Protocol):
+    def count(self, text: str) -> int: ...
+
+    def count_messages(self, messages: Iterable[tuple[str, str | None]]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    latency_ms: float = 0.0
+    per_token_ms: float = 0.0
+    reply_words: int = 24
+    faults: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SimulatorStats:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    by_model: Counter[str] = field(default_factory=Counter)
+
+
+class _Directives(msgspec.Struct):
+    fault: str | None = None
+    latency_ms: float | None = None
+    fail_first: int = 0
+
+
+def parse_directives(model: str, table: dict[str, str]) -> _Directives:
+    base, *parts = model.split("+")
+    directives = _Directives(fault=table.get(model) or table.get(base))
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key == "fault":
+            directives.fault = value
+        elif key == "latency":
+            directives.latency_ms = float(value)
+        elif key == "fail-first":
+            directives.fail_first = int(value)
+    return directives
+
+
+def example_of(schema: dict[str, Any], wrong: bool = False) -> Any:
+    """A small instance of a JSON schema (or, when `wrong`, one that breaks it)."""
+    if wrong:
+        return {"unexpected": True} if schema.get("type") != "object" or schema.get("required") else 42
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        if schema.get(combinator):
+            return example_of(schema[combinator][0])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: example_of(properties[name]) for name in properties}
+    if kind == "array":
+        minimum = schema.get("minItems", 0)
+        return [example_of(schema.get("items", {"type": "string"})) for _ in range(minimum)]
+    return {"string": "example", "integer": 0, "number": 0, "boolean": False, "null": None}.get(
+        kind, "example"
+    )
+
+
+class SimulatedUpstream:
+    def __init__(self, settings: SimulatorSettings, counter: TextCounter) -> None:
+        self.settings = settings
+        self.stats = SimulatorStats()
+        self._counter = counter
+        self._count = counter.count
+        self._seen: Counter[str] = Counter()
+
+    def reply_text(self, request: ChatRequest, wrong_schema: bool) -> str:
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+            return msgspec.json.encode(example_of(fmt.json_schema.schema or {}, wrong_schema)).decode()
+        if fmt is not None and fmt.type == "json_object":
+            return '{"answer": "simulated"}' if not wrong_schema else '{"answer": 42}'
+        digest = hashlib.sha256(request.last_user_text().encode()).digest()
+        words = [_WORDS[b % len(_WORDS)] for b in digest]
+        while len(words) < self.settings.reply_words:
+            words.extend(words)
+        return "Simulated answer: " + " ".join(words[: self.settings.reply_words]) + "."
+
+    def _truncate(self, text: str, cap: int | None) -> tuple[str, int, str]:
+        tokens = self._count(text)
+        if cap is None or tokens <= cap:
+            return text, tokens, "stop"
+        words = text.split(" ")
+        while words and self._count(" ".join(words)) > cap:
+            words = words[: max(0, min(len(words) - 1, len(words) * cap // max(tokens, 1)))]
+        text = " ".join(words)
+        return text, self._count(text), "length"
+
+    def prompt_tokens(self, request: ChatRequest) -> int:
+        return self._counter.count_messages((m.text(), m.name) for m in request.messages)
+
+    async def handle(self, http: web.Request) -> web.StreamResponse:
+        try:
+            request = msgspec.json.decode(await http.read(), type=ChatRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": str(exc),
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status=400,
+            )
+        directives = parse_directives(request.model, self.settings.faults)
+        fault = directives.fault or ""
+        self._seen[request.model] += 1
+        if self._seen[request.model] <= directives.fail_first:
+            fault = "503"
+        latency = directives.latency_ms if directives.latency_ms is not None else self.settings.latency_ms
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        if fault == "reset":
+            assert http.transport is not None
+            http.transport.close()
+            return web.Response()
+        if fault.isdigit():
+            headers = {"retry-after": "1"} if fault in ("429", "503") else {}
+            return web.json_response(
+                {
+                    "error": {
+                        "message": f"simulated {fault}",
+                        "type": "api_error",
+                        "param": None,
+                        "code": fault,
+                    }
+                },
+                status=int(fault),
+                headers=headers,
+            )
+        if fault == "slow-first":
+            await asyncio.sleep(10)
+        text, completion, finish = self._truncate(
+            self.reply_text(request, fault == "wrong-schema"), request.completion_cap()
+        )
+        usage = Usage.of(self.prompt_tokens(request), completion)
+        self.stats.requests += 1
+        self.stats.prompt_tokens += usage.prompt_tokens
+        self.stats.completion_tokens += usage.completion_tokens
+        self.stats.by_model[request.model] += 1
+        ident = f"chatcmpl-sim{self.stats.requests}"
+        if request.stream:
+            return await self._stream(http, request, text, finish, usage, ident, latency, fault)
+        if latency or self.settings.per_token_ms:
+            await asyncio.sleep((latency + self.settings.per_token_ms * completion) / 1000)
+        if fault == "broken-json":
+            return web.Response(
+                body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            )
+        body: dict[str, Any] = {
+            "id": ident,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+        }
+        if fault != "no-usage":
+            body["usage"] = msgspec.to_builtins(usage)
+        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+    async def _stream(
+        self,
+        http: web.Request,
+        request: ChatRequest,
+        text: str,
+        finish: str,
+        usage: Usage,
+        ident: str,
+        latency: float,
+        fault: str,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
+        await response.prepare(http)
+        created = int(time.time())
+
+        def chunk(
+            delta: dict[str, Any], finish_reason: str | None, extra: dict[str, Any] | None = None
+        ) -> bytes:
+            payload = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+                **(extra or {}),
+            }
+            return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        await response.write(chunk({"role": "assistant", "content": ""}, None))
+        pieces = [w + " " for w in text.split(" ")]
+        pieces[-1] = pieces[-1].rstrip(" ")
+        per_piece = self.settings.per_token_ms * usage.completion_tokens / max(1, len(pieces)) / 1000
+        for i, piece in enumerate(pieces):
+            if per_piece:
+                await asyncio.sleep(per_piece)
+            if fault == "cut" and i >= len(pieces) // 2:
+                assert http.transport is not None
+                http.transport.close()
+                return response
+            if fault == "broken-json" and i == len(pieces) // 2:
+                await response.write(b'data: {"id": "broken", "choices": [\n\n')
+                continue
+            await response.write(chunk({"content": piece}, None))
+        await response.write(chunk({}, finish))
+        wants_usage = request.stream_options is not None and request.stream_options.include_usage
+        if wants_usage and fault != "no-usage":
+            payload = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request.model,
+                "choices": [],
+                "usage": msgspec.to_builtins(usage),
+            }
+            await response.write(b"data: " + msgspec.json.encode(payload) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def handle_stats(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": self.stats.requests,
+                "prompt_tokens": self.stats.prompt_tokens,
+                "completion_tokens": self.stats.completion_tokens,
+                "by_model": dict(self.stats.by_model),
+            }
+        )
+
+    async def handle_models(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "sim", "object": "model", "owned_by": "sim"}]}
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/chat/completions", self.handle)
+        app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_get("/stats", self.handle_stats)
+        return app
+
+
+def run_simulator(host: str, port: int, settings: SimulatorSettings, counter: TextCounter) -> None:
+    simulated = SimulatedUpstream(settings, counter)
+    web.run_app(simulated.app(), host=host, port=port, print=None, access_log=None)

@@ -1,0 +1,250 @@
+"""Relaying an upstream's server-sent events to the client event by event, as they arrive.
+
+The relay forwards each upstream event's bytes untouched, keeps count of what was generated (so a
+budget can be settled even when the stream is cut), drops the usage chunk the gateway asked for on
+its own account, and synthesises one when the client wanted usage and the upstream sent none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from tiers.errors import UpstreamError
+from tiers.types import Usage
+
+DONE = b"data: [DONE]\n\n"
+
+
+class _FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct):
+    function: _FunctionDelta | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+    refusal: str | None = None
+
+
+class _ChoiceDelta(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _ChunkView(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    created: int = 0
+    choices: list[_ChoiceDelta] = []
+    usage: Usage | None = None
+    error: Any = None
+
+
+class _UsageChunk(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Any]
+    usage: Usage
+
+
+class _ErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: None
+    code: str
+
+
+class _ErrorEvent(msgspec.Struct):
+    error: _ErrorBody
+
+
+def error_frame(message: str, code: str = "upstream_error") -> bytes:
+    """An SSE event in OpenAI's error shape; the official SDK raises it as an APIError."""
+    event = _ErrorEvent(_ErrorBody(message=message, type="api_error", param=None, code=code))
+    return b"data: " + msgspec.json.encode(event) + b"\n\n"
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+class StreamBroken(Exception):
+    """The upstream stream failed; `before_first_event` tells whether the client has seen anything."""
+
+
+class SSERelay:
+    """One upstream stream, relayed. Iterate it once; it closes the upstream response when done."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        *,
+        upstream: str,
+        include_usage: bool,
+        prompt_tokens: int,
+        count_tokens: Callable[[str], int],
+        deadline: float,
+        first_token_deadline: float,
+    ) -> None:
+        self.upstream = upstream
+        self._response = response
+        self._include_usage = include_usage
+        self._prompt_tokens = prompt_tokens
+        self._count = count_tokens
+        self._deadline = deadline
+        self._first_deadline = min(first_token_deadline, deadline)
+        self._upstream_usage: Usage | None = None
+        self._generated: list[str] = []
+        self._pending: bytes | None = None
+        self._last = _ChunkView()
+        self._closed = False
+        self.completed = False
+        self.error: str | None = None
+        self.first_event_at: float | None = None
+
+    # -- reading the upstream -------------------------------------------------------------------
+
+    async def _next_event(self, deadline: float) -> bytes | None:
+        """The next event's data payload, or None at the end of the body."""
+        data: list[bytes] = []
+        loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
+        async with asyncio.timeout_at(loop_deadline):
+            while True:
+                line = await self._response.content.readline()
+                if not line:
+                    return b"\n".join(data) if data else None
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        return b"\n".join(data)
+                    continue
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                # other fields (event:, id:, retry:) and comments carry nothing we relay
+
+    def _inspect(self, payload: bytes) -> bytes | None:
+        """Account for one event; returns the frame to forward, or None to drop it."""
+        try:
+            chunk = msgspec.json.decode(payload, type=_ChunkView)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StreamBroken(f"upstream {self.upstream!r} sent a malformed stream event") from None
+        if chunk.error is not None:
+            raise StreamBroken(f"upstream {self.upstream!r} reported an error mid-stream")
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content:
+                self._generated.append(delta.content)
+            if delta.refusal:
+                self._generated.append(delta.refusal)
+            for call in delta.tool_calls or ():
+                if call.function is not None:
+                    self._generated.append((call.function.name or "") + (call.function.arguments or ""))
+        if chunk.id:
+            self._last = chunk
+        if chunk.usage is not None:
+            self._upstream_usage = chunk.usage
+            if not chunk.choices and not self._include_usage:
+                return None
+        return frame(payload)
+
+    async def prime(self) -> None:
+        """Read up to the first forwardable event, so failures before it can be retried."""
+        try:
+            while self._pending is None:
+                payload = await self._next_event(self._first_deadline)
+                if payload is None or payload == b"[DONE]":
+                    raise StreamBroken(f"upstream {self.upstream!r} ended its stream before any event")
+                self._pending = self._inspect(payload)
+        except TimeoutError:
+            raise UpstreamError(
+                f"upstream {self.upstream!r} sent no first token in time", retryable=True, timeout=True
+            ) from None
+        except (StreamBroken, aiohttp.ClientError) as exc:
+            message = str(exc) if isinstance(exc, StreamBroken) else f"upstream {self.upstream!r} broke off"
+            raise UpstreamError(message, status=502, retryable=True) from None
+        self.first_event_at = time.monotonic()
+
+    # -- what the client sees -------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[bytes]:
+        try:
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                yield pending
+            while True:
+                try:
+                    payload = await self._next_event(self._deadline)
+                except TimeoutError:
+                    raise StreamBroken(f"upstream {self.upstream!r} did not finish in time") from None
+                except aiohttp.ClientError:
+                    raise StreamBroken(f"upstream {self.upstream!r} broke off mid-stream") from None
+                if payload is None:
+                    raise StreamBroken(f"upstream {self.upstream!r} ended its stream without [DONE]")
+                if payload == b"[DONE]":
+                    break
+                forwarded = self._inspect(payload)
+                if forwarded is not None:
+                    yield forwarded
+            self.completed = True
+            if self._include_usage and self._upstream_usage is None:
+                yield self._usage_frame()
+            yield DONE
+        except StreamBroken as exc:
+            self.error = str(exc)
+            yield error_frame(str(exc))
+        finally:
+            self._close()
+
+    def _usage_frame(self) -> bytes:
+        last = self._last
+        chunk = _UsageChunk(
+            id=last.id or "chatcmpl-tiergate",
+            object="chat.completion.chunk",
+            created=last.created or int(time.time()),
+            model=last.model,
+            choices=[],
+            usage=self.usage(),
+        )
+        return frame(msgspec.json.encode(chunk))
+
+    def usage(self) -> Usage:
+        """What the upstream reported, or what the gateway counted of what was generated so far."""
+        if self._upstream_usage is not None:
+            return self._upstream_usage
+        return Usage.of(self._prompt_tokens, self._count("".join(self._generated)))
+
+    def usage_reported(self) -> bool:
+        return self._upstream_usage is not None
+
+    def generated_text(self) -> str:
+        return "".join(self._generated)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.completed:
+            self._response.release()
+        else:
+            # unread bytes remain: drop the connection rather than return a dirty one to the pool
+            self._response.close()
+
+    async def aclose(self) -> None:
+        self._close()

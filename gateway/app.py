@@ -63,8 +63,9 @@ async def list_models(request: Request) -> Response[bytes]:
 
 
 @get("/v1/models/{name:str}")
-async def get_model(request: Request, name: str) -> Response[bytes]:
+async def get_model(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
+    name = request.path_params["name"]
     agent = gateway.agents.authenticate(request.headers.get("authorization"))
     if name not in gateway.chat.routes.visible_to(agent):
         raise NotFound(f"the model {name!r} does not exist", param="model")
@@ -86,9 +87,12 @@ async def readyz(request: Request) -> Response[bytes]:
 
 
 @get("/admin/usage")
-async def admin_usage(request: Request, agent: str) -> Response[bytes]:
+async def admin_usage(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
     gateway.admin.check(request.headers.get("authorization"))
+    agent = request.query_params.get("agent")
+    if not agent:
+        raise BadRequest("give the agent: /admin/usage?agent=ID", param="agent")
     if agent not in {a.id for a in gateway.config.agents}:
         raise NotFound(f"no agent {agent!r}", param="agent", code="agent_not_found")
     windows = []
@@ -109,8 +113,9 @@ async def admin_usage(request: Request, agent: str) -> Response[bytes]:
 
 
 @get("/admin/decisions/{record_id:str}")
-async def admin_decision(request: Request, record_id: str) -> Response[bytes]:
+async def admin_decision(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
+    record_id = request.path_params["record_id"]
     gateway.admin.check(request.headers.get("authorization"))
     record = gateway.recent.get(record_id)
     if record is None:

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from budgets.ledger import Ledger
 from budgets.memory import MemoryLedger
 from budgets.policy import MICRO_USD, BudgetPolicy
+from budgets.redis_client import connect
+from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.auth import AdminKey, AgentDirectory, key_digest
-from gateway.cache import Cache, MemoryCache, NoCache
+from gateway.cache import Cache, MemoryCache, NoCache, RedisCache
 from gateway.chat import AgentBudget, ChatService
-from gateway.config import AgentConfig, GatewayConfig, UpstreamConfig
+from gateway.config import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
 from gateway.records import JsonLinesSink, NoSink, RecentRecords, RecordSink
 from gateway.route_table import ResolvedRoute, RouteTable
 from gateway.wire import InputLimits
 from routing.ladder import Ladder
 from tiers.base import Tier
 from tiers.llm import LLMTier, RetryPolicy
+from tiers.rules import RuleSpec, RulesTier
 from tiers.upstream import OpenAICompatibleUpstream, UpstreamSettings
 
 
@@ -39,10 +45,9 @@ class Gateway:
     counter: TokenCounter
 
 
-def agent_policy(agent: AgentConfig) -> BudgetPolicy:
-    budget = agent.budget
+def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
     return BudgetPolicy.build(
-        f"agent:{agent.id}",
+        subject,
         tokens={
             "minute": budget.tokens_per_minute,
             "hour": budget.tokens_per_hour,
@@ -59,24 +64,48 @@ def agent_policy(agent: AgentConfig) -> BudgetPolicy:
 def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
     facts = {}
     for agent in config.agents:
-        policy = agent_policy(agent)
+        policies = [policy_of(s, b) for s, b in budget_subjects(config, agent)]
         facts[agent.id] = AgentBudget(
-            limited=any(limit.metric != "requests" for limit in policy.limits),
+            limited=any(limit.metric != "requests" for policy in policies for limit in policy.limits),
             default_completion_tokens=agent.budget.default_completion_tokens,
             fail_open=config.state.on_state_error == "fail_open",
         )
     return facts
 
 
-def build_ledger(config: GatewayConfig) -> Ledger:
-    policies = {f"agent:{a.id}": agent_policy(a) for a in config.agents}
-    subjects = {a.id: (f"agent:{a.id}",) for a in config.agents}
-    return MemoryLedger(policies, subjects)
+def budget_subjects(config: GatewayConfig, agent: AgentConfig) -> list[tuple[str, BudgetConfig]]:
+    """Whose budgets a request of this agent draws on: its own, and its team's if it has one."""
+    subjects = [(f"agent:{agent.id}", agent.budget)]
+    team = config.team(agent.team) if agent.team else None
+    if team is not None:
+        subjects.append((f"team:{team.id}", team.budget))
+    return subjects
 
 
-def build_cache(config: GatewayConfig) -> Cache:
+def build_ledger(config: GatewayConfig, redis: aioredis.Redis | None) -> Ledger:
+    policies: dict[str, BudgetPolicy] = {}
+    subjects: dict[str, tuple[str, ...]] = {}
+    for agent in config.agents:
+        pairs = budget_subjects(config, agent)
+        for subject, budget in pairs:
+            policies[subject] = policy_of(subject, budget)
+        subjects[agent.id] = tuple(subject for subject, _ in pairs)
+    if redis is None:
+        return MemoryLedger(policies, subjects)
+    tags = {a.id: f"team:{a.team}" if a.team else f"agent:{a.id}" for a in config.agents}
+    return RedisLedger(redis, policies, subjects, tags)
+
+
+def build_cache(config: GatewayConfig, state_redis: aioredis.Redis | None) -> Cache:
     if config.cache.backend == "memory":
         return MemoryCache(config.cache.max_entries, config.cache.ttl_s)
+    if config.cache.backend == "redis":
+        if config.cache.url and config.cache.url != config.state.url:
+            return RedisCache(connect(config.cache.url, config.state.timeout_s), owns_client=True)
+        if state_redis is None:
+            state_redis = connect(config.state.url or "", config.state.timeout_s)
+            return RedisCache(state_redis, owns_client=True)
+        return RedisCache(state_redis, owns_client=False)
     return NoCache()
 
 
@@ -110,27 +139,54 @@ def micro_prices(upstream: UpstreamConfig) -> tuple[float, float]:
     )
 
 
-def build_routes(config: GatewayConfig, tiers: dict[str, Tier]) -> RouteTable:
+def rule_specs(route: RouteConfig) -> list[RuleSpec]:
+    specs = []
+    for i, rule in enumerate(route.rules):
+        when = rule.when
+        agents = (when.agent,) if isinstance(when.agent, str) else when.agent
+        specs.append(
+            RuleSpec(
+                name=rule.name or f"{route.name}#{i}",
+                last_user_matches=when.last_user_matches,
+                contains_any=tuple(when.contains_any) if when.contains_any else None,
+                agents=tuple(agents) if agents is not None else None,
+                metadata=tuple(when.metadata.items()) if when.metadata is not None else None,
+                user=when.user,
+                min_messages=when.min_messages,
+                max_messages=when.max_messages,
+                has_tools=when.has_tools,
+                answer=rule.answer,
+                escalate_to=rule.escalate_to,
+                deny=rule.deny,
+            )
+        )
+    return specs
+
+
+def build_routes(config: GatewayConfig, upstream_tiers: dict[str, Tier]) -> RouteTable:
     routes: dict[str, ResolvedRoute] = {}
 
-    def resolved(name: str, ladder_names: list[str], **extra: object) -> ResolvedRoute:
+    def resolved(
+        name: str, ladder_names: list[str], first: Sequence[Tier] = (), **extra: Any
+    ) -> ResolvedRoute:
         upstreams = [u for u in config.upstreams if u.name in ladder_names]
         prices = [micro_prices(u) for u in upstreams]
         limits = [u.max_output_tokens for u in upstreams]
         return ResolvedRoute(
             name=name,
-            ladder=Ladder([tiers[n] for n in ladder_names]),
+            ladder=Ladder([*first, *(upstream_tiers[n] for n in ladder_names)]),
             input_micro_usd=max((p[0] for p in prices), default=0.0),
             output_micro_usd=max((p[1] for p in prices), default=0.0),
             max_output_tokens=None if None in limits or not limits else max(x for x in limits if x),
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
 
     for upstream in config.upstreams:
         routes[upstream.name] = resolved(upstream.name, [upstream.name])
     for route in config.routes:
+        first: list[Tier] = [RulesTier(rule_specs(route))] if route.rules else []
         routes[route.name] = resolved(
-            route.name, list(route.llm), cache=route.cache, output_schema=route.output_schema
+            route.name, list(route.llm), first, cache=route.cache, output_schema=route.output_schema
         )
     return RouteTable(routes)
 
@@ -151,9 +207,12 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         client = OpenAICompatibleUpstream(upstream_settings(upstream), session, counter.count)
         retry = RetryPolicy(upstream.max_retries, upstream.retry_base_s, upstream.retry_max_s)
         tiers[upstream.name] = LLMTier(client, retry)
-    ledger = build_ledger(config)
-    stack.push_async_callback(ledger.close)
-    cache = build_cache(config)
+    redis = None
+    if config.state.backend == "redis" and config.state.url:
+        redis = connect(config.state.url, config.state.timeout_s)
+        stack.push_async_callback(redis.aclose)
+    ledger = build_ledger(config, redis)
+    cache = build_cache(config, redis)
     stack.push_async_callback(cache.close)
     sink = build_sink(config)
     stack.callback(sink.close)

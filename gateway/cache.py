@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Protocol
 
 import msgspec
+import redis.asyncio as aioredis
 from cachetools import TTLCache
+from redis.exceptions import RedisError
 
 from tiers.types import ChatRequest
 
@@ -66,3 +69,47 @@ class MemoryCache:
 
     async def close(self) -> None:
         return None
+
+
+class RedisCache:
+    """Shared by every gateway process. A cache that cannot be reached is a miss, never an error:
+    the answer is computed and served as if the cache were cold (logged once per outage)."""
+
+    def __init__(self, client: aioredis.Redis, owns_client: bool, prefix: str = "tg:cache:") -> None:
+        self._client = client
+        self._owns = owns_client
+        self._prefix = prefix
+        self._decoder = msgspec.msgpack.Decoder(CachedAnswer)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._failing = False
+
+    def _trouble(self, exc: BaseException) -> None:
+        if not self._failing:
+            logging.getLogger("tiergate").warning("cache unavailable, serving uncached: %s", exc)
+        self._failing = True
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        try:
+            raw = await self._client.get(self._prefix + key)
+        except (RedisError, TimeoutError, OSError) as exc:
+            self._trouble(exc)
+            return None
+        self._failing = False
+        if raw is None:
+            return None
+        try:
+            return self._decoder.decode(raw)  # type: ignore[arg-type]
+        except msgspec.DecodeError:
+            return None
+
+    async def set(self, key: str, value: CachedAnswer, ttl_s: float) -> None:
+        try:
+            await self._client.set(
+                self._prefix + key, self._encoder.encode(value), px=max(1, int(ttl_s * 1000))
+            )
+        except (RedisError, TimeoutError, OSError) as exc:
+            self._trouble(exc)
+
+    async def close(self) -> None:
+        if self._owns:
+            await self._client.aclose()

@@ -105,6 +105,11 @@ class AgentConfig(Model):
         return self
 
 
+class TeamConfig(Model):
+    id: str = Field(pattern=NAME_PATTERN)
+    budget: BudgetConfig = BudgetConfig()
+
+
 class RuleWhen(Model):
     last_user_matches: str | None = None
     contains_any: list[str] | None = None
@@ -211,6 +216,7 @@ class GatewayConfig(Model):
     state: StateConfig = StateConfig()
     upstreams: list[UpstreamConfig] = []
     agents: list[AgentConfig] = []
+    teams: list[TeamConfig] = []
     routes: list[RouteConfig] = []
     cache: CacheConfig = CacheConfig()
     records: RecordsConfig = RecordsConfig()
@@ -219,6 +225,9 @@ class GatewayConfig(Model):
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)
+
+    def team(self, name: str) -> TeamConfig | None:
+        return next((t for t in self.teams if t.id == name), None)
 
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)

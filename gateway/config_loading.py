@@ -11,9 +11,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.assembly import rule_specs
 from gateway.config import GatewayConfig
+from tiers.rules import RuleError, RulesTier
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PLACEHOLDER = re.compile(r"__tiergate_env_\d+__")
 QUICKSTART = Path(__file__).with_name("quickstart.yaml")
 
 
@@ -36,24 +39,44 @@ def _path_str(parts: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def expand_env(node: Any, env: Mapping[str, str], problems: list[str], path: tuple[Any, ...] = ()) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string; unset variables are problems."""
+def protect_env_refs(text: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
+    """Swap each `${VAR}` / `${VAR:-default}` for a plain placeholder before YAML parsing, so a
+    reference works anywhere a scalar may stand (even unquoted inside a `{...}` flow mapping) and
+    a value can never be read as YAML syntax."""
+    refs: dict[str, tuple[str, str | None]] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        token = f"__tiergate_env_{len(refs)}__"
+        refs[token] = (match.group(1), match.group(2))
+        return token
+
+    return _ENV_REF.sub(placeholder, text), refs
+
+
+def expand_env(
+    node: Any,
+    refs: Mapping[str, tuple[str, str | None]],
+    env: Mapping[str, str],
+    problems: list[str],
+    path: tuple[Any, ...] = (),
+) -> Any:
+    """Put each reference's value in place; unset variables without a default are problems."""
     if isinstance(node, dict):
-        return {k: expand_env(v, env, problems, (*path, k)) for k, v in node.items()}
+        return {k: expand_env(v, refs, env, problems, (*path, k)) for k, v in node.items()}
     if isinstance(node, list):
-        return [expand_env(v, env, problems, (*path, i)) for i, v in enumerate(node)]
-    if isinstance(node, str) and "${" in node:
+        return [expand_env(v, refs, env, problems, (*path, i)) for i, v in enumerate(node)]
+    if isinstance(node, str) and "__tiergate_env_" in node:
 
         def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env and env[name] != "":
+            name, default = refs[match.group(0)]
+            if env.get(name):
                 return env[name]
             if default is not None:
                 return default
             problems.append(f"{_path_str(path)}: environment variable {name} is not set")
             return ""
 
-        return _ENV_REF.sub(substitute, node)
+        return _PLACEHOLDER.sub(substitute, node)
     return node
 
 
@@ -64,6 +87,7 @@ def _cross_check(config: GatewayConfig) -> list[str]:
         ("upstream", [u.name for u in config.upstreams]),
         ("route", [r.name for r in config.routes]),
         ("agent", [a.id for a in config.agents]),
+        ("team", [t.id for t in config.teams]),
     )
     for kind, names in named:
         seen: set[str] = set()
@@ -86,8 +110,16 @@ def _cross_check(config: GatewayConfig) -> list[str]:
                 problems.append(
                     f"routes[{i}].rules[{j}].escalate_to: {rule.escalate_to!r} is not a tier of this route"
                 )
+    for i, route in enumerate(config.routes):
+        try:
+            RulesTier(rule_specs(route))
+        except RuleError as exc:
+            problems.append(f"routes[{i}].rules: {exc}")
     keys: dict[str, int] = {}
+    team_names = {t.id for t in config.teams}
     for i, agent in enumerate(config.agents):
+        if agent.team is not None and agent.team not in team_names:
+            problems.append(f"agents[{i}].team: unknown team {agent.team!r}")
         for j, name in enumerate(agent.routes):
             if name != "*" and name not in route_names and name not in upstream_names:
                 problems.append(f"agents[{i}].routes[{j}]: unknown route or upstream {name!r}")
@@ -108,8 +140,9 @@ def _cross_check(config: GatewayConfig) -> list[str]:
 
 
 def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") -> GatewayConfig:
+    protected, refs = protect_env_refs(text)
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.safe_load(protected)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"(YAML) {exc}"]) from None
     if raw is None:
@@ -117,7 +150,7 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") ->
     if not isinstance(raw, dict):
         raise ConfigError(source, ["(top level): expected a mapping of sections"])
     problems: list[str] = []
-    expanded = expand_env(raw, env, problems)
+    expanded = expand_env(raw, refs, env, problems)
     try:
         config = GatewayConfig.model_validate(expanded)
     except ValidationError as exc:

@@ -1,0 +1,141 @@
+"""The Redis ledger: exact across any number of gateway processes and machines.
+
+Every reservation is one EVALSHA of `lua/reserve.lua`, which checks and holds all of a request's
+limits atomically with Redis's own clock. Keys carry a hash tag (the agent's team if it has one,
+else the agent), so each script touches keys of one slot and runs unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from budgets.ledger import StateError
+from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage
+
+
+def load_script(name: str) -> str:
+    """A ledger script with the shared period helpers in front of it."""
+    folder = resources.files("budgets") / "lua"
+    return (folder / "periods.lua").read_text() + "\n" + (folder / name).read_text()
+
+
+class RedisLedger:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        policies: Mapping[str, BudgetPolicy],
+        subjects_of: Mapping[str, tuple[str, ...]],
+        tags: Mapping[str, str],
+        prefix: str = "tg",
+    ) -> None:
+        self._client = client
+        self._policies = dict(policies)
+        self._subjects_of = dict(subjects_of)
+        self._prefix = prefix
+        self._reserve = client.register_script(load_script("reserve.lua"))
+        self._settle = client.register_script(load_script("settle.lua"))
+        self._usage = client.register_script(load_script("usage.lua"))
+        # Everything an agent's reservation touches, worked out once: (subject, limit, key).
+        self._plan: dict[str, list[tuple[str, Limit, str]]] = {}
+        for agent, subjects in self._subjects_of.items():
+            tag = tags.get(agent, f"agent:{agent}")
+            self._plan[agent] = [
+                (subject, limit, f"{prefix}:{{{tag}}}:{subject}:{limit.key}")
+                for subject in subjects
+                for limit in self._policies[subject].limits
+            ]
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as exc:
+            raise StateError(f"{type(exc).__name__}: {exc}") from None
+        except TimeoutError:
+            raise StateError("Redis did not answer in time") from None
+
+    async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
+        plan = self._plan.get(agent, [])
+        args: list[Any] = [
+            estimate.prompt_tokens,
+            estimate.max_completion_tokens,
+            repr(estimate.input_micro_usd_per_token),
+            repr(estimate.output_micro_usd_per_token),
+        ]
+        for _, limit, _ in plan:
+            args.extend((limit.window, limit.metric, limit.limit))
+        if not plan:
+            granted = estimate.max_completion_tokens
+            return Reservation(
+                id=uuid.uuid4().hex,
+                agent=agent,
+                subjects=(),
+                prompt_tokens=estimate.prompt_tokens,
+                completion_tokens=granted,
+                micro_usd=estimate.cost(estimate.prompt_tokens, granted),
+            )
+        result = await self._call(self._reserve, [key for _, _, key in plan], args)
+        if int(result[0]) == 0:
+            subject, limit, _ = plan[int(result[1]) - 1]
+            used = int(result[2])
+            return Denied(
+                subject=subject,
+                limit=limit,
+                retry_after_s=max(0.0, float(result[3])),
+                message=f"{subject} has used {used} of {limit.limit} {limit.metric} this {limit.window}",
+            )
+        remaining = int(result[3])
+        periods = {f"{subject}|{limit.key}": int(result[4 + i]) for i, (subject, limit, _) in enumerate(plan)}
+        return Reservation(
+            id=uuid.uuid4().hex,
+            agent=agent,
+            subjects=self._subjects_of.get(agent, ()),
+            prompt_tokens=estimate.prompt_tokens,
+            completion_tokens=int(result[1]),
+            micro_usd=int(result[2]),
+            periods=periods,
+            remaining_tokens=None if remaining < 0 else remaining,
+        )
+
+    async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
+        delta = {"tokens": tokens - reservation.tokens, "usd": micro_usd - reservation.micro_usd}
+        keys: list[str] = []
+        args: list[Any] = []
+        for subject, limit, key in self._plan.get(reservation.agent, []):
+            if limit.metric == "requests" or delta[limit.metric] == 0:
+                continue
+            number = reservation.periods.get(f"{subject}|{limit.key}")
+            if number is None:
+                continue
+            keys.append(key)
+            args.extend((number, delta[limit.metric]))
+        if keys:
+            await self._call(self._settle, keys, args)
+
+    async def usage(self, agent: str) -> list[WindowUsage]:
+        plan = self._plan.get(agent, [])
+        if not plan:
+            return []
+        result = await self._call(
+            self._usage, [key for _, _, key in plan], [limit.window for _, limit, _ in plan]
+        )
+        return [
+            WindowUsage(
+                subject, limit.window, limit.metric, int(result[2 * i]), limit.limit, float(result[2 * i + 1])
+            )
+            for i, (subject, limit, _) in enumerate(plan)
+        ]
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, TimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        return None  # the client is shared, and closed by whoever created it

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway.config import GatewayConfig
+from gateway.config_loading import parse_config
+from tests.servers import simulator_server
+
+DEMO_KEY = "sk-test-agent"
+OTHER_KEY = "sk-test-other"
+ADMIN_KEY = "sk-test-admin"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # CI sets TIERGATE_REQUIRE_REDIS so that a missing redis-server fails the run instead of skipping.
+    if os.environ.get("TIERGATE_REQUIRE_REDIS"):
+        import shutil
+
+        if shutil.which("redis-server") is None:
+            raise pytest.UsageError("redis-server is required (TIERGATE_REQUIRE_REDIS is set)")
+
+
+def make_config(sim_url: str, **overrides: Any) -> GatewayConfig:
+    """A small config around the simulator: agents `agent` and `other`, routes `triage` and `auto`."""
+    upstream_extra = overrides.pop("upstream_extra", {})
+    raw: dict[str, Any] = {
+        "server": {"admin_key": ADMIN_KEY, "max_body_bytes": 64 * 1024},
+        "upstreams": [
+            {
+                "name": "small",
+                "base_url": sim_url,
+                "model": "sim-small",
+                "retry_base_s": 0.01,
+                "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                **upstream_extra.get("small", {}),
+            },
+            {
+                "name": "large",
+                "base_url": sim_url,
+                "model": "sim-large",
+                "retry_base_s": 0.01,
+                "price": {"input_per_mtok": 10.0, "output_per_mtok": 20.0},
+                **upstream_extra.get("large", {}),
+            },
+        ],
+        "agents": [
+            {"id": "agent", "api_key": DEMO_KEY, "routes": ["triage", "auto", "small"]},
+            {"id": "other", "api_key": OTHER_KEY, "routes": ["auto"]},
+        ],
+        "routes": [
+            {
+                "name": "triage",
+                "rules": [
+                    {"when": {"last_user_matches": "(?i)reset (my )?password"}, "answer": "account_access"}
+                ],
+                "llm": ["small", "large"],
+            },
+            {"name": "auto", "llm": ["small", "large"]},
+        ],
+        "cache": {"backend": "memory"},
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    import yaml
+
+    return parse_config(yaml.safe_dump(raw), {})
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[tuple[str, Any]]:
+    with simulator_server() as running:
+        yield running

@@ -1,0 +1,165 @@
+"""One contract for every Ledger backend: memory and a real Redis (started by pytest-redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from budgets.ledger import Ledger, StateError
+from budgets.memory import MemoryLedger
+from budgets.policy import MICRO_USD, BudgetPolicy, Denied, Estimate, Reservation
+from budgets.redis_client import connect
+from budgets.redis_ledger import RedisLedger
+
+
+def policies(**budgets: dict[str, Any]) -> dict[str, BudgetPolicy]:
+    return {subject: BudgetPolicy.build(subject, **spec) for subject, spec in budgets.items()}
+
+
+SUBJECTS = {"a": ("agent:a", "team:t"), "b": ("agent:b", "team:t"), "solo": ("agent:solo",)}
+POLICIES = policies(
+    **{
+        "agent:a": {"tokens": {"minute": 1000, "day": 5000}, "requests_per_minute": 500},
+        "agent:b": {"tokens": {"minute": 1000}},
+        "team:t": {"tokens": {"minute": 1500}},
+        "agent:solo": {"usd": {"day": 0.001}, "requests_per_minute": 3},
+    }
+)
+TAGS = {"a": "team:t", "b": "team:t"}
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield MemoryLedger(POLICIES, SUBJECTS)
+        return
+    proc = request.getfixturevalue("redis_proc")
+    client = connect(f"redis://{proc.host}:{proc.port}/0", timeout_s=2)
+    await client.flushdb()
+    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    yield ledger
+    await client.aclose()
+
+
+async def test_a_hundred_concurrent_reservations_never_grant_more_than_the_limit(ledger: Ledger) -> None:
+    outcomes = await asyncio.gather(*(ledger.reserve("b", Estimate(7, 3)) for _ in range(100)))
+    granted = [o for o in outcomes if isinstance(o, Reservation)]
+    assert len(granted) == 100  # 100 x 10 tokens is exactly agent b's minute
+    assert all(o.completion_tokens == 3 for o in granted)
+    more = await ledger.reserve("b", Estimate(7, 3))
+    assert isinstance(more, Denied)
+    usage = {(u.subject, u.window): u.used for u in await ledger.usage("b")}
+    assert usage[("agent:b", "minute")] == 1000
+
+
+async def test_concurrent_agents_of_one_team_share_its_budget_exactly(ledger: Ledger) -> None:
+    outcomes = await asyncio.gather(*(ledger.reserve(agent, Estimate(5, 5)) for agent in ["a", "b"] * 100))
+    granted = [o for o in outcomes if isinstance(o, Reservation)]
+    assert len(granted) == 150  # the team's 1500 tokens, not the agents' 2000
+    usage = {(u.subject, u.window): u.used for u in await ledger.usage("a")}
+    assert usage[("team:t", "minute")] == 1500
+
+
+async def test_the_completion_cap_is_lowered_to_what_the_budget_still_allows(ledger: Ledger) -> None:
+    first = await ledger.reserve("b", Estimate(900, 50))
+    assert isinstance(first, Reservation) and first.completion_tokens == 50
+    second = await ledger.reserve("b", Estimate(20, 500))
+    assert isinstance(second, Reservation)
+    assert second.completion_tokens == 30  # 1000 - 950 - 20 prompt
+    assert second.remaining_tokens == 0
+
+
+async def test_settling_refunds_what_was_not_used(ledger: Ledger) -> None:
+    reservation = await ledger.reserve("b", Estimate(100, 400))
+    assert isinstance(reservation, Reservation)
+    await ledger.settle(reservation, tokens=150, micro_usd=0)
+    usage = {(u.subject, u.window): u for u in await ledger.usage("b")}
+    assert usage[("agent:b", "minute")].used == 150
+    assert usage[("agent:b", "minute")].remaining == 850
+    assert usage[("team:t", "minute")].used == 150
+
+
+async def test_a_denial_says_which_limit_and_when_it_frees(ledger: Ledger) -> None:
+    await ledger.reserve("b", Estimate(990, 10))
+    denied = await ledger.reserve("b", Estimate(5, 10))
+    assert isinstance(denied, Denied)
+    assert denied.subject == "agent:b" and denied.limit.window == "minute"
+    assert 0 < denied.retry_after_s <= 60
+
+
+async def test_money_and_request_limits_hold(ledger: Ledger) -> None:
+    # 0.001 USD = 1000 micro-dollars; 1 micro-dollar per prompt token, 2 per completion token
+    estimate = Estimate(100, 1000, input_micro_usd_per_token=1.0, output_micro_usd_per_token=2.0)
+    first = await ledger.reserve("solo", estimate)
+    assert isinstance(first, Reservation)
+    assert first.completion_tokens == 450 and first.micro_usd == 1000
+    await ledger.settle(first, tokens=300, micro_usd=500)
+    second = await ledger.reserve("solo", estimate)
+    assert isinstance(second, Reservation) and second.completion_tokens == 200
+    await ledger.settle(second, tokens=0, micro_usd=0)
+    third = await ledger.reserve("solo", Estimate(1, 1))
+    assert isinstance(third, Reservation)
+    fourth = await ledger.reserve("solo", Estimate(1, 1))
+    assert isinstance(fourth, Denied) and fourth.limit.metric == "requests"
+    usage = {(u.metric, u.window): u.used for u in await ledger.usage("solo")}
+    assert usage[("usd", "day")] == 500 + 1 * 0 + third.micro_usd
+    assert usage[("requests", "minute")] == 3
+    assert MICRO_USD == 1_000_000
+
+
+async def test_an_agent_without_limits_is_always_granted(ledger: Ledger) -> None:
+    outcome = await ledger.reserve("nobody", Estimate(10, 10))
+    assert isinstance(outcome, Reservation) and outcome.completion_tokens == 10
+
+
+def test_the_memory_ledger_forgets_a_window_once_it_has_passed() -> None:
+    now = [1_000_020.0]
+    ledger = MemoryLedger(POLICIES, SUBJECTS, clock=lambda: now[0])
+
+    async def run() -> None:
+        assert isinstance(await ledger.reserve("b", Estimate(990, 10)), Reservation)
+        assert isinstance(await ledger.reserve("b", Estimate(5, 5)), Denied)
+        now[0] += 60
+        assert isinstance(await ledger.reserve("b", Estimate(5, 5)), Reservation)
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+async def test_the_redis_ledger_forgets_a_window_once_it_has_passed(redis_proc: Any) -> None:
+    client = aioredis.Redis(host=redis_proc.host, port=redis_proc.port)
+    await client.flushdb()
+    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    assert isinstance(await ledger.reserve("b", Estimate(990, 10)), Reservation)
+    assert isinstance(await ledger.reserve("b", Estimate(5, 5)), Denied)
+    # move every counter back one period, as if the minute had passed
+    async for key in client.scan_iter("tg:*"):
+        period = int(await client.hget(key, "p"))  # type: ignore[arg-type]
+        await client.hset(key, "p", period - 1)
+    assert isinstance(await ledger.reserve("b", Estimate(5, 5)), Reservation)
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_the_redis_ledger_keeps_each_agents_keys_in_one_cluster_slot(redis_proc: Any) -> None:
+    client = aioredis.Redis(host=redis_proc.host, port=redis_proc.port)
+    await client.flushdb()
+    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    await ledger.reserve("a", Estimate(1, 1))
+    keys = [k.decode() async for k in client.scan_iter("tg:*")]
+    assert keys and all("{team:t}" in k for k in keys)
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_an_unreachable_redis_is_a_state_error_not_a_crash() -> None:
+    client = connect("redis://127.0.0.1:1/0", timeout_s=0.2)
+    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    with pytest.raises(StateError):
+        await ledger.reserve("a", Estimate(1, 1))
+    assert await ledger.ping() is False
+    await client.aclose()

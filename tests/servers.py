@@ -1,0 +1,81 @@
+"""Real servers for tests: the gateway under uvicorn and the simulated upstream, each on a free
+port in a background thread with its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from aiohttp import web
+
+from budgets.tokens import TokenCounter, load_encoding
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from tiers.simulator import SimulatedUpstream, SimulatorSettings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def simulator_server(settings: SimulatorSettings | None = None) -> Iterator[tuple[str, SimulatedUpstream]]:
+    """Yields the simulator's base URL (ending in /v1) and the simulator, whose stats tests read."""
+    simulated = SimulatedUpstream(settings or SimulatorSettings(), TokenCounter(load_encoding(None)))
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(simulated.app(), access_log=None)
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", simulated
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@contextmanager
+def gateway_server(config: GatewayConfig) -> Iterator[str]:
+    """Yields the gateway's base URL (ending in /v1)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(15)

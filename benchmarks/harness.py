@@ -1,0 +1,153 @@
+"""Shared by the benchmarks: start the simulated upstream, a gateway and Redis as real processes on
+loopback, and measure latency (paired, one connection) and throughput (wrk, many connections)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
+
+
+@contextmanager
+def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def simulator(extra: list[str] | None = None) -> Iterator[str]:
+    port = free_port()
+    cli = [sys.executable, "-m", "gateway.cli", "simulate-upstream", "--port", str(port), *(extra or [])]
+    with process(cli, port):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    with process(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], port):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextmanager
+def gateway(config: dict[str, Any], workers: int = 1) -> Iterator[str]:
+    port = free_port()
+    config = {**config, "server": {**config.get("server", {}), "port": port, "workers": workers}}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(config, handle)
+    try:
+        with process([sys.executable, "-m", "gateway.cli", "serve", "--config", handle.name], port):
+            yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.unlink(handle.name)
+
+
+def chat_body(model: str, text: str = "Route this ticket: my card was charged twice", **extra: Any) -> bytes:
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": text}], **extra}).encode()
+
+
+async def _paired(targets: list[tuple[str, bytes, dict[str, str]]], n: int) -> list[list[float]]:
+    """Latency of each target, in ms, sending one request to each in turn (so drift hits all alike)."""
+    times: list[list[float]] = [[] for _ in targets]
+    connector = aiohttp.TCPConnector(limit=len(targets))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for i in range(n + 50):
+            for j, (url, body, headers) in enumerate(targets):
+                began = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
+                if i >= 50:  # warm-up
+                    times[j].append((time.perf_counter() - began) * 1000)
+    return times
+
+
+def paired_latency(targets: list[tuple[str, bytes, dict[str, str]]], n: int) -> list[dict[str, float]]:
+    results = asyncio.run(_paired(targets, n))
+    return [summarise(t) for t in results]
+
+
+def summarise(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "n": float(len(ordered)),
+    }
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = os.getenv("WRK_BODY")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = os.getenv("WRK_AUTH")
+"""
+
+
+def throughput(url: str, body: bytes, auth: str, connections: int, seconds: int) -> dict[str, float]:
+    """Requests per second with wrk (2 threads), and the share of non-2xx answers."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(WRK_SCRIPT)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, url],
+            env={**os.environ, "WRK_BODY": body.decode(), "WRK_AUTH": auth},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    errors = 0
+    for line in out.splitlines():
+        if "Non-2xx" in line:
+            errors = int(line.split()[-1])
+    total = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
+    return {"rps": rps, "non_2xx": float(errors), "requests": float(total)}

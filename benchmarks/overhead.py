@@ -1,0 +1,141 @@
+"""What the gateway adds on top of calling the upstream directly, measured in one run.
+
+Starts the simulated upstream (zero latency) and a gateway as real processes on loopback, then:
+  - latency at 1 connection, each scenario paired with a direct call to the upstream;
+  - requests/s at 32 connections with wrk.
+Scenarios: pass-through (no budget), with a memory budget, with a Redis budget (--redis), a cache
+hit, a rules answer. Writes benchmarks/results/overhead-<time>.json and prints a markdown table.
+
+    python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from harness import ROOT, chat_body, gateway, paired_latency, redis_server, simulator, throughput
+
+FREE, BUDGETED = "sk-bench-free", "sk-bench-budgeted"
+
+
+def bench_config(sim_url: str, redis_url: str | None) -> dict[str, Any]:
+    return {
+        "server": {"max_body_bytes": 1_000_000},
+        "state": {"backend": "redis", "url": redis_url} if redis_url else {"backend": "memory"},
+        "upstreams": [{"name": "small", "base_url": sim_url, "model": "sim-small"}],
+        "agents": [
+            {"id": "free", "api_key": FREE},
+            {"id": "budgeted", "api_key": BUDGETED,
+             "budget": {"tokens_per_minute": 10**12, "tokens_per_day": 10**13, "requests_per_minute": 10**9}},
+        ],
+        "routes": [
+            {"name": "pass", "llm": ["small"], "cache": {"enabled": False}},
+            {"name": "cached", "llm": ["small"]},
+            {"name": "rules", "rules": [{"when": {"contains_any": ["ticket"]}, "answer": "billing"}], "llm": ["small"]},
+        ],
+        "cache": {"backend": "memory"},
+    }
+
+
+def scenarios(gw: str, redis: bool) -> list[tuple[str, str, bytes, str]]:
+    """(name, url, body, key) for each scenario through the gateway."""
+    url = f"{gw}/chat/completions"
+    budget_name = "budget (redis)" if redis else "budget (memory)"
+    if redis:
+        return [(budget_name, url, chat_body("pass"), BUDGETED)]
+    return [
+        ("pass-through", url, chat_body("pass"), FREE),
+        (budget_name, url, chat_body("pass"), BUDGETED),
+        ("cache hit", url, chat_body("cached", temperature=0), FREE),
+        ("rules answer", url, chat_body("rules"), FREE),
+    ]
+
+
+def measure_latency(
+    results: dict[str, Any],
+    direct: tuple[str, bytes, dict[str, str]],
+    cases: list[tuple[str, str, bytes, str]],
+    requests: int,
+) -> None:
+    targets = [direct] + [
+        (url, body, {"content-type": "application/json", "authorization": f"Bearer {key}"})
+        for _, url, body, key in cases
+    ]
+    measured = paired_latency(targets, requests)
+    results["latency"].setdefault("direct", measured[0])
+    for (name, *_), stats in zip(cases, measured[1:], strict=True):
+        stats["added_p50_ms"] = stats["p50_ms"] - measured[0]["p50_ms"]
+        stats["added_p99_ms"] = stats["p99_ms"] - measured[0]["p99_ms"]
+        results["latency"][name] = stats
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
+        "python": platform.python_version(),
+        "latency": {},
+        "throughput": {},
+    }
+    with simulator() as sim:
+        direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
+        for redis in [False, True] if args.redis else [False]:
+            with ExitStack() as outer:
+                redis_url = outer.enter_context(redis_server()) if redis else None
+                for workers in args.workers:
+                    with gateway(bench_config(sim, redis_url), workers=workers) as gw:
+                        cases = scenarios(gw, redis)
+                        if workers == args.workers[0]:
+                            measure_latency(results, direct, cases, args.requests)
+                        if "direct" not in results["throughput"]:
+                            results["throughput"]["direct"] = throughput(
+                                direct[0], direct[1], "Bearer none", args.connections, args.seconds
+                            )
+                        for name, url, body, key in cases:
+                            results["throughput"][f"{name}, {workers} worker(s)"] = throughput(
+                                url, body, f"Bearer {key}", args.connections, args.seconds
+                            )
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {results['date']} on {results['machine']}, Python {results['python']}.",
+        "",
+        "| scenario (1 connection) | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, s in results["latency"].items():
+        lines.append(
+            f"| {name} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
+            f"{s.get('added_p50_ms', 0):.3f} | {s.get('added_p99_ms', 0):.3f} |"
+        )
+    lines += ["", "| scenario (32 connections) | requests/s | non-2xx |", "| --- | --- | --- |"]
+    for name, s in results["throughput"].items():
+        lines.append(f"| {name} | {s['rps']:.0f} | {s['non_2xx']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="paired requests per scenario at 1 connection")
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per scenario")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--redis", action="store_true", help="also measure the Redis budget")
+    args = parser.parse_args()
+    results = run(args)
+    out = ROOT / "benchmarks" / "results" / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    Path(out).write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\n(raw figures: {out.relative_to(ROOT)})")
+
+
+if __name__ == "__main__":
+    main()

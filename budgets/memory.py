@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 
 from budgets.policy import (
@@ -69,7 +68,6 @@ class MemoryLedger:
                 left = limit.limit - new_used
                 remaining = left if remaining is None else min(remaining, left)
         return Reservation(
-            id=uuid.uuid4().hex,
             agent=agent,
             subjects=self._subjects_of.get(agent, ()),
             prompt_tokens=estimate.prompt_tokens,

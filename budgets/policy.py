@@ -88,7 +88,6 @@ class Estimate:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    id: str
     agent: str
     subjects: tuple[str, ...]
     prompt_tokens: int

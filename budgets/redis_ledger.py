@@ -7,7 +7,6 @@ else the agent), so each script touches keys of one slot and runs unchanged on R
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -72,8 +71,7 @@ class RedisLedger:
         if not plan:
             granted = estimate.max_completion_tokens
             return Reservation(
-                id=uuid.uuid4().hex,
-                agent=agent,
+                    agent=agent,
                 subjects=(),
                 prompt_tokens=estimate.prompt_tokens,
                 completion_tokens=granted,
@@ -92,7 +90,6 @@ class RedisLedger:
         remaining = int(result[3])
         periods = {f"{subject}|{limit.key}": int(result[4 + i]) for i, (subject, limit, _) in enumerate(plan)}
         return Reservation(
-            id=uuid.uuid4().hex,
             agent=agent,
             subjects=self._subjects_of.get(agent, ()),
             prompt_tokens=estimate.prompt_tokens,

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
-from litestar.response import Stream
 
 from gateway.assembly import Gateway, build_gateway
+from gateway.chat_endpoint import chat_completions
 from gateway.config import GatewayConfig
 from gateway.errors import (
     BadRequest,
@@ -21,7 +21,6 @@ from gateway.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from gateway.wire import decode_chat_request
 
 log = logging.getLogger("tiergate")
 JSON = "application/json"
@@ -41,17 +40,6 @@ class _Model(msgspec.Struct):
 class _ModelList(msgspec.Struct):
     data: list[_Model]
     object: str = "list"
-
-
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request) -> Response[bytes] | Stream:
-    gateway = _gateway(request)
-    agent = gateway.agents.authenticate(request.headers.get("authorization"))
-    chat = decode_chat_request(await request.body(), gateway.limits)
-    result = await gateway.chat.complete(agent, chat)
-    if result.stream is not None:
-        return Stream(result.stream, media_type="text/event-stream", headers=result.headers)
-    return Response(result.body or b"", media_type=JSON, headers=result.headers, status_code=result.status)
 
 
 @get("/v1/models")
@@ -176,5 +164,6 @@ def create_app(config: GatewayConfig) -> Litestar:
         },
         request_max_body_size=config.server.max_body_bytes,
         openapi_config=None,
+        logging_config=None,
         debug=False,
     )

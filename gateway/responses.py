@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -56,14 +55,10 @@ class _Chunk(msgspec.Struct):
     usage: Usage | None = None
 
 
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
-def completion_body(content: str, model: str, usage: Usage) -> bytes:
+def completion_body(ident: str, content: str, model: str, usage: Usage) -> bytes:
     return msgspec.json.encode(
         _Completion(
-            id=completion_id(),
+            id=ident,
             object="chat.completion",
             created=int(time.time()),
             model=model,
@@ -75,9 +70,9 @@ def completion_body(content: str, model: str, usage: Usage) -> bytes:
     )
 
 
-def completion_frames(content: str, model: str, usage: Usage, include_usage: bool) -> list[bytes]:
+def completion_frames(ident: str, content: str, model: str, usage: Usage, include_usage: bool) -> list[bytes]:
     """A complete answer as the SSE events a streaming client expects, ending in [DONE]."""
-    ident, created = completion_id(), int(time.time())
+    created = int(time.time())
 
     def chunk(delta: _Delta, finish: str | None) -> bytes:
         return frame(

@@ -35,6 +35,7 @@ def _serve_worker(config: GatewayConfig, sock: socket.socket) -> None:
             http="auto",
             lifespan="on",
             access_log=False,
+            proxy_headers=False,
             log_level="warning",
             timeout_graceful_shutdown=int(config.server.shutdown_grace_s),
             backlog=2048,

@@ -1,0 +1,132 @@
+"""`POST /v1/chat/completions` as a plain ASGI handler: the hot path skips the framework's
+request and response layers (measured: a quarter of the time per request), reading the body and
+writing the answer itself. Streams are pumped in a task that is cancelled the moment the client
+disconnects, which cancels the upstream call and settles the budget with what was generated."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import asgi
+from litestar.types import Receive, Scope, Send
+
+from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.wire import decode_chat_request
+
+log = logging.getLogger("tiergate")
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream")]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: there is nobody to answer."""
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"request body is {int(value)} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header_list(headers: dict[str, str], base: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return base + [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+async def send_error(send: Send, error: GatewayError) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": _header_list(error.headers(), list(_JSON)),
+        }
+    )
+    await send({"type": "http.response.body", "body": error.body(), "more_body": False})
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _pump(send: Send, frames: AsyncIterator[bytes]) -> None:
+    async for chunk in frames:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stream(
+    receive: Receive, send: Send, headers: dict[str, str], frames: AsyncIterator[bytes]
+) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": _header_list(headers, list(_SSE))})
+    pump = asyncio.ensure_future(_pump(send, frames))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, watcher):
+            if not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        closer = getattr(frames, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+@asgi("/v1/chat/completions", copy_scope=False)
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    gateway: Any = scope["litestar_app"].state.gateway
+    try:
+        if scope.get("method") != "POST":
+            error = GatewayError("use POST for /v1/chat/completions", code="method_not_allowed")
+            error.status, error.type = 405, "invalid_request_error"
+            raise error
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        agent = gateway.agents.authenticate(authorization)
+        body = await _read_body(scope, receive, gateway.limits.max_body_bytes)
+        request = decode_chat_request(body, gateway.limits)
+        result = await gateway.chat.complete(agent, request)
+    except GatewayError as exc:
+        await send_error(send, exc)
+        return
+    except ClientGone:
+        return
+    except Exception:
+        log.exception("unhandled error in chat completions")
+        await send_error(send, GatewayError("internal error; see the gateway's log"))
+        return
+    if result.stream is not None:
+        await _stream(receive, send, result.headers, result.stream)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": result.status,
+            "headers": _header_list(result.headers, list(_JSON)),
+        }
+    )
+    await send({"type": "http.response.body", "body": result.body or b"", "more_body": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -62,7 +63,7 @@ async def get_model(request: Request) -> Response[bytes]:
 
 @get("/healthz")
 async def healthz() -> Response[bytes]:
-    return Response(b'{"status":"ok"}', media_type=JSON)
+    return Response(msgspec.json.encode({"status": "ok", "worker": os.getpid()}), media_type=JSON)
 
 
 @get("/readyz")

@@ -263,7 +263,7 @@ def test_a_stream_cut_by_the_upstream_ends_with_an_error_the_sdk_raises(simulato
 
 def test_health_and_readiness(gateway: str) -> None:
     root = gateway.removesuffix("/v1")
-    assert httpx.get(f"{root}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{root}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{root}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
@@ -285,3 +285,38 @@ def test_an_unknown_path_is_404_in_openai_shape(gateway: str) -> None:
     response = httpx.get(f"{gateway}/nothing-here")
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_client_that_disconnects_mid_stream_is_charged_what_was_generated() -> None:
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "budget": {"tokens_per_day": 100_000}}]
+    with (
+        simulator_server(SimulatorSettings(per_token_ms=40, reply_words=60)) as (sim_url, _),
+        gateway_server(make_config(sim_url, agents=agents)) as url,
+    ):
+        root = url.removesuffix("/v1")
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.stream(
+            "POST",
+            f"{url}/chat/completions",
+            headers={"authorization": f"Bearer {DEMO_KEY}"},
+            json={"model": "auto", "stream": True, "messages": USER},
+        ) as response:
+            decision_id = response.headers["x-tiergate-decision-id"]
+            lines = response.iter_lines()
+            received = [next(lines) for _ in range(8)]
+        assert any(line.startswith("data: ") for line in received)
+        deadline = time.monotonic() + 5
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            found = httpx.get(f"{root}/admin/decisions/{decision_id}", headers=admin)
+            if found.status_code == 200:
+                record = found.json()
+                break
+            time.sleep(0.05)
+        usage = httpx.get(f"{root}/admin/usage", params={"agent": "agent"}, headers=admin).json()
+    assert record["error"] == "client disconnected"
+    generated = record["completion_tokens"]
+    assert 0 < generated < 40  # cut well before the ~70-token answer was complete
+    day = next(w for w in usage["windows"] if w["window"] == "day")
+    # charged exactly what was generated, not the 1024-token reservation, nor nothing
+    assert day["used_tokens"] == record["prompt_tokens"] + generated

@@ -1,0 +1,175 @@
+"""Budgets across processes: two real gateway processes sharing one real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ADMIN_KEY
+from tests.servers import free_port, simulator_server
+
+pytestmark = pytest.mark.redis
+KEY = "sk-racer"
+
+
+def wait_for(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"gateway on {port} did not start")
+
+
+@contextmanager
+def gateway_process(config: dict[str, Any], tmp_path: Path, workers: int = 1) -> Iterator[str]:
+    port = free_port()
+    path = tmp_path / f"gateway-{port}.yaml"
+    config = {**config, "server": {**config["server"], "port": port, "workers": workers}}
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def shared_config(sim_url: str, redis_url: str, **state: Any) -> dict[str, Any]:
+    return {
+        "server": {"admin_key": ADMIN_KEY},
+        "state": {"backend": "redis", "url": redis_url, "timeout_s": 0.3, **state},
+        "upstreams": [{"name": "small", "base_url": sim_url, "model": "sim-small", "max_retries": 0}],
+        "agents": [{"id": "racer", "api_key": KEY, "budget": {"tokens_per_day": 3000}}],
+        "routes": [{"name": "auto", "llm": ["small"]}],
+        "cache": {"backend": "none"},
+    }
+
+
+async def race(urls: list[str], requests: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+
+        async def one(i: int) -> httpx.Response:
+            return await client.post(
+                f"{urls[i % len(urls)]}/v1/chat/completions",
+                headers={"authorization": f"Bearer {KEY}"},
+                json={
+                    "model": "auto",
+                    "max_tokens": 20,
+                    "stream": i % 3 == 0,
+                    "messages": [{"role": "user", "content": f"ticket number {i}: where is my parcel?"}],
+                },
+            )
+
+        return await asyncio.gather(*(one(i) for i in range(requests)))
+
+
+def test_two_gateways_sharing_redis_never_overspend_a_budget(redis_proc: Any, tmp_path: Path) -> None:
+    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/3"
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_proc.port), "-n", "3", "flushdb"], check=True, capture_output=True
+    )
+    with simulator_server() as (sim_url, simulated):
+        config = shared_config(sim_url, redis_url)
+        with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
+            before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
+            responses = asyncio.run(race([first, second], 200))
+            served = simulated.stats.prompt_tokens + simulated.stats.completion_tokens - before
+            usage = httpx.get(
+                f"{first}/admin/usage",
+                params={"agent": "racer"},
+                headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            ).json()
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(200) > 20 and statuses.count(429) > 20
+    for refused in (r for r in responses if r.status_code == 429):
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "budget_exhausted"
+    assert served <= 3000  # the upstream never served more than the budget
+    day = next(w for w in usage["windows"] if w["window"] == "day")
+    assert day["used_tokens"] == served  # the ledger equals what the upstream reports
+
+
+def test_a_redis_outage_fails_closed_then_recovers_by_itself(tmp_path: Path) -> None:
+    port = free_port()
+    redis_cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        with (
+            simulator_server() as (sim_url, _),
+            gateway_process(shared_config(sim_url, f"redis://127.0.0.1:{port}/0"), tmp_path) as url,
+        ):
+            ask = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"authorization": f"Bearer {KEY}"}
+            assert httpx.post(f"{url}/v1/chat/completions", json=ask, headers=headers).status_code == 200
+            server.send_signal(signal.SIGTERM)
+            server.wait(10)
+            down = httpx.post(f"{url}/v1/chat/completions", json=ask, headers=headers, timeout=10)
+            assert down.status_code == 503
+            assert "budget state is unavailable" in down.json()["error"]["message"]
+            assert httpx.get(f"{url}/readyz").status_code == 503
+            server = subprocess.Popen(redis_cmd, stdout=subprocess.DEVNULL)
+            time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            status = 0
+            while time.monotonic() < deadline and status != 200:
+                status = httpx.post(f"{url}/v1/chat/completions", json=ask, headers=headers).status_code
+                time.sleep(0.1)
+            assert status == 200
+            assert httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_redis_outage_with_fail_open_admits_requests(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here
+    with (
+        simulator_server() as (sim_url, _),
+        gateway_process(
+            shared_config(sim_url, f"redis://127.0.0.1:{port}/0", on_state_error="fail_open"), tmp_path
+        ) as url,
+    ):
+        response = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {KEY}"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        assert httpx.get(f"{url}/readyz").status_code == 503  # it says so
+
+
+def test_serve_runs_several_workers_on_one_port(tmp_path: Path) -> None:
+    with simulator_server() as (sim_url, _):
+        config = shared_config(sim_url, "redis://127.0.0.1:1/0", on_state_error="fail_open")
+        with gateway_process(config, tmp_path, workers=2) as url:
+            pids = set()
+            for _ in range(40):
+                response = httpx.get(f"{url}/healthz", headers={"connection": "close"})
+                pids.add(response.json()["worker"])
+            assert len(pids) == 2, pids

@@ -31,13 +31,24 @@ def bench_config(sim_url: str, redis_url: str | None) -> dict[str, Any]:
         "upstreams": [{"name": "small", "base_url": sim_url, "model": "sim-small"}],
         "agents": [
             {"id": "free", "api_key": FREE},
-            {"id": "budgeted", "api_key": BUDGETED,
-             "budget": {"tokens_per_minute": 10**12, "tokens_per_day": 10**13, "requests_per_minute": 10**9}},
+            {
+                "id": "budgeted",
+                "api_key": BUDGETED,
+                "budget": {
+                    "tokens_per_minute": 10**12,
+                    "tokens_per_day": 10**13,
+                    "requests_per_minute": 10**9,
+                },
+            },
         ],
         "routes": [
             {"name": "pass", "llm": ["small"], "cache": {"enabled": False}},
             {"name": "cached", "llm": ["small"]},
-            {"name": "rules", "rules": [{"when": {"contains_any": ["ticket"]}, "answer": "billing"}], "llm": ["small"]},
+            {
+                "name": "rules",
+                "rules": [{"when": {"contains_any": ["ticket"]}, "answer": "billing"}],
+                "llm": ["small"],
+            },
         ],
         "cache": {"backend": "memory"},
     }
@@ -123,8 +134,12 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="paired requests per scenario at 1 connection")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="paired requests per scenario at 1 connection"
+    )
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per scenario")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])

@@ -60,9 +60,12 @@ class MemoryLedger:
         amounts = {"tokens": estimate.prompt_tokens + granted, "usd": cost, "requests": 1}
         periods: dict[str, int] = {}
         remaining: int | None = None
-        for subject, limit, number, used, _ in state:
+        crossed: list[WindowUsage] = []
+        for subject, limit, number, used, ends in state:
             new_used = used + amounts[limit.metric]
             self._used[(subject, limit.key)] = (number, new_used)
+            if limit.warn is not None and used < limit.warn <= new_used:
+                crossed.append(WindowUsage(subject, limit.window, limit.metric, new_used, limit.limit, ends))
             periods[f"{subject}|{limit.key}"] = number
             if limit.metric == "tokens":
                 left = limit.limit - new_used
@@ -75,6 +78,7 @@ class MemoryLedger:
             micro_usd=cost,
             periods=periods,
             remaining_tokens=remaining,
+            crossed=tuple(crossed),
         )
 
     async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:

@@ -20,6 +20,7 @@ class Limit:
     window: Window
     metric: Metric
     limit: int  # tokens, requests, or micro-dollars
+    warn: int | None = None  # the soft limit: crossing it emits one event per window
 
     @property
     def key(self) -> str:
@@ -45,14 +46,19 @@ class BudgetPolicy:
         warn_at: float | None = None,
     ) -> BudgetPolicy:
         limits: list[Limit] = []
+
+        def add(window: Window, metric: Metric, amount: int) -> None:
+            warn = math.floor(amount * warn_at) if warn_at is not None else None
+            limits.append(Limit(window, metric, amount, warn))
+
         for window, value in (tokens or {}).items():
             if value is not None:
-                limits.append(Limit(window, "tokens", int(value)))
+                add(window, "tokens", int(value))
         for window, dollars in (usd or {}).items():
             if dollars is not None:
-                limits.append(Limit(window, "usd", round(dollars * MICRO_USD)))
+                add(window, "usd", round(dollars * MICRO_USD))
         if requests_per_minute is not None:
-            limits.append(Limit("minute", "requests", requests_per_minute))
+            add("minute", "requests", requests_per_minute)
         return cls(subject, tuple(limits), on_exhausted, warn_at)
 
 
@@ -79,34 +85,16 @@ class Estimate:
     input_micro_usd_per_token: float = 0.0
     output_micro_usd_per_token: float = 0.0
 
+    @property
+    def free(self) -> bool:
+        """An answer that costs nothing (rules, classifier): only request limits apply."""
+        return self.prompt_tokens == 0 and self.max_completion_tokens == 0
+
     def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
         return math.ceil(
             prompt_tokens * self.input_micro_usd_per_token
             + completion_tokens * self.output_micro_usd_per_token
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    agent: str
-    subjects: tuple[str, ...]
-    prompt_tokens: int
-    completion_tokens: int  # the completion cap granted; the request's max_tokens is lowered to it
-    micro_usd: int
-    periods: dict[str, int] = field(default_factory=dict)  # "subject|metric:window" -> period number
-    remaining_tokens: int | None = None  # tightest token window after this reservation
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class Denied:
-    subject: str
-    limit: Limit
-    retry_after_s: float
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +111,30 @@ class WindowUsage:
         return max(0, self.limit - self.used)
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    agent: str
+    subjects: tuple[str, ...]
+    prompt_tokens: int
+    completion_tokens: int  # the completion cap granted; the request's max_tokens is lowered to it
+    micro_usd: int
+    periods: dict[str, int] = field(default_factory=dict)  # "subject|metric:window" -> period number
+    remaining_tokens: int | None = None  # tightest token window after this reservation
+    crossed: tuple[WindowUsage, ...] = ()  # soft limits this reservation crossed
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    subject: str
+    limit: Limit
+    retry_after_s: float
+    message: str
+
+
 def affordable_completion(
     limits: list[tuple[Limit, int]], estimate: Estimate
 ) -> tuple[int, tuple[Limit, int] | None]:
@@ -135,6 +147,8 @@ def affordable_completion(
         if limit.metric == "requests":
             if room < 1:
                 return 0, (limit, used)
+            continue
+        if estimate.free:
             continue
         if limit.metric == "tokens":
             allowed = room - estimate.prompt_tokens

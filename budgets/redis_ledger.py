@@ -67,11 +67,11 @@ class RedisLedger:
             repr(estimate.output_micro_usd_per_token),
         ]
         for _, limit, _ in plan:
-            args.extend((limit.window, limit.metric, limit.limit))
+            args.extend((limit.window, limit.metric, limit.limit, -1 if limit.warn is None else limit.warn))
         if not plan:
             granted = estimate.max_completion_tokens
             return Reservation(
-                    agent=agent,
+                agent=agent,
                 subjects=(),
                 prompt_tokens=estimate.prompt_tokens,
                 completion_tokens=granted,
@@ -89,6 +89,10 @@ class RedisLedger:
             )
         remaining = int(result[3])
         periods = {f"{subject}|{limit.key}": int(result[4 + i]) for i, (subject, limit, _) in enumerate(plan)}
+        crossed = tuple(
+            WindowUsage(subject, limit.window, limit.metric, limit.warn or 0, limit.limit, 0.0)
+            for subject, limit, _ in (plan[int(index) - 1] for index in result[4 + len(plan) :])
+        )
         return Reservation(
             agent=agent,
             subjects=self._subjects_of.get(agent, ()),
@@ -97,6 +101,7 @@ class RedisLedger:
             micro_usd=int(result[2]),
             periods=periods,
             remaining_tokens=None if remaining < 0 else remaining,
+            crossed=crossed,
         )
 
     async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:

@@ -75,6 +75,11 @@ async def readyz(request: Request) -> Response[bytes]:
     return Response(body, media_type=JSON, status_code=200 if ready else 503)
 
 
+@get("/metrics")
+async def metrics(request: Request) -> Response[bytes]:
+    return Response(_gateway(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
 @get("/admin/usage")
 async def admin_usage(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
@@ -154,6 +159,7 @@ def create_app(config: GatewayConfig) -> Litestar:
             get_model,
             healthz,
             readyz,
+            metrics,
             admin_usage,
             admin_decision,
         ],

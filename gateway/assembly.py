@@ -17,11 +17,13 @@ from budgets.redis_client import connect
 from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.auth import AdminKey, AgentDirectory, key_digest
+from gateway.budget_alerts import BudgetAlerts
 from gateway.cache import Cache, MemoryCache, NoCache, RedisCache
 from gateway.chat import AgentBudget, ChatService
 from gateway.config import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
+from gateway.metrics import Metrics
 from gateway.records import JsonLinesSink, NoSink, RecentRecords, RecordSink
-from gateway.route_table import ResolvedRoute, RouteTable
+from gateway.route_table import ResolvedRoute, RouteTable, UpstreamOption
 from gateway.wire import InputLimits
 from routing.ladder import Ladder
 from tiers.base import Tier
@@ -43,6 +45,7 @@ class Gateway:
     cache: Cache
     recent: RecentRecords
     counter: TokenCounter
+    metrics: Metrics
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -69,6 +72,7 @@ def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
             limited=any(limit.metric != "requests" for policy in policies for limit in policy.limits),
             default_completion_tokens=agent.budget.default_completion_tokens,
             fail_open=config.state.on_state_error == "fail_open",
+            downgrade=agent.budget.on_exhausted == "downgrade",
         )
     return facts
 
@@ -172,9 +176,15 @@ def build_routes(config: GatewayConfig, upstream_tiers: dict[str, Tier]) -> Rout
         upstreams = [u for u in config.upstreams if u.name in ladder_names]
         prices = [micro_prices(u) for u in upstreams]
         limits = [u.max_output_tokens for u in upstreams]
+        options = sorted(
+            (UpstreamOption(u.name, upstream_tiers[u.name], *micro_prices(u)) for u in upstreams),
+            key=lambda o: (o.output_micro_usd, o.input_micro_usd),
+        )
         return ResolvedRoute(
             name=name,
             ladder=Ladder([*first, *(upstream_tiers[n] for n in ladder_names)]),
+            free_tiers=tuple(first),
+            cheapest_first=tuple(options),
             input_micro_usd=max((p[0] for p in prices), default=0.0),
             output_micro_usd=max((p[1] for p in prices), default=0.0),
             max_output_tokens=None if None in limits or not limits else max(x for x in limits if x),
@@ -217,6 +227,9 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     sink = build_sink(config)
     stack.callback(sink.close)
     recent = RecentRecords(config.records.keep_last)
+    metrics = Metrics()
+    alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
+    stack.push_async_callback(alerts.close)
     chat = ChatService(
         routes=build_routes(config, tiers),
         ledger=ledger,
@@ -228,6 +241,8 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         recent=recent,
         redact=config.records.redact,
         prices={u.name: micro_prices(u) for u in config.upstreams},
+        metrics=metrics,
+        alerts=alerts,
     )
     admin = config.server.admin_key
     return Gateway(
@@ -242,4 +257,5 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         cache=cache,
         recent=recent,
         counter=counter,
+        metrics=metrics,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,16 +16,19 @@ import msgspec
 from budgets.ledger import Ledger, StateError
 from budgets.policy import Denied, Estimate, Reservation
 from budgets.tokens import TokenCounter
+from gateway.budget_alerts import BudgetAlerts
 from gateway.cache import Cache, CachedAnswer, cache_key
 from gateway.config import AgentConfig, CacheConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, Unavailable, error_for_status
+from gateway.metrics import Metrics
 from gateway.records import DecisionRecord, RecentRecords, RecordSink
 from gateway.responses import completion_body, completion_frames, with_usage
 from gateway.route_table import ResolvedRoute, RouteTable
-from routing.ladder import LadderResult
+from routing.ladder import Ladder, LadderResult
 from tiers.base import TierRequest
 from tiers.types import Answer, ChatRequest, Escalate, Usage
 
+log = logging.getLogger("tiergate")
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -43,6 +47,7 @@ class AgentBudget:
     limited: bool
     default_completion_tokens: int
     fail_open: bool
+    downgrade: bool = False
 
 
 @dataclass(slots=True)
@@ -58,6 +63,8 @@ class _Turn:
     reservation: Reservation | None = None
     remaining_tokens: int | None = None
     cache: str = "bypass"
+    downgraded: str | None = None
+    denial: GatewayError | None = None  # what stands if a downgrade to free tiers cannot answer
 
 
 def failure_from(failures: list[Escalate]) -> GatewayError:
@@ -72,6 +79,14 @@ def failure_from(failures: list[Escalate]) -> GatewayError:
     if status == 400:
         return BadRequest(message, code="upstream_rejected")
     return error_for_status(status, message, retry_after)
+
+
+def _budget_exhausted(denied: Denied) -> RateLimited:
+    return RateLimited(
+        f"budget exhausted: {denied.message}; resets in {denied.retry_after_s:.0f}s",
+        code="budget_exhausted",
+        retry_after_s=denied.retry_after_s,
+    )
 
 
 async def _iterate(frames: list[bytes]) -> AsyncIterator[bytes]:
@@ -93,6 +108,8 @@ class ChatService:
         recent: RecentRecords,
         redact: bool,
         prices: dict[str, tuple[float, float]],
+        metrics: Metrics,
+        alerts: BudgetAlerts,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.routes = routes
@@ -105,6 +122,9 @@ class ChatService:
         self._recent = recent
         self._redact = redact
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
+        self._metrics = metrics
+        self._alerts = alerts
+        self._state_ok = True
         # Decision ids: a random per-process prefix and a counter, unique across workers and far
         # cheaper than uuid4 on the hot path.
         self._id_prefix = secrets.token_hex(11)
@@ -121,37 +141,83 @@ class ChatService:
             tokens += self._counter.count(msgspec.json.encode(request.response_format.json_schema).decode())
         return tokens
 
-    async def _reserve(self, turn: _Turn, route: ResolvedRoute, prompt_tokens: int) -> ChatRequest:
+    async def _reserve(
+        self, turn: _Turn, route: ResolvedRoute, prompt_tokens: int
+    ) -> tuple[ChatRequest, Ladder]:
         """Hold the most this request can cost; return the request with its completion cap lowered
-        to what was granted, so the upstream can never spend more than was reserved."""
+        to what was granted (so the upstream can never spend more than was reserved), and the
+        ladder to walk (a shorter one when the budget forced a downgrade)."""
         budget = self._budgets[turn.agent.id]
         request = turn.request
         cap = request.completion_cap()
         if route.max_output_tokens is not None:
             cap = min(cap or route.max_output_tokens, route.max_output_tokens)
         wanted = cap if cap is not None else budget.default_completion_tokens
-        estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
         began = time.perf_counter()
         try:
-            outcome = await self._ledger.reserve(turn.agent.id, estimate)
+            outcome = await self._hold(
+                turn, Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
+            )
+            ladder = route.ladder
+            if isinstance(outcome, Denied) and budget.downgrade and outcome.limit.metric != "requests":
+                outcome, ladder = await self._downgrade(turn, route, prompt_tokens, wanted, outcome)
         except StateError as exc:
+            self._state_changed(ok=False, detail=str(exc), fail_open=budget.fail_open)
             if not budget.fail_open:
                 raise Unavailable(f"budget state is unavailable: {exc}", retry_after_s=1) from None
+            return request, route.ladder
+        finally:
             turn.latency_ms["budget"] = (time.perf_counter() - began) * 1000
-            return request
-        turn.latency_ms["budget"] = (time.perf_counter() - began) * 1000
+        self._state_changed(ok=True)
         if isinstance(outcome, Denied):
-            raise RateLimited(
-                f"budget exhausted: {outcome.message}; resets in {outcome.retry_after_s:.0f}s",
-                code="budget_exhausted",
-                retry_after_s=outcome.retry_after_s,
-            )
-        turn.reservation = outcome
-        turn.remaining_tokens = outcome.remaining_tokens
-        if budget.limited and (cap is None or outcome.completion_tokens < cap):
+            raise _budget_exhausted(outcome)
+        if (
+            budget.limited
+            and outcome.completion_tokens > 0
+            and (cap is None or outcome.completion_tokens < cap)
+        ):
             name = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
             request = msgspec.structs.replace(request, **{name: outcome.completion_tokens})
-        return request
+        return request, ladder
+
+    async def _hold(self, turn: _Turn, estimate: Estimate) -> Reservation | Denied:
+        outcome = await self._ledger.reserve(turn.agent.id, estimate)
+        if isinstance(outcome, Reservation):
+            turn.reservation = outcome
+            turn.remaining_tokens = outcome.remaining_tokens
+            if outcome.crossed:
+                self._alerts.crossed(turn.agent.id, outcome.crossed)
+        return outcome
+
+    async def _downgrade(
+        self, turn: _Turn, route: ResolvedRoute, prompt_tokens: int, wanted: int, denied: Denied
+    ) -> tuple[Reservation | Denied, Ladder]:
+        """`on_exhausted: downgrade`: the cheapest upstream that still fits, else the tiers that
+        cost nothing (rules, classifier), else the denial stands."""
+        for option in route.cheapest_first:
+            estimate = Estimate(prompt_tokens, wanted, option.input_micro_usd, option.output_micro_usd)
+            outcome = await self._hold(turn, estimate)
+            if isinstance(outcome, Reservation):
+                turn.downgraded = f"budget: {option.tier.name}"
+                return outcome, Ladder([*route.free_tiers, option.tier])
+        if route.free_tiers:
+            outcome = await self._hold(turn, Estimate(0, 0))
+            if isinstance(outcome, Reservation):
+                turn.downgraded = "budget: free tiers only"
+                turn.denial = _budget_exhausted(denied)
+                return outcome, Ladder(route.free_tiers)
+        return denied, route.ladder
+
+    def _state_changed(self, ok: bool, detail: str = "", fail_open: bool = False) -> None:
+        """One log line per change of the state backend's health, not one per request."""
+        if ok == self._state_ok:
+            return
+        self._state_ok = ok
+        if ok:
+            log.warning("budget state is reachable again")
+        else:
+            behaviour = "admitting requests (fail_open)" if fail_open else "refusing requests (fail_closed)"
+            log.error("budget state unavailable, %s: %s", behaviour, detail)
 
     async def _settle(self, turn: _Turn, usage: Usage, upstream_price: tuple[float, float] | None) -> float:
         """Charge what was spent (or nothing, for answers that cost no tokens); returns USD."""
@@ -184,6 +250,7 @@ class ChatService:
         )
         self._recent.add(record)
         self._sink.write(record)
+        self._metrics.observe(record)
 
     def _headers(self, turn: _Turn, answer: Answer) -> dict[str, str]:
         headers = {
@@ -194,6 +261,8 @@ class ChatService:
         }
         if turn.remaining_tokens is not None:
             headers["x-tiergate-budget-remaining-tokens"] = str(max(0, turn.remaining_tokens))
+        if turn.downgraded is not None:
+            headers["x-tiergate-downgraded"] = turn.downgraded
         return headers
 
     # -- the path -----------------------------------------------------------------------------------
@@ -214,7 +283,7 @@ class ChatService:
             raise
         prompt_tokens = self._prompt_tokens(request)
         try:
-            outgoing = await self._reserve(turn, route, prompt_tokens)
+            outgoing, ladder = await self._reserve(turn, route, prompt_tokens)
         except GatewayError as exc:
             self._record(turn, exc.status, error=exc.message)
             raise
@@ -230,10 +299,10 @@ class ChatService:
                 chat=outgoing, agent=agent.id, prompt_tokens=prompt_tokens, include_usage=include_usage
             )
             began = time.perf_counter()
-            result = await route.ladder.run(tier_request)
+            result = await ladder.run(tier_request)
             turn.latency_ms["ladder"] = (time.perf_counter() - began) * 1000
             if result.answer is None:
-                raise self._declined(result)
+                raise self._declined(turn, result)
         except GatewayError as exc:
             await self._settle(turn, Usage(), None)
             self._record(turn, exc.status, error=exc.message)
@@ -256,10 +325,12 @@ class ChatService:
         if request.logit_bias and not agent.allow_logit_bias:
             raise Forbidden(f"agent {agent.id!r} may not set logit_bias", param="logit_bias")
 
-    def _declined(self, result: LadderResult) -> GatewayError:
+    def _declined(self, turn: _Turn, result: LadderResult) -> GatewayError:
         denied = next((f for f in result.failures if f.final), None)
         if denied is not None:
             return Forbidden(denied.reason, code="denied_by_rule")
+        if turn.denial is not None:
+            return turn.denial
         return failure_from(result.failures)
 
     def _cache_key(self, turn: _Turn, route: ResolvedRoute) -> str | None:

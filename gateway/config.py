@@ -207,6 +207,11 @@ class SimulatorConfig(Model):
     per_token_ms: float = Field(0.0, ge=0)
 
 
+class BudgetAlertsConfig(Model):
+    webhook_url: str | None = Field(None, description="POSTed one JSON event per soft-limit crossing")
+    timeout_s: float = Field(2.0, gt=0)
+
+
 class TokenizerConfig(Model):
     encoding: str = Field("cl100k_base", description="model or encoding name to count with")
 
@@ -222,6 +227,7 @@ class GatewayConfig(Model):
     records: RecordsConfig = RecordsConfig()
     simulator: SimulatorConfig | None = None
     tokenizer: TokenizerConfig = TokenizerConfig()
+    budget_alerts: BudgetAlertsConfig = BudgetAlertsConfig()
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)

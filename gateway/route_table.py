@@ -8,6 +8,17 @@ from typing import Any
 from gateway.config import AgentConfig, RouteCacheConfig
 from gateway.errors import Forbidden, NotFound
 from routing.ladder import Ladder
+from tiers.base import Tier
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamOption:
+    """One LLM tier of a route with its prices (micro-dollars per token), for downgrades."""
+
+    name: str
+    tier: Tier
+    input_micro_usd: float
+    output_micro_usd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +31,8 @@ class ResolvedRoute:
     max_output_tokens: int | None = None
     cache: RouteCacheConfig = field(default_factory=RouteCacheConfig)
     output_schema: dict[str, Any] | None = None
+    free_tiers: tuple[Tier, ...] = ()  # tiers that cost no tokens (rules, classifier)
+    cheapest_first: tuple[UpstreamOption, ...] = ()
 
 
 def allowed(agent: AgentConfig, name: str) -> bool:

@@ -79,3 +79,37 @@ def gateway_server(config: GatewayConfig) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+@contextmanager
+def webhook_server() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """A receiver that keeps every JSON body POSTed to it."""
+    received: list[dict[str, object]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}/hook", received
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

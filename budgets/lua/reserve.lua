@@ -2,20 +2,24 @@
 -- completion all of them allow, and hold it. Mirrors budgets.policy.affordable_completion.
 -- KEYS[i]: a hash per limit, fields p (period number) and u (used in that period)
 -- ARGV: prompt_tokens, max_completion, input_price, output_price (micro-USD per token),
---       then for each key: window, metric ("tokens" | "usd" | "requests"), limit
+--       then for each key: window, metric ("tokens" | "usd" | "requests"), limit, warn (-1: none)
+-- Returns {0, blocking key index, its used amount, seconds until it frees} or
+--         {1, granted, cost, remaining tokens (-1: no token limit), period per key..., crossed key indices...}
 local prompt = tonumber(ARGV[1])
 local granted = tonumber(ARGV[2])
 local in_price = tonumber(ARGV[3])
 local out_price = tonumber(ARGV[4])
 local now = now_from_redis()
 local n = #KEYS
-local periods, ends, used, windows, metrics, limits = {}, {}, {}, {}, {}, {}
+local periods, ends, used, windows, metrics, limits, warns = {}, {}, {}, {}, {}, {}, {}
+local free = prompt == 0 and granted == 0
 
 for i = 1, n do
-  local base = 4 + (i - 1) * 3
+  local base = 4 + (i - 1) * 4
   windows[i] = ARGV[base + 1]
   metrics[i] = ARGV[base + 2]
   limits[i] = tonumber(ARGV[base + 3])
+  warns[i] = tonumber(ARGV[base + 4])
   periods[i], ends[i] = period(windows[i], now)
   local stored = redis.call('HMGET', KEYS[i], 'p', 'u')
   if stored[1] and tonumber(stored[1]) == periods[i] then
@@ -29,7 +33,9 @@ for i = 1, n do
   local room = limits[i] - used[i]
   local allowed
   if metrics[i] == 'requests' then
-    allowed = room >= 1 and granted or -1
+    if room >= 1 then allowed = math.max(granted, 1) else allowed = -1 end
+  elseif free then
+    allowed = 1
   elseif metrics[i] == 'tokens' then
     allowed = room - prompt
   else
@@ -45,22 +51,27 @@ for i = 1, n do
   if allowed < 1 then
     return {0, i, used[i], tostring(ends[i] - now)}
   end
-  if metrics[i] ~= 'requests' and allowed < granted then granted = allowed end
+  if metrics[i] ~= 'requests' and not free and allowed < granted then granted = allowed end
 end
 
 local cost = math.ceil(prompt * in_price + granted * out_price)
 local amounts = {tokens = prompt + granted, usd = cost, requests = 1}
 local remaining = -1
 local result = {1, granted, cost, remaining}
+local crossed = {}
 for i = 1, n do
   local new_used = used[i] + amounts[metrics[i]]
   redis.call('HSET', KEYS[i], 'p', periods[i], 'u', new_used)
   redis.call('EXPIREAT', KEYS[i], math.ceil(ends[i]) + 60)
   result[4 + i] = periods[i]
+  if warns[i] >= 0 and used[i] < warns[i] and new_used >= warns[i] then
+    crossed[#crossed + 1] = i
+  end
   if metrics[i] == 'tokens' then
     local left = limits[i] - new_used
     if remaining < 0 or left < remaining then remaining = left end
   end
 end
 result[4] = remaining
+for _, index in ipairs(crossed) do result[#result + 1] = index end
 return result

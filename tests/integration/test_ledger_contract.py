@@ -163,3 +163,30 @@ async def test_an_unreachable_redis_is_a_state_error_not_a_crash() -> None:
         await ledger.reserve("a", Estimate(1, 1))
     assert await ledger.ping() is False
     await client.aclose()
+
+
+async def test_crossing_a_soft_limit_is_reported_once_per_window(ledger: Ledger) -> None:
+    # rebuild the same backend with a warn_at policy
+    warned = {"agent:w": BudgetPolicy.build("agent:w", tokens={"minute": 100}, warn_at=0.5)}
+    subjects = {"w": ("agent:w",)}
+    if isinstance(ledger, RedisLedger):
+        ledger = RedisLedger(ledger._client, warned, subjects, {})
+    else:
+        ledger = MemoryLedger(warned, subjects)
+    first = await ledger.reserve("w", Estimate(20, 10))
+    second = await ledger.reserve("w", Estimate(20, 10))
+    third = await ledger.reserve("w", Estimate(10, 5))
+    assert isinstance(first, Reservation) and first.crossed == ()
+    assert isinstance(second, Reservation) and len(second.crossed) == 1
+    assert second.crossed[0].subject == "agent:w" and second.crossed[0].window == "minute"
+    assert isinstance(third, Reservation) and third.crossed == ()
+
+
+async def test_a_free_answer_needs_no_token_room_but_counts_as_a_request(ledger: Ledger) -> None:
+    for _ in range(3):
+        spent = await ledger.reserve("solo", Estimate(1, 1, 1.0, 1000.0))
+        assert isinstance(spent, Reservation)
+    assert isinstance(await ledger.reserve("solo", Estimate(0, 0)), Denied)  # requests_per_minute: 3
+    assert isinstance(await ledger.reserve("b", Estimate(995, 5)), Reservation)
+    free = await ledger.reserve("b", Estimate(0, 0))
+    assert isinstance(free, Reservation) and free.tokens == 0

@@ -1,0 +1,76 @@
+"""Prometheus metrics, one registry per worker, fed from decision records and budget events."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from gateway.records import DecisionRecord
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tiergate_requests",
+            "Chat requests by route, answering tier and HTTP status",
+            ["route", "tier", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tiergate_request_latency_seconds",
+            "Time in the gateway per request, to the answer or its first byte",
+            ["route", "tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tiergate_tokens",
+            "Tokens by route, tier and kind",
+            ["route", "tier", "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "tiergate_cost_usd", "Spend by route and tier", ["route", "tier"], registry=self.registry
+        )
+        self.escalations = Counter(
+            "tiergate_escalations",
+            "Tiers that declined, by route and tier",
+            ["route", "tier"],
+            registry=self.registry,
+        )
+        self.cache = Counter("tiergate_cache", "Cache lookups by result", ["result"], registry=self.registry)
+        self.budget_refusals = Counter(
+            "tiergate_budget_refusals",
+            "Requests refused for budget, by agent",
+            ["agent"],
+            registry=self.registry,
+        )
+        self.budget_warnings = Counter(
+            "tiergate_budget_warnings",
+            "Soft-limit crossings, by subject, window and metric",
+            ["subject", "window", "metric"],
+            registry=self.registry,
+        )
+
+    def observe(self, record: DecisionRecord) -> None:
+        tier = record.tier or "none"
+        self.requests.labels(record.route, tier, str(record.status)).inc()
+        self.latency.labels(record.route, tier).observe(record.latency_ms.get("total", 0.0) / 1000)
+        if record.prompt_tokens:
+            self.tokens.labels(record.route, tier, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.tokens.labels(record.route, tier, "completion").inc(record.completion_tokens)
+        if record.cost_usd:
+            self.cost.labels(record.route, tier).inc(record.cost_usd)
+        for attempt in record.attempts:
+            if attempt.outcome == "escalated":
+                self.escalations.labels(record.route, attempt.tier).inc()
+        if record.cache != "bypass":
+            self.cache.labels(record.cache).inc()
+        if record.status == 429 and record.error and record.error.startswith("budget exhausted"):
+            self.budget_refusals.labels(record.agent).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

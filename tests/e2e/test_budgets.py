@@ -1,0 +1,115 @@
+"""Budgets as an agent meets them: refusals, downgrades, soft-limit alerts, headers, metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
+from tests.servers import gateway_server, webhook_server
+
+pytestmark = pytest.mark.e2e
+ASK = [{"role": "user", "content": "Which queue should this ticket go to?"}]
+
+
+def test_an_exhausted_budget_is_429_with_retry_after_and_remaining_tokens_shrink(
+    simulator: tuple[str, Any],
+) -> None:
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "routes": ["*"], "budget": {"tokens_per_day": 400}}]
+    with gateway_server(make_config(simulator[0], agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        remaining = []
+        with pytest.raises(openai.RateLimitError) as info:
+            for _ in range(50):
+                raw = client.chat.completions.with_raw_response.create(
+                    model="auto", messages=ASK, max_tokens=30
+                )
+                remaining.append(int(raw.headers["x-tiergate-budget-remaining-tokens"]))
+        assert remaining == sorted(remaining, reverse=True) and len(remaining) >= 3
+        assert int(info.value.response.headers["retry-after"]) >= 1
+        assert info.value.body["code"] == "budget_exhausted"  # type: ignore[index]
+        usage = httpx.get(
+            f"{url.removesuffix('/v1')}/admin/usage",
+            params={"agent": "agent"},
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        ).json()
+    day = usage["windows"][0]
+    assert day["limit_tokens"] == 400 and day["used_tokens"] <= 400
+    assert day["remaining_tokens"] == 400 - day["used_tokens"]
+    assert day["resets_at"].endswith("Z")
+
+
+def test_max_tokens_is_lowered_to_what_the_agent_can_afford(simulator: tuple[str, Any]) -> None:
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "budget": {"tokens_per_day": 35}}]
+    with gateway_server(make_config(simulator[0], agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        completion = client.chat.completions.create(model="auto", messages=ASK, max_tokens=500)
+    assert completion.usage is not None
+    assert completion.usage.total_tokens <= 35
+    assert completion.choices[0].finish_reason == "length"
+
+
+def test_downgrade_answers_from_a_cheaper_upstream_then_from_free_tiers(simulator: tuple[str, Any]) -> None:
+    # per token: small costs 1 micro-dollar in and 2 out, large 10 and 20. With 100 micro-dollars
+    # a day the ~14-token prompt alone is too dear for large, but small still fits.
+    agents = [
+        {
+            "id": "agent",
+            "api_key": DEMO_KEY,
+            "routes": ["*"],
+            "budget": {"usd_per_day": 0.0001, "on_exhausted": "downgrade"},
+        }
+    ]
+    with gateway_server(make_config(simulator[0], agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model="triage", messages=ASK, max_tokens=20)
+        assert raw.headers["x-tiergate-tier"] == "llm:small"
+        assert raw.headers["x-tiergate-downgraded"] == "budget: llm:small"
+        for _ in range(20):
+            try:
+                client.chat.completions.create(model="triage", messages=ASK, max_tokens=20)
+            except openai.RateLimitError:
+                break
+        rule = client.chat.completions.with_raw_response.create(
+            model="triage", messages=[{"role": "user", "content": "reset my password"}], max_tokens=20
+        )
+        assert rule.headers["x-tiergate-tier"] == "rules"
+        assert rule.headers["x-tiergate-downgraded"] == "budget: free tiers only"
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="triage", messages=ASK, max_tokens=20)
+
+
+def test_crossing_warn_at_posts_one_alert_per_window(simulator: tuple[str, Any]) -> None:
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "budget": {"tokens_per_day": 1000, "warn_at": 0.2}}]
+    with webhook_server() as (hook, received):
+        config = make_config(simulator[0], agents=agents, budget_alerts={"webhook_url": hook})
+        with gateway_server(config) as url:
+            client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+            for _ in range(8):
+                client.chat.completions.create(model="auto", messages=ASK, max_tokens=40)
+            deadline = time.monotonic() + 5
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            metrics = httpx.get(f"{url.removesuffix('/v1')}/metrics").text
+    assert len(received) == 1
+    assert received[0]["event"] == "budget.soft_limit_crossed"
+    assert received[0]["subject"] == "agent:agent" and received[0]["window"] == "day"
+    assert 'tiergate_budget_warnings_total{metric="tokens",subject="agent:agent",window="day"} 1.0' in metrics
+
+
+def test_metrics_count_requests_tokens_and_tiers(simulator: tuple[str, Any]) -> None:
+    with gateway_server(make_config(simulator[0])) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        client.chat.completions.create(model="auto", messages=ASK)
+        client.chat.completions.create(
+            model="triage", messages=[{"role": "user", "content": "reset password"}]
+        )
+        text = httpx.get(f"{url.removesuffix('/v1')}/metrics").text
+    assert 'tiergate_requests_total{route="auto",status="200",tier="llm:small"} 1.0' in text
+    assert 'tiergate_requests_total{route="triage",status="200",tier="rules"} 1.0' in text
+    assert 'tiergate_tokens_total{kind="completion",route="auto",tier="llm:small"}' in text

@@ -184,7 +184,7 @@ async def test_crossing_a_soft_limit_is_reported_once_per_window(ledger: Ledger)
 
 async def test_a_free_answer_needs_no_token_room_but_counts_as_a_request(ledger: Ledger) -> None:
     for _ in range(3):
-        spent = await ledger.reserve("solo", Estimate(1, 1, 1.0, 1000.0))
+        spent = await ledger.reserve("solo", Estimate(1, 1, 1.0, 1.0))
         assert isinstance(spent, Reservation)
     assert isinstance(await ledger.reserve("solo", Estimate(0, 0)), Denied)  # requests_per_minute: 3
     assert isinstance(await ledger.reserve("b", Estimate(995, 5)), Reservation)

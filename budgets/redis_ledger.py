@@ -8,7 +8,7 @@ else the agent), so each script touches keys of one slot and runs unchanged on R
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,7 +20,7 @@ from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, W
 
 def load_script(name: str) -> str:
     """A ledger script with the shared period helpers in front of it."""
-    folder = resources.files("budgets") / "lua"
+    folder = Path(__file__).with_name("lua")
     return (folder / "periods.lua").read_text() + "\n" + (folder / name).read_text()
 
 

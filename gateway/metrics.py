@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gateway.records import DecisionRecord
@@ -12,6 +14,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "tiergate_requests",
             "Chat requests by route, answering tier and HTTP status",
@@ -56,8 +59,16 @@ class Metrics:
 
     def observe(self, record: DecisionRecord) -> None:
         tier = record.tier or "none"
-        self.requests.labels(record.route, tier, str(record.status)).inc()
-        self.latency.labels(record.route, tier).observe(record.latency_ms.get("total", 0.0) / 1000)
+        key = (record.route, tier, record.status)
+        children = self._children.get(key)
+        if children is None:  # label lookups cost more than the counting; do them once per key
+            children = (
+                self.requests.labels(record.route, tier, str(record.status)),
+                self.latency.labels(record.route, tier),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(record.latency_ms.get("total", 0.0) / 1000)
         if record.prompt_tokens:
             self.tokens.labels(record.route, tier, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:

@@ -126,19 +126,12 @@ class OpenAICompatibleUpstream:
             changes["stream_options"] = None
         return msgspec.json.encode(msgspec.structs.replace(request, **changes))
 
-    async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
-        """Send and wait for the response head, within the first-token timeout."""
+    async def _open(self, payload: bytes) -> aiohttp.ClientResponse:
+        """Send, and wait for a 200 response head; the caller bounds the wait."""
         try:
-            async with asyncio.timeout(self._first_token_s):
-                response = await self._session.post(
-                    self._url, data=payload, headers=self._headers, timeout=self._connect_timeout
-                )
-        except TimeoutError:
-            raise UpstreamError(
-                f"upstream {self.name!r} sent nothing within {self._first_token_s:g}s",
-                retryable=True,
-                timeout=True,
-            ) from None
+            response = await self._session.post(
+                self._url, data=payload, headers=self._headers, timeout=self._connect_timeout
+            )
         except aiohttp.ClientError as exc:
             raise UpstreamError(
                 f"upstream {self.name!r} could not be reached ({type(exc).__name__})", retryable=True
@@ -158,27 +151,36 @@ class OpenAICompatibleUpstream:
             )
         return response
 
+    def _timed_out(self, started: bool) -> UpstreamError:
+        if started:
+            message = f"upstream {self.name!r} did not finish within {self._settings.timeout_s:g}s"
+        else:
+            message = f"upstream {self.name!r} sent nothing within {self._first_token_s:g}s"
+        return UpstreamError(message, retryable=True, timeout=True)
+
     async def complete(self, request: ChatRequest) -> Completion:
-        started = time.monotonic()
-        response = await self._post(self._outgoing(request, stream=False))
-        remaining = max(0.001, self._settings.timeout_s - (time.monotonic() - started))
+        payload = self._outgoing(request, stream=False)
+        response: aiohttp.ClientResponse | None = None
+        # One timer for both limits: first the time to the response head, then the total.
         try:
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(self._first_token_s) as timer:
+                began = asyncio.get_running_loop().time()
+                response = await self._open(payload)
+                timer.reschedule(began + self._settings.timeout_s)
                 body = await response.read()
         except TimeoutError:
-            response.close()
-            raise UpstreamError(
-                f"upstream {self.name!r} did not finish within {self._settings.timeout_s:g}s",
-                retryable=True,
-                timeout=True,
-            ) from None
+            if response is not None:
+                response.close()
+            raise self._timed_out(response is not None) from None
         except aiohttp.ClientError as exc:
-            response.close()
+            if response is not None:
+                response.close()
             raise UpstreamError(
                 f"upstream {self.name!r} broke off its answer ({type(exc).__name__})", retryable=True
             ) from None
         finally:
-            response.release()
+            if response is not None:
+                response.release()
         try:
             view = msgspec.json.decode(body, type=_CompletionView)
         except msgspec.DecodeError:
@@ -190,7 +192,11 @@ class OpenAICompatibleUpstream:
 
     async def stream(self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int) -> SSERelay:
         started = time.monotonic()
-        response = await self._post(self._outgoing(request, stream=True))
+        try:
+            async with asyncio.timeout(self._first_token_s):
+                response = await self._open(self._outgoing(request, stream=True))
+        except TimeoutError:
+            raise self._timed_out(False) from None
         relay = SSERelay(
             response,
             upstream=self.name,

@@ -61,8 +61,13 @@ local result = {1, granted, cost, remaining}
 local crossed = {}
 for i = 1, n do
   local new_used = used[i] + amounts[metrics[i]]
-  redis.call('HSET', KEYS[i], 'p', periods[i], 'u', new_used)
-  redis.call('EXPIREAT', KEYS[i], math.ceil(ends[i]) + 60)
+  if used[i] == 0 then
+    -- a new period (or its first use): start the counter and let it expire after the period
+    redis.call('HSET', KEYS[i], 'p', periods[i], 'u', new_used)
+    redis.call('EXPIREAT', KEYS[i], math.ceil(ends[i]) + 60)
+  else
+    redis.call('HSET', KEYS[i], 'u', new_used)
+  end
   result[4 + i] = periods[i]
   if warns[i] >= 0 and used[i] < warns[i] and new_used >= warns[i] then
     crossed[#crossed + 1] = i

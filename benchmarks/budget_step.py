@@ -1,0 +1,121 @@
+"""The cost of the budget step per request (reserve + settle), in memory and on Redis over
+loopback, with Redis round trips counted; and the cost of counting the 20th turn of a
+conversation that is re-sent whole every turn.
+
+    python benchmarks/budget_step.py [--ops 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+
+from harness import redis_server
+
+from budgets.memory import MemoryLedger
+from budgets.policy import BudgetPolicy, Estimate, Reservation
+from budgets.redis_client import connect
+from budgets.redis_ledger import RedisLedger
+from budgets.tokens import TokenCounter, load_encoding
+
+POLICIES = {
+    "agent:a": BudgetPolicy.build(
+        "agent:a", tokens={"minute": 10**12, "day": 10**13}, usd={"month": 10**6}, requests_per_minute=10**9
+    )
+}
+SUBJECTS = {"a": ("agent:a",)}
+ESTIMATE = Estimate(120, 256, 0.15, 0.6)
+
+
+async def time_ledger(ledger: MemoryLedger | RedisLedger, ops: int) -> list[float]:
+    samples = []
+    for _ in range(ops):
+        began = time.perf_counter()
+        reservation = await ledger.reserve("a", ESTIMATE)
+        assert isinstance(reservation, Reservation)
+        await ledger.settle(reservation, 200, 90)
+        samples.append((time.perf_counter() - began) * 1e6)
+    return samples
+
+
+def describe(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    return (
+        f"p50 {statistics.median(ordered):.1f} µs, p99 {ordered[int(len(ordered) * 0.99)]:.1f} µs "
+        f"(n={len(ordered)})"
+    )
+
+
+async def ledgers(ops: int) -> None:
+    memory = await time_ledger(MemoryLedger(POLICIES, SUBJECTS), ops)
+    print(f"memory ledger, reserve+settle: {describe(memory)}")
+    with redis_server() as url:
+        client = connect(url, timeout_s=1.0)
+        ledger = RedisLedger(client, POLICIES, SUBJECTS, {})
+        await time_ledger(ledger, 200)  # warm: scripts loaded, connection open
+        await client.config_resetstat()
+        reserve_only = []
+        for _ in range(ops):
+            began = time.perf_counter()
+            reservation = await ledger.reserve("a", ESTIMATE)
+            reserve_only.append((time.perf_counter() - began) * 1e6)
+            assert isinstance(reservation, Reservation)
+        stats = await client.info("commandstats")
+        calls = sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
+        print(f"redis ledger, reserve: {describe(reserve_only)}; round trips per reserve: {calls / ops:.2f}")
+        both = await time_ledger(ledger, ops)
+        print(f"redis ledger, reserve+settle: {describe(both)}")
+        await client.aclose()
+
+
+def conversation_turns(turns: int) -> list[list[tuple[str, str | None]]]:
+    rng = random.Random(7)
+    words = "the order shipped late and the customer wants a refund for the damaged parcel today".split()
+    messages: list[tuple[str, str | None]] = [("You are a support agent. Answer briefly.", None)]
+    history = []
+    for _ in range(turns):
+        messages.append((" ".join(rng.choice(words) for _ in range(120)), None))
+        history.append(list(messages))
+        messages.append((" ".join(rng.choice(words) for _ in range(80)), None))
+    return history
+
+
+def counting(turns: int = 20, repeats: int = 50) -> None:
+    encoding = load_encoding(None)
+    history = conversation_turns(turns)
+    warm_times, cold_times, new_only = [], [], []
+    for _ in range(repeats):
+        counter = TokenCounter(encoding)
+        for conversation in history[:-1]:
+            counter.count_messages(conversation)
+        last = history[-1]
+        began = time.perf_counter()
+        counter.count_messages(last)
+        warm_times.append((time.perf_counter() - began) * 1e6)
+        began = time.perf_counter()
+        TokenCounter(encoding).count_messages(last)
+        cold_times.append((time.perf_counter() - began) * 1e6)
+        began = time.perf_counter()
+        TokenCounter(encoding).count(last[-1][0])
+        new_only.append((time.perf_counter() - began) * 1e6)
+    print(
+        f"turn {turns} of a re-sent conversation ({len(history[-1])} messages): "
+        f"with the per-message cache {statistics.median(warm_times):.1f} µs, "
+        f"counting all of it {statistics.median(cold_times):.1f} µs, "
+        f"counting only the new message {statistics.median(new_only):.1f} µs"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", type=int, default=20000)
+    args = parser.parse_args()
+    asyncio.run(ledgers(args.ops))
+    counting()
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,7 @@ from gateway.route_table import ResolvedRoute, RouteTable, UpstreamOption
 from gateway.wire import InputLimits
 from routing.ladder import Ladder
 from tiers.base import Tier
+from tiers.classifier import ClassifierModel, ClassifierTier, Predictor
 from tiers.llm import LLMTier, RetryPolicy
 from tiers.rules import RuleSpec, RulesTier
 from tiers.upstream import OpenAICompatibleUpstream, UpstreamSettings
@@ -167,7 +168,23 @@ def rule_specs(route: RouteConfig) -> list[RuleSpec]:
     return specs
 
 
-def build_routes(config: GatewayConfig, upstream_tiers: dict[str, Tier]) -> RouteTable:
+def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
+    """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up."""
+    loaded: dict[str, ClassifierModel] = {}
+    tiers: dict[str, Tier] = {}
+    for route in config.routes:
+        if route.classifier is None:
+            continue
+        path = route.classifier.model
+        if path not in loaded:
+            loaded[path] = ClassifierModel.load(path)
+        tiers[route.name] = ClassifierTier(Predictor(loaded[path], route.classifier.min_confidence))
+    return tiers
+
+
+def build_routes(
+    config: GatewayConfig, upstream_tiers: dict[str, Tier], classifiers: dict[str, Tier]
+) -> RouteTable:
     routes: dict[str, ResolvedRoute] = {}
 
     def resolved(
@@ -195,6 +212,8 @@ def build_routes(config: GatewayConfig, upstream_tiers: dict[str, Tier]) -> Rout
         routes[upstream.name] = resolved(upstream.name, [upstream.name])
     for route in config.routes:
         first: list[Tier] = [RulesTier(rule_specs(route))] if route.rules else []
+        if route.classifier is not None:
+            first.append(classifiers[route.name])
         routes[route.name] = resolved(
             route.name, list(route.llm), first, cache=route.cache, output_schema=route.output_schema
         )
@@ -231,7 +250,7 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     chat = ChatService(
-        routes=build_routes(config, tiers),
+        routes=build_routes(config, tiers, load_classifiers(config)),
         ledger=ledger,
         budgets=budget_facts(config),
         cache=cache,

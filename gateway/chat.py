@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.records import DecisionRecord, RecentRecords, RecordSink
 from gateway.responses import completion_body, completion_frames, with_usage
 from gateway.route_table import ResolvedRoute, RouteTable
+from gateway.structured import label_as_json, target_schema, wants_json
 from routing.ladder import Ladder, LadderResult
 from tiers.base import TierRequest
 from tiers.types import Answer, ChatRequest, Escalate, Usage
@@ -349,6 +350,9 @@ class ChatService:
         counted = answer.usage is None
         if answer.upstream is None:
             usage = Usage()  # rules and classifier answers cost no tokens
+            if wants_json(turn.request) and answer.content is not None:
+                schema = target_schema(turn.request, route.output_schema)
+                answer = msgspec.structs.replace(answer, content=label_as_json(answer.content, schema))
             body = completion_body(f"chatcmpl-{turn.id}", answer.content or "", turn.request.model, usage)
         else:
             usage = answer.usage or Usage.of(prompt_tokens, self._counter.count(answer.content or ""))

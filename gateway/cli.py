@@ -36,6 +36,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.file)
+    missing = [
+        f"routes[{i}].classifier.model: no such file {route.classifier.model!r} "
+        "(train one with `tiergate train`)"
+        for i, route in enumerate(config.routes)
+        if route.classifier is not None and not os.path.exists(route.classifier.model)
+    ]
+    if missing:
+        print(f"{args.file}: {len(missing)} problem(s)", file=sys.stderr)
+        for problem in missing:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     print(
         f"{args.file}: ok ({len(config.agents)} agents, {len(config.routes)} routes, "
         f"{len(config.upstreams)} upstreams)"
@@ -64,6 +75,93 @@ def cmd_simulate_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from tiers.classifier_training import DataError, load_rows, train
+
+    try:
+        rows = load_rows(args.data)
+        model = train(
+            rows,
+            target_precision=args.target_precision,
+            c=args.c,
+            seed=args.seed,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except DataError as exc:
+        print(f"tiergate train: {exc}", file=sys.stderr)
+        return 1
+    model.save(args.out)
+    held = model.metrics["held_out_before_refit"]
+    print(
+        f"{args.out}: {len(model.classes)} classes, threshold {model.threshold:.4f}; held out: "
+        f"top-1 {held['top1_accuracy']:.4f}, coverage {held['coverage']:.4f} "
+        f"at accuracy {held['accuracy_answered']:.4f}"
+    )
+    return 0
+
+
+def _model_and_rows(args: argparse.Namespace) -> tuple[object, list[tuple[str, str | None]]] | None:
+    from tiers.classifier import ClassifierModel, ModelError
+    from tiers.classifier_training import DataError, load_rows
+
+    try:
+        return ClassifierModel.load(args.model), load_rows(args.data)
+    except (ModelError, DataError) as exc:
+        print(f"tiergate {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tiers.classifier import ClassifierModel, Predictor
+
+    loaded = _model_and_rows(args)
+    if loaded is None:
+        return 1
+    model, rows = loaded
+    assert isinstance(model, ClassifierModel)
+    predictor = Predictor(model, args.min_confidence)
+    out = sys.stdout
+    for text, _ in rows:
+        prediction = predictor.predict(text)
+        out.write(
+            json.dumps(
+                {
+                    "label": prediction.label,
+                    "confidence": prediction.confidence,
+                    "escalate": prediction.escalate,
+                }
+            )
+            + "\n"
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tiers.classifier import ClassifierModel
+    from tiers.classifier_training import evaluate
+
+    loaded = _model_and_rows(args)
+    if loaded is None:
+        return 1
+    model, rows = loaded
+    assert isinstance(model, ClassifierModel)
+    report = evaluate(model, rows, args.min_confidence)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"rows {report['rows']}, threshold {report['threshold']:.4f}")
+    print(f"top-1 accuracy            {report['top1_accuracy']:.4f}")
+    print(f"coverage at threshold     {report['coverage']:.4f}")
+    print(f"accuracy of answered rows {report['accuracy_answered']:.4f}")
+    if report["out_of_scope_escalated"] is not None:
+        escalated, count = report["out_of_scope_escalated"], report["out_of_scope_rows"]
+        print(f"out-of-scope escalated    {escalated:.4f} of {count}")
+    print("threshold  coverage  accuracy")
+    for point in report["curve"]:
+        print(f"{point['threshold']:9.2f}  {point['coverage']:8.4f}  {point['accuracy']:8.4f}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="tiergate", description="A tiered decision gateway for agents.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -81,6 +179,28 @@ def parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("config-schema", help="print the config's JSON schema")
     schema.set_defaults(run=cmd_config_schema)
+
+    train = sub.add_parser("train", help="train a classifier-tier model from CSV or JSONL rows")
+    train.add_argument("--data", required=True, help="CSV (text, label|category) or JSONL ({text, label})")
+    train.add_argument("--out", required=True, help="where to write the model (.joblib)")
+    train.add_argument(
+        "--target-precision", type=float, default=0.975, help="calibrate the threshold to this"
+    )
+    train.add_argument("--c", type=float, default=20.0, help="inverse regularisation of the linear model")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=cmd_train)
+
+    for name, func, doc in (
+        ("predict", cmd_predict, "one JSON line per row: label, confidence, escalate"),
+        ("eval", cmd_eval, "accuracy, coverage at the threshold, out-of-scope escalation, the curve"),
+    ):
+        command = sub.add_parser(name, help=doc)
+        command.add_argument("--model", required=True)
+        command.add_argument("--data", required=True)
+        command.add_argument("--min-confidence", type=float, help="override the calibrated threshold")
+        if name == "eval":
+            command.add_argument("--json", action="store_true")
+        command.set_defaults(run=func)
 
     sim = sub.add_parser("simulate-upstream", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")

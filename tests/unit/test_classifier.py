@@ -1,0 +1,127 @@
+"""The classifier tier: training, the lean path's probabilities, calibration, and model files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from scipy import sparse
+
+from tests.intents import make_rows, write_csv, write_jsonl
+from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
+from tiers.classifier_training import calibrate_threshold, evaluate, load_rows, train
+
+
+@pytest.fixture(scope="module")
+def model() -> ClassifierModel:
+    return train(make_rows(), target_precision=0.95)
+
+
+def sklearn_probabilities(model: ClassifierModel, texts: list[str]) -> np.ndarray:
+    features = sparse.hstack([v.transform(texts) for v in model.vectorizers]).tocsr()
+    return np.asarray(model.estimator.predict_proba(features))
+
+
+def test_the_lean_path_gives_scikit_learns_probabilities(model: ClassifierModel) -> None:
+    texts = [t for t, _ in make_rows(seed=9)] + ["", "zzz qqq", "CARD!!! refund??", "a" * 500]
+    lean = model.lean()
+    expected = sklearn_probabilities(model, texts)
+    for text, row in zip(texts, expected, strict=True):
+        assert np.allclose(lean.probabilities(text), row, rtol=0, atol=1e-12), text
+
+
+def test_the_lean_path_matches_for_two_classes() -> None:
+    rows = [(t, lab) for t, lab in make_rows() if lab in ("refund", "lost_card")]
+    binary = train(rows, target_precision=0.9)
+    texts = [t for t, _ in rows[:30]] + ["nothing in common"]
+    assert np.allclose(
+        np.vstack([binary.lean().probabilities(t) for t in texts]),
+        sklearn_probabilities(binary, texts),
+        atol=1e-12,
+    )
+
+
+def test_in_scope_questions_are_answered_and_chatter_escalates(model: ClassifierModel) -> None:
+    predictor = Predictor(model)
+    assert predictor.predict("hello, my card has not arrived yet?").label == "card_arrival"
+    assert predictor.predict("please block my missing card").label == "lost_card"
+    chatter = predictor.predict("tell me a joke about cats")
+    assert chatter.escalate and chatter.label is None
+    assert OUT_OF_SCOPE in model.classes
+
+
+def test_a_min_confidence_override_escalates_more(model: ClassifierModel) -> None:
+    assert Predictor(model, min_confidence=1.0).predict("i want a refund").escalate
+
+
+def test_calibration_picks_the_largest_set_that_reaches_the_target() -> None:
+    confidences = [0.99, 0.95, 0.9, 0.8, 0.7, 0.6]
+    correct = [True, True, True, False, True, False]
+    assert calibrate_threshold(confidences, correct, 1.0) == 0.9
+    assert calibrate_threshold(confidences, correct, 0.8) == 0.7
+    assert calibrate_threshold([0.5], [False], 0.9) == 1.0
+
+
+def test_evaluation_reports_accuracy_coverage_escalation_and_the_curve(model: ClassifierModel) -> None:
+    report = evaluate(model, make_rows(seed=5))
+    assert report["top1_accuracy"] > 0.9
+    assert 0 < report["coverage"] <= 1 and report["accuracy_answered"] >= 0.9
+    assert report["out_of_scope_escalated"] > 0.8
+    assert [p["threshold"] for p in report["curve"]] == sorted(p["threshold"] for p in report["curve"])
+
+
+def test_a_model_round_trips_and_stale_files_fail_clearly(model: ClassifierModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.joblib"
+    model.save(path)
+    loaded = ClassifierModel.load(path)
+    assert loaded.threshold == model.threshold and loaded.classes == model.classes
+    assert len(loaded.data_sha256) == 64
+    stored = joblib.load(path)
+    stored["sklearn_version"] = "0.0.1"
+    joblib.dump(stored, tmp_path / "old.joblib")
+    with pytest.raises(ModelError, match="retrain"):
+        ClassifierModel.load(tmp_path / "old.joblib")
+    joblib.dump({"something": "else"}, tmp_path / "other.joblib")
+    with pytest.raises(ModelError, match="not a tiergate classifier"):
+        ClassifierModel.load(tmp_path / "other.joblib")
+    with pytest.raises(ModelError, match="no such model"):
+        ClassifierModel.load(tmp_path / "missing.joblib")
+
+
+def test_csv_and_jsonl_rows_load_with_empty_or_null_labels_out_of_scope(tmp_path: Path) -> None:
+    rows = make_rows(n_per_intent=2, out_of_scope=2)
+    assert load_rows(write_csv(tmp_path / "d.csv", rows)) == rows
+    assert load_rows(write_jsonl(tmp_path / "d.jsonl", rows)) == rows
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True)
+
+
+def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "train.csv", make_rows())
+    test_rows = make_rows(n_per_intent=5, seed=3, out_of_scope=5)
+    test = write_jsonl(tmp_path / "test.jsonl", test_rows)
+    out = tmp_path / "model.joblib"
+    trained = run_cli("train", "--data", str(data), "--out", str(out), "--target-precision", "0.95")
+    assert trained.returncode == 0, trained.stderr
+    assert "threshold" in trained.stderr  # progress lines
+    predicted = run_cli("predict", "--model", str(out), "--data", str(test))
+    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert len(lines) == len(test_rows)
+    assert all(set(line) == {"label", "confidence", "escalate"} for line in lines)
+    agree = sum(line["label"] == label for line, (_, label) in zip(lines, test_rows, strict=True) if label)
+    assert agree >= 0.8 * sum(1 for _, label in test_rows if label)
+    report = json.loads(run_cli("eval", "--model", str(out), "--data", str(test), "--json").stdout)
+    assert {"top1_accuracy", "coverage", "accuracy_answered", "out_of_scope_escalated", "curve"} <= set(
+        report
+    )
+    text = run_cli("eval", "--model", str(out), "--data", str(test)).stdout
+    assert "coverage at threshold" in text
+    missing = run_cli("eval", "--model", str(tmp_path / "nope.joblib"), "--data", str(test))
+    assert missing.returncode == 1 and "no such model" in missing.stderr

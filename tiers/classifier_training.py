@@ -1,0 +1,194 @@
+"""Training and evaluating the classifier tier's model, from CSV or JSON-lines rows of text and label.
+
+A row whose label is empty (CSV) or null (JSONL) is out of scope: the model learns to escalate it.
+The confidence threshold is calibrated on a held-out split (and the out-of-scope rows) to reach a
+target precision, then the model is refitted on all rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, Predictor
+
+Row = tuple[str, str | None]
+CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+
+
+class DataError(Exception):
+    """Training or evaluation data that cannot be read."""
+
+
+def load_rows(path: str | Path) -> list[Row]:
+    """Rows from a CSV (columns `text` and `label` or `category`) or JSONL (`{"text", "label"}`)."""
+    file = Path(path)
+    if not file.exists():
+        raise DataError(f"{file}: no such file")
+    rows: list[Row] = []
+    if file.suffix in (".jsonl", ".ndjson", ".json"):
+        with file.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{file}:{number}: not JSON ({exc.msg})") from None
+                if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                    raise DataError(f"{file}:{number}: expected an object with a string `text`")
+                label = item.get("label", item.get("category"))
+                rows.append((item["text"], None if label in (None, "") else str(label)))
+        return rows
+    with file.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        column = "label" if "label" in fields else "category" if "category" in fields else None
+        if "text" not in fields or column is None:
+            raise DataError(
+                f"{file}: a CSV needs columns `text` and `label` (or `category`); it has {fields}"
+            )
+        for record in reader:
+            label = record[column]
+            rows.append((record["text"], label if label else None))
+    return rows
+
+
+def data_sha256(rows: Sequence[Row]) -> str:
+    digest = hashlib.sha256()
+    for text, label in rows:
+        digest.update(json.dumps([text, label]).encode())
+    return digest.hexdigest()
+
+
+def _vectorizers() -> list[TfidfVectorizer]:
+    return [
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+    ]
+
+
+def _fit(texts: list[str], labels: list[str], c: float, seed: int) -> tuple[list[TfidfVectorizer], Any]:
+    vectorizers = _vectorizers()
+    matrix = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+    estimator = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    estimator.fit(matrix, labels)
+    return vectorizers, estimator
+
+
+def calibrate_threshold(confidences: Sequence[float], correct: Sequence[bool], target: float) -> float:
+    """The lowest threshold whose answered items (confidence >= it) reach the target precision,
+    taking the largest such set; 1.0 (answer nothing) when no set reaches it."""
+    order = np.argsort(-np.asarray(confidences), kind="stable")
+    hits = np.cumsum(np.asarray(correct, dtype=float)[order])
+    precision = hits / np.arange(1, len(order) + 1)
+    ok = np.nonzero(precision >= target)[0]
+    if len(ok) == 0:
+        return 1.0
+    best = ok[-1]
+    return float(np.asarray(confidences)[order][best])
+
+
+def train(
+    rows: Sequence[Row],
+    *,
+    target_precision: float = 0.975,
+    holdout: float = 0.2,
+    c: float = 20.0,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ClassifierModel:
+    in_scope = [(t, lab) for t, lab in rows if lab is not None]
+    out_of_scope = [t for t, lab in rows if lab is None]
+    if len({lab for _, lab in in_scope}) < 2:
+        raise DataError("training needs at least two labels")
+    began = time.monotonic()
+
+    def step(message: str) -> None:
+        progress(f"[{time.monotonic() - began:6.1f}s] {message}")
+
+    texts = [t for t, _ in in_scope] + out_of_scope
+    labels = [str(lab) for _, lab in in_scope] + [OUT_OF_SCOPE] * len(out_of_scope)
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    stratify = labels if min(counts.values()) >= 2 else None
+    train_x, held_x, train_y, held_y = train_test_split(
+        texts, labels, test_size=holdout, random_state=seed, stratify=stratify
+    )
+    step(f"fitting on {len(train_x)} rows to calibrate, {len(held_x)} held out")
+    vectorizers, estimator = _fit(train_x, train_y, c, seed)
+    probe = ClassifierModel(
+        vectorizers, estimator, list(estimator.classes_), 0.0, {}, "", sklearn.__version__, 0.0
+    )
+    predictor = Predictor(probe)
+    # At threshold 0 the probe escalates only what the out-of-scope class claims; those are never
+    # answered whatever the threshold, so the threshold is chosen over the rest.
+    scored = [
+        (p.confidence, p.best == y)
+        for p, y in ((predictor.predict(t), y) for t, y in zip(held_x, held_y, strict=True))
+        if not p.escalate
+    ]
+    threshold = calibrate_threshold([c for c, _ in scored], [ok for _, ok in scored], target_precision)
+    step(f"threshold {threshold:.4f} reaches precision {target_precision} on the held-out rows")
+    held_metrics = evaluate(
+        replace(probe, threshold=threshold),
+        [(t, None if y == OUT_OF_SCOPE else y) for t, y in zip(held_x, held_y, strict=True)],
+    )
+    step(f"refitting on all {len(texts)} rows")
+    vectorizers, estimator = _fit(texts, labels, c, seed)
+    step("done")
+    return ClassifierModel(
+        vectorizers=vectorizers,
+        estimator=estimator,
+        classes=[str(c) for c in estimator.classes_],
+        threshold=threshold,
+        metrics={"held_out_before_refit": held_metrics},
+        data_sha256=data_sha256(rows),
+        sklearn_version=sklearn.__version__,
+        target_precision=target_precision,
+    )
+
+
+def evaluate(
+    model: ClassifierModel, rows: Sequence[Row], min_confidence: float | None = None
+) -> dict[str, Any]:
+    """Top-1 accuracy, coverage and accuracy at the threshold, out-of-scope escalation, and the curve."""
+    predictor = Predictor(model, min_confidence)
+    predictions = [predictor.predict(text) for text, _ in rows]
+    in_scope = [(p, lab) for p, (_, lab) in zip(predictions, rows, strict=True) if lab is not None]
+    oos = [p for p, (_, lab) in zip(predictions, rows, strict=True) if lab is None]
+    answered = [(p, lab) for p, lab in in_scope if not p.escalate]
+    curve = []
+    for t in CURVE_THRESHOLDS:
+        kept = [(p, lab) for p, lab in in_scope if p.confidence >= t and p.best != OUT_OF_SCOPE]
+        curve.append(
+            {
+                "threshold": t,
+                "coverage": len(kept) / len(in_scope) if in_scope else 0.0,
+                "accuracy": sum(p.best == lab for p, lab in kept) / len(kept) if kept else 1.0,
+            }
+        )
+    return {
+        "rows": len(rows),
+        "threshold": predictor.threshold,
+        "top1_accuracy": sum(p.best == lab for p, lab in in_scope) / len(in_scope) if in_scope else 0.0,
+        "coverage": len(answered) / len(in_scope) if in_scope else 0.0,
+        "accuracy_answered": sum(p.label == lab for p, lab in answered) / len(answered) if answered else 1.0,
+        "out_of_scope_rows": len(oos),
+        "out_of_scope_escalated": sum(p.escalate for p in oos) / len(oos) if oos else None,
+        "curve": curve,
+    }

@@ -23,9 +23,11 @@ from gateway.chat import AgentBudget, ChatService
 from gateway.config import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
 from gateway.metrics import Metrics
 from gateway.records import JsonLinesSink, NoSink, RecentRecords, RecordSink
-from gateway.route_table import ResolvedRoute, RouteTable, UpstreamOption
+from gateway.route_table import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.wire import InputLimits
+from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
+from routing.learned_router import LearnedScorer
 from tiers.base import Tier
 from tiers.classifier import ClassifierModel, ClassifierTier, Predictor
 from tiers.llm import LLMTier, RetryPolicy
@@ -214,8 +216,22 @@ def build_routes(
         first: list[Tier] = [RulesTier(rule_specs(route))] if route.rules else []
         if route.classifier is not None:
             first.append(classifiers[route.name])
+        complexity = None
+        if route.complexity is not None and len(route.llm) > 1:
+            scorer: ComplexityScorer = (
+                LearnedScorer(ClassifierModel.load(route.complexity.router_model))
+                if route.complexity.router_model
+                else HeuristicScorer()
+            )
+            smaller = tuple(upstream_tiers[n].name for n in route.llm[:-1])
+            complexity = ComplexityRouting(scorer, route.complexity.large_above, smaller)
         routes[route.name] = resolved(
-            route.name, list(route.llm), first, cache=route.cache, output_schema=route.output_schema
+            route.name,
+            list(route.llm),
+            first,
+            cache=route.cache,
+            output_schema=route.output_schema,
+            complexity=complexity,
         )
     return RouteTable(routes)
 

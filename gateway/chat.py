@@ -65,6 +65,7 @@ class _Turn:
     remaining_tokens: int | None = None
     cache: str = "bypass"
     downgraded: str | None = None
+    complexity: float | None = None
     denial: GatewayError | None = None  # what stands if a downgrade to free tiers cannot answer
 
 
@@ -245,6 +246,7 @@ class ChatService:
             status=status,
             stream=turn.request.stream,
             cache=turn.cache,
+            complexity=turn.complexity,
             latency_ms={**turn.latency_ms, "total": (time.perf_counter() - turn.started) * 1000},
             last_user_message=None if self._redact else turn.request.last_user_text()[:2000],
             **fields,
@@ -299,8 +301,11 @@ class ChatService:
             tier_request = TierRequest(
                 chat=outgoing, agent=agent.id, prompt_tokens=prompt_tokens, include_usage=include_usage
             )
+            skip = None
+            if route.complexity is not None and ladder is route.ladder:
+                turn.complexity, skip = route.complexity.skip(request, prompt_tokens)
             began = time.perf_counter()
-            result = await ladder.run(tier_request)
+            result = await ladder.run(tier_request, skip)
             turn.latency_ms["ladder"] = (time.perf_counter() - began) * 1000
             if result.answer is None:
                 raise self._declined(turn, result)

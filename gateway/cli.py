@@ -162,6 +162,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_router(args: argparse.Namespace) -> int:
+    from routing.learned_router import load_router_rows, train_router
+
+    rows = load_router_rows(args.data)
+    print(f"training a router on {len(rows)} rows", file=sys.stderr, flush=True)
+    train_router(rows, c=args.c).save(args.out)
+    print(f"{args.out}: router saved")
+    return 0
+
+
+def cmd_eval_router(args: argparse.Namespace) -> int:
+    from routing.complexity import HeuristicScorer
+    from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
+    from tiers.classifier import ClassifierModel, ModelError
+    from tiers.types import ChatRequest, Message
+
+    rows = load_router_rows(args.data)
+    report: dict[str, dict[str, float]] = {}
+    heuristic = HeuristicScorer()
+    scorers: list[tuple[str, object]] = [("heuristic", heuristic)]
+    if args.model:
+        try:
+            scorers.insert(0, ("learned", LearnedScorer(ClassifierModel.load(args.model))))
+        except ModelError as exc:
+            print(f"tiergate eval-router: {exc}", file=sys.stderr)
+            return 1
+    for name, scorer in scorers:
+        scores = []
+        for row in rows:
+            request = ChatRequest(model="auto", messages=[Message(role="user", content=row.prompt)])
+            scores.append(scorer.score(request, len(row.prompt) // 4))  # type: ignore[attr-defined]
+        report[name] = {"apgr": apgr(scores, rows), "cpt50": cpt(scores, rows, 0.5)}
+    if args.json:
+        print(json.dumps({"rows": len(rows), **report}, indent=2))
+    else:
+        for name, figures in report.items():
+            print(
+                f"{name:10s} APGR {figures['apgr']:.4f}  CPT(50%) {figures['cpt50']:.4f}  ({len(rows)} rows)"
+            )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="tiergate", description="A tiered decision gateway for agents.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -201,6 +243,20 @@ def parser() -> argparse.ArgumentParser:
         if name == "eval":
             command.add_argument("--json", action="store_true")
         command.set_defaults(run=func)
+
+    router = sub.add_parser("train-router", help="train a learned router from JSONL prompt/weak/strong rows")
+    router.add_argument("--data", required=True)
+    router.add_argument("--out", required=True)
+    router.add_argument("--c", type=float, default=0.3)
+    router.set_defaults(run=cmd_train_router)
+
+    router_eval = sub.add_parser(
+        "eval-router", help="APGR and CPT(50%%) of the learned and heuristic routers"
+    )
+    router_eval.add_argument("--model", help="a model from train-router (the heuristic is always reported)")
+    router_eval.add_argument("--data", required=True)
+    router_eval.add_argument("--json", action="store_true")
+    router_eval.set_defaults(run=cmd_eval_router)
 
     sim = sub.add_parser("simulate-upstream", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")

@@ -30,6 +30,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     reserved_tokens: int = 0
     latency_ms: dict[str, float] = {}
     validation: str | None = None
+    complexity: float | None = None
     error: str | None = None
     last_user_message: str | None = None
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from gateway.config import AgentConfig, RouteCacheConfig
 from gateway.errors import Forbidden, NotFound
+from routing.complexity import ComplexityScorer
 from routing.ladder import Ladder
 from tiers.base import Tier
+from tiers.types import ChatRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,22 @@ class UpstreamOption:
     tier: Tier
     input_micro_usd: float
     output_micro_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class ComplexityRouting:
+    """Skip a route's smaller LLMs when a request scores above `large_above`."""
+
+    scorer: ComplexityScorer
+    large_above: float
+    smaller: tuple[str, ...]  # tier names of every LLM but the last
+
+    def skip(self, request: ChatRequest, prompt_tokens: int) -> tuple[float, dict[str, str] | None]:
+        score = self.scorer.score(request, prompt_tokens)
+        if score <= self.large_above:
+            return score, None
+        reason = f"complexity {score:.2f} above {self.large_above:.2f}"
+        return score, dict.fromkeys(self.smaller, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,7 @@ class ResolvedRoute:
     output_schema: dict[str, Any] | None = None
     free_tiers: tuple[Tier, ...] = ()  # tiers that cost no tokens (rules, classifier)
     cheapest_first: tuple[UpstreamOption, ...] = ()
+    complexity: ComplexityRouting | None = None
 
 
 def allowed(agent: AgentConfig, name: str) -> bool:

@@ -39,14 +39,17 @@ class Ladder:
                 return i
         return None
 
-    async def run(self, request: TierRequest, start: int = 0) -> LadderResult:
-        attempts: list[Attempt] = [
-            Attempt(tier=name, outcome="skipped", reason="routed past") for name in self.names[:start]
-        ]
+    async def run(self, request: TierRequest, skip: dict[str, str] | None = None) -> LadderResult:
+        """Walk the tiers in order; `skip` names tiers passed over, with the reason recorded."""
+        attempts: list[Attempt] = []
         failures: list[Escalate] = []
-        i = start
+        i = 0
         while i < len(self.tiers):
             tier = self.tiers[i]
+            if skip and tier.name in skip:
+                attempts.append(Attempt(tier=tier.name, outcome="skipped", reason=skip[tier.name]))
+                i += 1
+                continue
             began = time.perf_counter()
             result = await tier.decide(request)
             took = (time.perf_counter() - began) * 1000

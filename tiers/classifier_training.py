@@ -132,7 +132,7 @@ def train(
     step(f"fitting on {len(train_x)} rows to calibrate, {len(held_x)} held out")
     vectorizers, estimator = _fit(train_x, train_y, c, seed)
     probe = ClassifierModel(
-        vectorizers, estimator, list(estimator.classes_), 0.0, {}, "", sklearn.__version__, 0.0
+        vectorizers, estimator, [str(c) for c in estimator.classes_], 0.0, {}, "", sklearn.__version__, 0.0
     )
     predictor = Predictor(probe)
     # At threshold 0 the probe escalates only what the out-of-scope class claims; those are never

@@ -132,3 +132,28 @@ def test_a_missing_model_stops_check_config(tmp_path: Path) -> None:
         [sys.executable, "-m", "gateway.cli", "check-config", str(config)], capture_output=True, text=True
     )
     assert result.returncode == 1 and "routes[0].classifier.model" in result.stderr
+
+
+def test_a_complex_request_skips_the_small_model(simulator: tuple[str, Any]) -> None:
+    routes = [{"name": "auto", "llm": ["small", "large"], "complexity": {"large_above": 0.3}}]
+    agents = [{"id": "agent", "api_key": DEMO_KEY}]
+    with gateway_server(make_config(simulator[0], routes=routes, agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        easy = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "route this ticket"}]
+        )
+        hard = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[
+                {
+                    "role": "user",
+                    "content": "Explain step by step why this is slow and prove 2^10 > 10^3: "
+                    "```def f(n): return sum(i*i for i in range(n))```",
+                }
+            ],
+        )
+        assert easy.headers["x-tiergate-tier"] == "llm:small"
+        assert hard.headers["x-tiergate-tier"] == "llm:large"
+        record = decision(url, hard)
+    assert record["complexity"] > 0.3
+    assert record["attempts"][0]["outcome"] == "skipped" and "complexity" in record["attempts"][0]["reason"]

@@ -73,7 +73,23 @@ async def ledgers(ops: int) -> None:
 
 def conversation_turns(turns: int) -> list[list[tuple[str, str | None]]]:
     rng = random.Random(7)
-    words = "the order shipped late and the customer wants a refund for the damaged parcel today".split()
+    words = [
+        "the",
+        "order",
+        "shipped",
+        "late",
+        "and",
+        "the",
+        "customer",
+        "wants",
+        "a",
+        "refund",
+        "for",
+        "the",
+        "damaged",
+        "parcel",
+        "today",
+    ]
     messages: list[tuple[str, str | None]] = [("You are a support agent. Answer briefly.", None)]
     history = []
     for _ in range(turns):
@@ -110,7 +126,9 @@ def counting(turns: int = 20, repeats: int = 50) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ops", type=int, default=20000)
     args = parser.parse_args()
     asyncio.run(ledgers(args.ops))

@@ -105,7 +105,7 @@ def build_ledger(config: GatewayConfig, redis: aioredis.Redis | None) -> Ledger:
 
 def build_cache(config: GatewayConfig, state_redis: aioredis.Redis | None) -> Cache:
     if config.cache.backend == "memory":
-        return MemoryCache(config.cache.max_entries, config.cache.ttl_s)
+        return MemoryCache(config.cache.max_entries)
     if config.cache.backend == "redis":
         if config.cache.url and config.cache.url != config.state.url:
             return RedisCache(connect(config.cache.url, config.state.timeout_s), owns_client=True)

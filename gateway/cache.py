@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
 import redis.asyncio as aioredis
-from cachetools import TTLCache
+from cachetools import TLRUCache
 from redis.exceptions import RedisError
 
-from tiers.types import ChatRequest
+from tiers.types import ChatRequest, Usage
 
 # Fields that cannot change the answer, left out of the key.
 _NOT_IN_KEY = {"stream": False, "stream_options": None, "user": None, "metadata": None, "store": None}
@@ -20,14 +22,21 @@ _NOT_IN_KEY = {"stream": False, "stream_options": None, "user": None, "metadata"
 class CachedAnswer(msgspec.Struct):
     tier: str
     content: str | None
-    body: bytes
+    body: bytes = b""  # the exact response body, when the answer was not streamed
     confidence: float = 1.0
+    usage: Usage = msgspec.field(default_factory=Usage)
 
 
 class Cache(Protocol):
     async def get(self, key: str) -> CachedAnswer | None: ...
 
     async def set(self, key: str, value: CachedAnswer, ttl_s: float) -> None: ...
+
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        """Claim the computation of `key` across processes; True when this caller should compute."""
+        ...
+
+    async def unlock(self, key: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -51,21 +60,41 @@ class NoCache:
     async def set(self, key: str, value: CachedAnswer, ttl_s: float) -> None:
         return None
 
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        return True
+
+    async def unlock(self, key: str) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
 
-class MemoryCache:
-    """One process's cache: bounded by entries, each entry living `ttl_s` (one TTL for all)."""
+def _expires(_key: str, entry: tuple[float, CachedAnswer], now: float) -> float:
+    return now + entry[0]
 
-    def __init__(self, max_entries: int, ttl_s: float) -> None:
-        self._entries: TTLCache[str, CachedAnswer] = TTLCache(maxsize=max_entries, ttl=ttl_s)
+
+class MemoryCache:
+    """One process's cache: bounded by entries (least recently used go first), each entry living
+    its own time to live."""
+
+    def __init__(self, max_entries: int, timer: Callable[[], float] = time.monotonic) -> None:
+        self._entries: TLRUCache[str, tuple[float, CachedAnswer]] = TLRUCache(
+            maxsize=max_entries, ttu=_expires, timer=timer
+        )
 
     async def get(self, key: str) -> CachedAnswer | None:
-        return self._entries.get(key)
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
 
     async def set(self, key: str, value: CachedAnswer, ttl_s: float) -> None:
-        self._entries[key] = value
+        self._entries[key] = (ttl_s, value)
+
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        return True  # one process: the in-process single flight is enough
+
+    async def unlock(self, key: str) -> None:
+        return None
 
     async def close(self) -> None:
         return None
@@ -107,6 +136,21 @@ class RedisCache:
             await self._client.set(
                 self._prefix + key, self._encoder.encode(value), px=max(1, int(ttl_s * 1000))
             )
+        except (RedisError, TimeoutError, OSError) as exc:
+            self._trouble(exc)
+
+    async def lock(self, key: str, ttl_s: float) -> bool:
+        try:
+            return bool(
+                await self._client.set(f"{self._prefix}lock:{key}", b"1", nx=True, px=int(ttl_s * 1000))
+            )
+        except (RedisError, TimeoutError, OSError) as exc:
+            self._trouble(exc)
+            return True
+
+    async def unlock(self, key: str) -> None:
+        try:
+            await self._client.delete(f"{self._prefix}lock:{key}")
         except (RedisError, TimeoutError, OSError) as exc:
             self._trouble(exc)
 

@@ -18,6 +18,7 @@ from budgets.policy import Denied, Estimate, Reservation
 from budgets.tokens import TokenCounter
 from gateway.budget_alerts import BudgetAlerts
 from gateway.cache import Cache, CachedAnswer, cache_key
+from gateway.cache_step import DEFAULT_CONTROL, CacheControl, Flight, ResponseCache
 from gateway.config import AgentConfig, CacheConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, Unavailable, error_for_status
 from gateway.metrics import Metrics
@@ -117,7 +118,7 @@ class ChatService:
         self.routes = routes
         self._ledger = ledger
         self._budgets = budgets
-        self._cache = cache
+        self._responses = ResponseCache(cache, cache_config.ttl_s)
         self._cache_config = cache_config
         self._counter = counter
         self._sink = sink
@@ -270,7 +271,9 @@ class ChatService:
 
     # -- the path -----------------------------------------------------------------------------------
 
-    async def complete(self, agent: AgentConfig, request: ChatRequest) -> ChatResult:
+    async def complete(
+        self, agent: AgentConfig, request: ChatRequest, control: CacheControl = DEFAULT_CONTROL
+    ) -> ChatResult:
         turn = _Turn(
             f"{self._id_prefix}{next(self._id_counter):010x}",
             agent,
@@ -290,10 +293,11 @@ class ChatService:
         except GatewayError as exc:
             self._record(turn, exc.status, error=exc.message)
             raise
+        flight: Flight | None = None
         try:
-            key = self._cache_key(turn, route)
+            key = self._cache_key(turn, route, control)
             if key is not None:
-                cached = await self._cache.get(key)
+                cached, flight = await self._responses.lookup(key, control, self._cache_config.wait_s)
                 turn.cache = "miss" if cached is None else "hit"
                 if cached is not None:
                     return await self._replay(turn, cached)
@@ -310,19 +314,25 @@ class ChatService:
             if result.answer is None:
                 raise self._declined(turn, result)
         except GatewayError as exc:
-            await self._settle(turn, Usage(), None)
+            await self._abandon(turn, flight)
             self._record(turn, exc.status, error=exc.message)
             raise
         except BaseException:
-            await self._settle(turn, Usage(), None)
+            await self._abandon(turn, flight)
             raise
         answer = result.answer
         if answer.stream is not None:
             return ChatResult(
                 headers={**self._headers(turn, answer), **STREAM_HEADERS},
-                stream=self._relay(turn, route, result, prompt_tokens),
+                stream=self._relay(turn, result, control, flight),
             )
-        return await self._finish(turn, route, result, prompt_tokens, key)
+        return await self._finish(turn, route, result, prompt_tokens, control, flight)
+
+    async def _abandon(self, turn: _Turn, flight: Flight | None) -> None:
+        """A request that produced no answer: refund its reservation, free its single flight."""
+        await self._settle(turn, Usage(), None)
+        if flight is not None:
+            await flight.land(None, None, write=False)
 
     @staticmethod
     def _check_permissions(agent: AgentConfig, request: ChatRequest) -> None:
@@ -339,16 +349,22 @@ class ChatService:
             return turn.denial
         return failure_from(result.failures)
 
-    def _cache_key(self, turn: _Turn, route: ResolvedRoute) -> str | None:
+    def _cache_key(self, turn: _Turn, route: ResolvedRoute, control: CacheControl) -> str | None:
         request = turn.request
-        if not route.cache.enabled or request.stream:
+        if not route.cache.enabled or not (control.read or control.write):
             return None
         if route.cache.only_deterministic and request.temperature != 0:
             return None
         return cache_key(request, self._cache_config.scope, turn.agent.id)
 
     async def _finish(
-        self, turn: _Turn, route: ResolvedRoute, result: LadderResult, prompt_tokens: int, key: str | None
+        self,
+        turn: _Turn,
+        route: ResolvedRoute,
+        result: LadderResult,
+        prompt_tokens: int,
+        control: CacheControl,
+        flight: Flight | None,
     ) -> ChatResult:
         answer = result.answer
         assert answer is not None
@@ -366,14 +382,14 @@ class ChatService:
                 body = with_usage(body, usage)
         cost = await self._settle(turn, usage, self._upstream_price(answer))
         headers = self._headers(turn, answer)
-        if key is not None:
-            await self._cache.set(
-                key,
-                CachedAnswer(
-                    tier=answer.tier, content=answer.content, body=body, confidence=answer.confidence
-                ),
-                self._cache_config.ttl_s,
+        if flight is not None:
+            cacheable = answer.content is not None and not answer.tool_calls
+            entry = (
+                CachedAnswer(answer.tier, answer.content, body, answer.confidence, usage)
+                if cacheable
+                else None
             )
+            await flight.land(entry, control.ttl_s, control.write)
         self._record(
             turn,
             200,
@@ -387,28 +403,35 @@ class ChatService:
             cost_usd=cost,
         )
         if turn.request.stream:
-            include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
-            frames = completion_frames(
-                f"chatcmpl-{turn.id}", answer.content or "", turn.request.model, usage, include_usage
-            )
-            return ChatResult(headers={**headers, **STREAM_HEADERS}, stream=_iterate(frames))
+            return self._as_stream(turn, headers, answer.content or "", usage)
         return ChatResult(headers=headers, body=body)
+
+    def _as_stream(self, turn: _Turn, headers: dict[str, str], content: str, usage: Usage) -> ChatResult:
+        include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
+        frames = completion_frames(f"chatcmpl-{turn.id}", content, turn.request.model, usage, include_usage)
+        return ChatResult(headers={**headers, **STREAM_HEADERS}, stream=_iterate(frames))
 
     def _upstream_price(self, answer: Answer) -> tuple[float, float] | None:
         return None if answer.upstream is None else self._prices.get(answer.upstream)
 
     async def _replay(self, turn: _Turn, cached: CachedAnswer) -> ChatResult:
+        """A cache hit: the stored answer, as a body or as a stream; it costs the agent no tokens."""
         await self._settle(turn, Usage(), None)
         answer = Answer(tier=cached.tier, confidence=cached.confidence, content=cached.content)
         headers = self._headers(turn, answer)
         self._record(turn, 200, tier=cached.tier, confidence=cached.confidence)
-        return ChatResult(headers=headers, body=cached.body)
+        if turn.request.stream:
+            return self._as_stream(turn, headers, cached.content or "", cached.usage)
+        body = cached.body or completion_body(
+            f"chatcmpl-{turn.id}", cached.content or "", turn.request.model, cached.usage
+        )
+        return ChatResult(headers=headers, body=body)
 
     async def _relay(
-        self, turn: _Turn, route: ResolvedRoute, result: LadderResult, prompt_tokens: int
+        self, turn: _Turn, result: LadderResult, control: CacheControl, flight: Flight | None
     ) -> AsyncIterator[bytes]:
         """Forward the stream; whatever way it ends (done, upstream failure, client gone), settle
-        the budget with what was generated and write the record."""
+        the budget with what was generated, cache a complete answer, and write the record."""
         answer = result.answer
         assert answer is not None and answer.stream is not None
         stream = answer.stream
@@ -419,6 +442,10 @@ class ChatService:
             await stream.aclose()
             usage = stream.usage()
             cost = await self._settle(turn, usage, self._upstream_price(answer))
+            if flight is not None:
+                complete = stream.completed and stream.error is None and not stream.has_tool_calls()
+                entry = CachedAnswer(answer.tier, stream.generated_text(), b"", answer.confidence, usage)
+                await flight.land(entry if complete else None, control.ttl_s, control.write)
             self._record(
                 turn,
                 200,

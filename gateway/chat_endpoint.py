@@ -14,6 +14,7 @@ from typing import Any
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
+from gateway.cache_step import DEFAULT_CONTROL, CacheControl
 from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.wire import decode_chat_request
 
@@ -101,15 +102,23 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
             error = GatewayError("use POST for /v1/chat/completions", code="method_not_allowed")
             error.status, error.type = 405, "invalid_request_error"
             raise error
-        authorization = None
+        authorization = cache_control = cache_ttl = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-                break
+            elif name == b"cache-control":
+                cache_control = value.decode("latin-1")
+            elif name == b"x-tiergate-cache-ttl":
+                cache_ttl = value.decode("latin-1")
         agent = gateway.agents.authenticate(authorization)
         body = await _read_body(scope, receive, gateway.limits.max_body_bytes)
         request = decode_chat_request(body, gateway.limits)
-        result = await gateway.chat.complete(agent, request)
+        control = (
+            DEFAULT_CONTROL
+            if cache_control is None and cache_ttl is None
+            else CacheControl.from_headers(cache_control, cache_ttl)
+        )
+        result = await gateway.chat.complete(agent, request, control)
     except GatewayError as exc:
         await send_error(send, exc)
         return

@@ -183,6 +183,7 @@ class CacheConfig(Model):
     max_entries: int = Field(10_000, ge=1)
     url: str | None = None
     scope: Literal["agent", "route", "global"] = "agent"
+    wait_s: float = Field(10.0, gt=0, description="how long identical requests wait for one computation")
 
 
 class RecordsConfig(Model):

@@ -71,4 +71,5 @@ class LLMTier:
             usage=completion.usage,
             body=completion.body,
             upstream=self.upstream.name,
+            tool_calls=completion.tool_calls,
         )

@@ -110,6 +110,7 @@ class SSERelay:
         self._pending: bytes | None = None
         self._last = _ChunkView()
         self._closed = False
+        self._tool_calls = False
         self.completed = False
         self.error: str | None = None
         self.first_event_at: float | None = None
@@ -151,6 +152,7 @@ class SSERelay:
             if delta.refusal:
                 self._generated.append(delta.refusal)
             for call in delta.tool_calls or ():
+                self._tool_calls = True
                 if call.function is not None:
                     self._generated.append((call.function.name or "") + (call.function.arguments or ""))
         if chunk.id:
@@ -235,6 +237,9 @@ class SSERelay:
 
     def generated_text(self) -> str:
         return "".join(self._generated)
+
+    def has_tool_calls(self) -> bool:
+        return self._tool_calls
 
     def _close(self) -> None:
         if self._closed:

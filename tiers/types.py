@@ -146,6 +146,8 @@ class AnswerStream(Protocol):
 
     def usage_reported(self) -> bool: ...
 
+    def has_tool_calls(self) -> bool: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -160,6 +162,7 @@ class Answer(msgspec.Struct, kw_only=True):
     body: bytes | None = None
     stream: AnswerStream | None = None
     upstream: str | None = None
+    tool_calls: bool = False  # the answer calls tools (and so is not replayed from the cache)
 
 
 class Escalate(msgspec.Struct, kw_only=True):

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
@@ -21,6 +21,7 @@ class Completion:
     body: bytes
     content: str | None
     usage: Usage | None
+    tool_calls: bool = False
 
 
 class Upstream(Protocol):
@@ -50,6 +51,7 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 class _MessageView(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[Any] | None = None
 
 
 class _ChoiceView(msgspec.Struct):
@@ -188,7 +190,12 @@ class OpenAICompatibleUpstream:
                 f"upstream {self.name!r} answered with malformed JSON", status=502, retryable=True
             ) from None
         message = view.choices[0].message if view.choices else None
-        return Completion(body=body, content=message.content if message else None, usage=view.usage)
+        return Completion(
+            body=body,
+            content=message.content if message else None,
+            usage=view.usage,
+            tool_calls=bool(message and message.tool_calls),
+        )
 
     async def stream(self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int) -> SSERelay:
         started = time.monotonic()

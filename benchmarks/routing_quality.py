@@ -1,0 +1,126 @@
+"""Routing quality on public data:
+- the classifier tier on Banking77: train on train.csv, evaluate on test.csv, print the
+  coverage/accuracy curve and the operating point at the calibrated threshold, and the lean
+  path's time per decision;
+- the learned router on RouteLLM's MMLU rows, with a seeded held-out fifth: APGR and CPT(50%),
+  beside the heuristic complexity score and a random router.
+
+  python benchmarks/routing_quality.py [--data ../shared/data] [--target-precision 0.98]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from harness import ROOT
+
+from routing.complexity import HeuristicScorer
+from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows, train_router
+from tiers.classifier import Predictor
+from tiers.classifier_training import evaluate, load_rows, train
+from tiers.types import ChatRequest, Message
+
+
+def classifier(data: Path, target: float) -> None:
+    began = time.monotonic()
+    model = train(
+        load_rows(data / "banking77" / "train.csv"),
+        target_precision=target,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    trained = time.monotonic() - began
+    test = load_rows(data / "banking77" / "test.csv")
+    report = evaluate(model, test)
+    print(f"## Classifier tier, Banking77 ({len(test)} test rows; trained in {trained:.0f} s)\n")
+    print("| threshold | coverage | accuracy of answered |\n| --- | --- | --- |")
+    for point in report["curve"]:
+        print(f"| {point['threshold']:.2f} | {point['coverage']:.4f} | {point['accuracy']:.4f} |")
+    print(
+        f"\nOperating point at the calibrated threshold {report['threshold']:.4f} "
+        f"(target precision {target}): "
+        f"coverage {report['coverage']:.4f} at accuracy {report['accuracy_answered']:.4f}; "
+        f"top-1 accuracy {report['top1_accuracy']:.4f}."
+    )
+    predictor = Predictor(model)
+    texts = [t for t, _ in test]
+    for text in texts[:200]:
+        predictor.predict(text)
+    samples = []
+    for text in texts:
+        start = time.perf_counter()
+        predictor.predict(text)
+        samples.append((time.perf_counter() - start) * 1e6)
+    ordered = sorted(samples)
+    features = sparse_time(model, texts[:300])
+    print(
+        f"Lean path per decision: p50 {statistics.median(ordered):.0f} µs, "
+        f"p99 {ordered[int(len(ordered) * 0.99)]:.0f} µs;"
+        f" scikit-learn transform + predict_proba for one text: p50 {features:.0f} µs.\n"
+    )
+
+
+def sparse_time(model: object, texts: list[str]) -> float:
+    from scipy import sparse
+
+    samples = []
+    for text in texts:
+        start = time.perf_counter()
+        matrix = sparse.hstack([v.transform([text]) for v in model.vectorizers]).tocsr()  # type: ignore[attr-defined]
+        model.estimator.predict_proba(matrix)  # type: ignore[attr-defined]
+        samples.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(samples)
+
+
+def router(data: Path, seed: int) -> None:
+    rows = load_router_rows(data / "routellm-mmlu" / "mmlu_routing.jsonl")
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    cut = int(len(rows) * 0.8)
+    train_rows, held = rows[:cut], rows[cut:]
+    began = time.monotonic()
+    learned = LearnedScorer(train_router(train_rows))
+    trained = time.monotonic() - began
+    heuristic = HeuristicScorer()
+    scores = {
+        "learned router": [learned.score_text(r.prompt) for r in held],
+        "heuristic complexity": [
+            heuristic.score(
+                ChatRequest(model="m", messages=[Message(role="user", content=r.prompt)]), len(r.prompt) // 4
+            )
+            for r in held
+        ],
+        "random": [rng.random() for _ in held],
+    }
+    print(
+        f"## Router, RouteLLM MMLU ({len(train_rows)} training rows, {len(held)} held out, seed {seed}; "
+        f"trained in {trained:.0f} s)\n"
+    )
+    print("| router | APGR | CPT(50%) |\n| --- | --- | --- |")
+    for name, values in scores.items():
+        print(f"| {name} | {apgr(values, held):.4f} | {cpt(values, held):.4f} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--target-precision", type=float, default=0.98)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["classifier", "router"])
+    args = parser.parse_args()
+    print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    if args.only != "router":
+        classifier(args.data, args.target_precision)
+    if args.only != "classifier":
+        router(args.data, args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -232,6 +232,7 @@ def build_routes(
             cache=route.cache,
             output_schema=route.output_schema,
             complexity=complexity,
+            repair=route.repair,
         )
     return RouteTable(routes)
 

@@ -7,7 +7,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,11 @@ from gateway.metrics import Metrics
 from gateway.records import DecisionRecord, RecentRecords, RecordSink
 from gateway.responses import completion_body, completion_frames, with_usage
 from gateway.route_table import ResolvedRoute, RouteTable
-from gateway.structured import label_as_json, target_schema, wants_json
+from gateway.structured import label_as_json, target_schema
+from gateway.validation import OutputCheck, SchemaValidators, output_check
 from routing.ladder import Ladder, LadderResult
 from tiers.base import TierRequest
+from tiers.sse import DONE, error_frame
 from tiers.types import Answer, ChatRequest, Escalate, Usage
 
 log = logging.getLogger("tiergate")
@@ -92,6 +94,29 @@ def _budget_exhausted(denied: Denied) -> RateLimited:
     )
 
 
+class _Review:
+    """Shapes label answers (rules, classifier) into the JSON asked for, and validates answers."""
+
+    def __init__(self, check: OutputCheck, route_schema: dict[str, Any] | None, request: ChatRequest) -> None:
+        self._check = check
+        self._route_schema = route_schema
+        self._request = request
+
+    def review(self, answer: Answer) -> Answer | str:
+        if answer.upstream is None and self._check.wants_json and answer.content is not None:
+            schema = target_schema(self._request, self._route_schema)
+            answer = msgspec.structs.replace(answer, content=label_as_json(answer.content, schema))
+        if not answer.tool_calls:
+            error = self._check.content_error(answer.content)
+            if error is not None:
+                return error
+        for name, arguments in answer.tool_calls:
+            error = self._check.tool_error(name, arguments)
+            if error is not None:
+                return error
+        return answer
+
+
 async def _iterate(frames: list[bytes]) -> AsyncIterator[bytes]:
     for item in frames:
         yield item
@@ -125,6 +150,7 @@ class ChatService:
         self._recent = recent
         self._redact = redact
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
+        self._validators = SchemaValidators()
         self._metrics = metrics
         self._alerts = alerts
         self._state_ok = True
@@ -222,13 +248,31 @@ class ChatService:
             behaviour = "admitting requests (fail_open)" if fail_open else "refusing requests (fail_closed)"
             log.error("budget state unavailable, %s: %s", behaviour, detail)
 
-    async def _settle(self, turn: _Turn, usage: Usage, upstream_price: tuple[float, float] | None) -> float:
-        """Charge what was spent (or nothing, for answers that cost no tokens); returns USD."""
+    async def _settle(
+        self,
+        turn: _Turn,
+        usage: Usage,
+        upstream_price: tuple[float, float] | None,
+        rejected: Sequence[Answer] = (),
+    ) -> float:
+        """Charge what was spent (nothing, for answers that cost no tokens), including answers that
+        failed validation; returns USD. Those can take a request past its reservation: the overage
+        is charged, never forgiven."""
         micro = 0
         if upstream_price is not None:
             micro = round(
                 usage.prompt_tokens * upstream_price[0] + usage.completion_tokens * upstream_price[1]
             )
+        for spent in rejected:
+            if spent.usage is not None:
+                price = self._upstream_price(spent) or (0.0, 0.0)
+                usage = Usage.of(
+                    usage.prompt_tokens + spent.usage.prompt_tokens,
+                    usage.completion_tokens + spent.usage.completion_tokens,
+                )
+                micro += round(
+                    spent.usage.prompt_tokens * price[0] + spent.usage.completion_tokens * price[1]
+                )
         if turn.reservation is not None:
             reservation, turn.reservation = turn.reservation, None
             if turn.remaining_tokens is not None:
@@ -287,6 +331,11 @@ class ChatService:
         except GatewayError as exc:
             self._record(turn, exc.status, error=exc.message)
             raise
+        try:
+            check = output_check(self._validators, request, route.output_schema)
+        except GatewayError as exc:
+            self._record(turn, exc.status, error=exc.message)
+            raise
         prompt_tokens = self._prompt_tokens(request)
         try:
             outgoing, ladder = await self._reserve(turn, route, prompt_tokens)
@@ -309,9 +358,11 @@ class ChatService:
             if route.complexity is not None and ladder is route.ladder:
                 turn.complexity, skip = route.complexity.skip(request, prompt_tokens)
             began = time.perf_counter()
-            result = await ladder.run(tier_request, skip)
+            reviewer = _Review(check, route.output_schema, request) if check is not None else None
+            result = await ladder.run(tier_request, skip, reviewer, route.repair)
             turn.latency_ms["ladder"] = (time.perf_counter() - began) * 1000
             if result.answer is None:
+                await self._settle(turn, Usage(), None, result.rejected)
                 raise self._declined(turn, result)
         except GatewayError as exc:
             await self._abandon(turn, flight)
@@ -324,7 +375,7 @@ class ChatService:
         if answer.stream is not None:
             return ChatResult(
                 headers={**self._headers(turn, answer), **STREAM_HEADERS},
-                stream=self._relay(turn, result, control, flight),
+                stream=self._relay(turn, result, control, flight, check),
             )
         return await self._finish(turn, route, result, prompt_tokens, control, flight)
 
@@ -371,16 +422,13 @@ class ChatService:
         counted = answer.usage is None
         if answer.upstream is None:
             usage = Usage()  # rules and classifier answers cost no tokens
-            if wants_json(turn.request) and answer.content is not None:
-                schema = target_schema(turn.request, route.output_schema)
-                answer = msgspec.structs.replace(answer, content=label_as_json(answer.content, schema))
             body = completion_body(f"chatcmpl-{turn.id}", answer.content or "", turn.request.model, usage)
         else:
             usage = answer.usage or Usage.of(prompt_tokens, self._counter.count(answer.content or ""))
             body = answer.body or b""
             if counted:
                 body = with_usage(body, usage)
-        cost = await self._settle(turn, usage, self._upstream_price(answer))
+        cost = await self._settle(turn, usage, self._upstream_price(answer), result.rejected)
         headers = self._headers(turn, answer)
         if flight is not None:
             cacheable = answer.content is not None and not answer.tool_calls
@@ -401,6 +449,9 @@ class ChatService:
             completion_tokens=usage.completion_tokens,
             usage_counted=counted and answer.upstream is not None,
             cost_usd=cost,
+            validation=None
+            if turn.request.response_format is None and route.output_schema is None
+            else "passed",
         )
         if turn.request.stream:
             return self._as_stream(turn, headers, answer.content or "", usage)
@@ -428,22 +479,41 @@ class ChatService:
         return ChatResult(headers=headers, body=body)
 
     async def _relay(
-        self, turn: _Turn, result: LadderResult, control: CacheControl, flight: Flight | None
+        self,
+        turn: _Turn,
+        result: LadderResult,
+        control: CacheControl,
+        flight: Flight | None,
+        check: OutputCheck | None,
     ) -> AsyncIterator[bytes]:
         """Forward the stream; whatever way it ends (done, upstream failure, client gone), settle
         the budget with what was generated, cache a complete answer, and write the record."""
         answer = result.answer
         assert answer is not None and answer.stream is not None
         stream = answer.stream
+        invalid: str | None = None
         try:
             async for chunk in stream:
+                if chunk == DONE and check is not None:
+                    # a structured stream is validated once complete; a failure ends it with an error
+                    invalid = check.content_error(stream.generated_text())
+                    if invalid is not None:
+                        yield error_frame(
+                            f"the answer failed validation: {invalid}", "output_validation_failed"
+                        )
+                        continue
                 yield chunk
         finally:
             await stream.aclose()
             usage = stream.usage()
             cost = await self._settle(turn, usage, self._upstream_price(answer))
             if flight is not None:
-                complete = stream.completed and stream.error is None and not stream.has_tool_calls()
+                complete = (
+                    stream.completed
+                    and stream.error is None
+                    and invalid is None
+                    and not stream.has_tool_calls()
+                )
                 entry = CachedAnswer(answer.tier, stream.generated_text(), b"", answer.confidence, usage)
                 await flight.land(entry if complete else None, control.ttl_s, control.write)
             self._record(
@@ -458,4 +528,5 @@ class ChatService:
                 usage_counted=not stream.usage_reported(),
                 cost_usd=cost,
                 error=stream.error if stream.completed else (stream.error or "client disconnected"),
+                validation=None if check is None else ("passed" if invalid is None else f"failed: {invalid}"),
             )

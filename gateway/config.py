@@ -167,6 +167,7 @@ class RouteConfig(Model):
     classifier: ClassifierConfig | None = None
     llm: list[str] = []
     output_schema: dict[str, Any] | None = None
+    repair: bool = Field(True, description="show an answer that failed validation back to its LLM once")
     complexity: ComplexityConfig | None = None
     cache: RouteCacheConfig = RouteCacheConfig()
 

@@ -52,6 +52,7 @@ class ResolvedRoute:
     free_tiers: tuple[Tier, ...] = ()  # tiers that cost no tokens (rules, classifier)
     cheapest_first: tuple[UpstreamOption, ...] = ()
     complexity: ComplexityRouting | None = None
+    repair: bool = True  # show a failed structured answer back to its LLM once
 
 
 def allowed(agent: AgentConfig, name: str) -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 
 from tiers.base import Tier, TierRequest
-from tiers.types import Answer, Escalate
+from tiers.types import Answer, Escalate, Message
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -26,6 +27,29 @@ class LadderResult(msgspec.Struct, kw_only=True):
     answer: Answer | None
     attempts: list[Attempt]
     failures: list[Escalate]
+    rejected: list[Answer] = []  # answers that failed review: their tokens were spent all the same
+
+
+class Reviewer(Protocol):
+    def review(self, answer: Answer) -> Answer | str:
+        """The answer as it will be returned, or why it cannot be."""
+        ...
+
+
+REPAIR_PROMPT = (
+    "Your previous reply did not match the required format: {error}. "
+    "Reply again with only the corrected output."
+)
+
+
+def repair_request(request: TierRequest, answer: Answer, error: str) -> TierRequest:
+    """The same request with the failed answer and the validation error appended, for one retry."""
+    messages = [
+        *request.chat.messages,
+        Message(role="assistant", content=answer.content or ""),
+        Message(role="user", content=REPAIR_PROMPT.format(error=error)),
+    ]
+    return msgspec.structs.replace(request, chat=msgspec.structs.replace(request.chat, messages=messages))
 
 
 class Ladder:
@@ -39,10 +63,19 @@ class Ladder:
                 return i
         return None
 
-    async def run(self, request: TierRequest, skip: dict[str, str] | None = None) -> LadderResult:
-        """Walk the tiers in order; `skip` names tiers passed over, with the reason recorded."""
+    async def run(
+        self,
+        request: TierRequest,
+        skip: dict[str, str] | None = None,
+        reviewer: Reviewer | None = None,
+        repair: bool = False,
+    ) -> LadderResult:
+        """Walk the tiers in order; `skip` names tiers passed over, with the reason recorded.
+        A `reviewer` checks each complete answer: one that fails is shown back to its LLM once
+        (with `repair`), then the next tier is tried."""
         attempts: list[Attempt] = []
         failures: list[Escalate] = []
+        rejected: list[Answer] = []
         i = 0
         while i < len(self.tiers):
             tier = self.tiers[i]
@@ -52,12 +85,26 @@ class Ladder:
                 continue
             began = time.perf_counter()
             result = await tier.decide(request)
+            if isinstance(result, Answer) and reviewer is not None and result.stream is None:
+                checked = reviewer.review(result)
+                if isinstance(checked, str) and repair and result.upstream is not None:
+                    rejected.append(result)
+                    result = await tier.decide(repair_request(request, result, checked))
+                    checked = reviewer.review(result) if isinstance(result, Answer) else checked
+                if isinstance(checked, str):
+                    if isinstance(result, Answer):
+                        rejected.append(result)
+                    result = Escalate(
+                        tier=tier.name, reason=f"output failed validation: {checked}", status=502
+                    )
+                else:
+                    result = checked
             took = (time.perf_counter() - began) * 1000
             if isinstance(result, Answer):
                 attempts.append(
                     Attempt(tier=tier.name, outcome="answered", confidence=result.confidence, latency_ms=took)
                 )
-                return LadderResult(answer=result, attempts=attempts, failures=failures)
+                return LadderResult(answer=result, attempts=attempts, failures=failures, rejected=rejected)
             failures.append(result)
             attempts.append(
                 Attempt(
@@ -80,4 +127,4 @@ class Ladder:
                         for name in self.names[i:target]
                     )
                     i = target
-        return LadderResult(answer=None, attempts=attempts, failures=failures)
+        return LadderResult(answer=None, attempts=attempts, failures=failures, rejected=rejected)

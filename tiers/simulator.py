@@ -14,8 +14,10 @@ model name by the `faults` table:
     sim-small+fault=cut            a stream that stops mid-way without [DONE]
     sim-small+fault=slow-first     the first token arrives after 10 s
     sim-small+fault=no-usage       leave `usage` out
-    sim-small+fault=wrong-schema   structured answers that do not match the asked-for schema
+    sim-small+fault=wrong-schema   structured answers (and tool arguments) that break their schema
+    sim-small+fault=invalid-json   structured answers that are not JSON at all
     sim-small+fail-first=2         the first 2 requests for this model name answer 503, then normally
+    sim-small+wrong-first=1        the first structured answer for this model name breaks its schema
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class _Directives(msgspec.Struct):
     fault: str | None = None
     latency_ms: float | None = None
     fail_first: int = 0
+    wrong_first: int = 0
 
 
 def parse_directives(model: str, table: dict[str, str]) -> _Directives:
@@ -109,6 +112,8 @@ def parse_directives(model: str, table: dict[str, str]) -> _Directives:
             directives.latency_ms = float(value)
         elif key == "fail-first":
             directives.fail_first = int(value)
+        elif key == "wrong-first":
+            directives.wrong_first = int(value)
     return directives
 
 
@@ -157,6 +162,26 @@ class SimulatedUpstream:
             words.extend(words)
         return "Simulated answer: " + " ".join(words[: self.settings.reply_words]) + "."
 
+    def tool_calls(self, request: ChatRequest, wrong: bool) -> list[dict[str, Any]]:
+        """A call of the named (or, with tool_choice "required", the first) tool."""
+        if not request.tools or request.tool_choice in (None, "none", "auto"):
+            return []
+        tool = request.tools[0]
+        if isinstance(request.tool_choice, dict):
+            wanted = request.tool_choice.get("function", {}).get("name")
+            tool = next((t for t in request.tools if t.function.name == wanted), tool)
+        arguments = example_of(tool.function.parameters or {"type": "object"}, wrong)
+        return [
+            {
+                "id": f"call_sim{self.stats.requests}",
+                "type": "function",
+                "function": {
+                    "name": tool.function.name,
+                    "arguments": msgspec.json.encode(arguments).decode(),
+                },
+            }
+        ]
+
     def _truncate(self, text: str, cap: int | None) -> tuple[str, int, str]:
         tokens = self._count(text)
         if cap is None or tokens <= cap:
@@ -190,6 +215,8 @@ class SimulatedUpstream:
         self._seen[request.model] += 1
         if self._seen[request.model] <= directives.fail_first:
             fault = "503"
+        elif self._seen[request.model] <= directives.wrong_first:
+            fault = "wrong-schema"
         latency = directives.latency_ms if directives.latency_ms is not None else self.settings.latency_ms
         if fault == "hang":
             await asyncio.sleep(3600)
@@ -213,9 +240,14 @@ class SimulatedUpstream:
             )
         if fault == "slow-first":
             await asyncio.sleep(10)
-        text, completion, finish = self._truncate(
-            self.reply_text(request, fault == "wrong-schema"), request.completion_cap()
-        )
+        reply = self.reply_text(request, fault == "wrong-schema")
+        if fault == "invalid-json":
+            reply = "Sure! Here is the JSON you asked for: {category: shipping"
+        calls = self.tool_calls(request, fault == "wrong-schema")
+        text, completion, finish = self._truncate(reply, request.completion_cap())
+        if calls:
+            text, finish = "", "tool_calls"
+            completion = self._count(msgspec.json.encode(calls).decode())
         usage = Usage.of(self.prompt_tokens(request), completion)
         self.stats.requests += 1
         self.stats.prompt_tokens += usage.prompt_tokens
@@ -238,7 +270,12 @@ class SimulatedUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": {
+                        "role": "assistant",
+                        "content": text or None,
+                        "refusal": None,
+                        **({"tool_calls": calls} if calls else {}),
+                    },
                     "finish_reason": finish,
                     "logprobs": None,
                 }

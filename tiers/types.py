@@ -162,7 +162,7 @@ class Answer(msgspec.Struct, kw_only=True):
     body: bytes | None = None
     stream: AnswerStream | None = None
     upstream: str | None = None
-    tool_calls: bool = False  # the answer calls tools (and so is not replayed from the cache)
+    tool_calls: tuple[tuple[str, str], ...] = ()  # (name, arguments) of each tool the answer calls
 
 
 class Escalate(msgspec.Struct, kw_only=True):

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 import msgspec
@@ -21,7 +21,7 @@ class Completion:
     body: bytes
     content: str | None
     usage: Usage | None
-    tool_calls: bool = False
+    tool_calls: tuple[tuple[str, str], ...] = ()
 
 
 class Upstream(Protocol):
@@ -49,9 +49,18 @@ class UpstreamSettings:
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+class _FunctionView(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _ToolCallView(msgspec.Struct):
+    function: _FunctionView | None = None
+
+
 class _MessageView(msgspec.Struct):
     content: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[_ToolCallView] | None = None
 
 
 class _ChoiceView(msgspec.Struct):
@@ -194,7 +203,11 @@ class OpenAICompatibleUpstream:
             body=body,
             content=message.content if message else None,
             usage=view.usage,
-            tool_calls=bool(message and message.tool_calls),
+            tool_calls=tuple(
+                (call.function.name, call.function.arguments)
+                for call in (message.tool_calls or [] if message else [])
+                if call.function is not None
+            ),
         )
 
     async def stream(self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int) -> SSERelay:

@@ -300,6 +300,24 @@ class ChatService:
         self._sink.write(record)
         self._metrics.observe(record)
 
+    def _record_answer(
+        self, turn: _Turn, result: LadderResult, usage: Usage, cost: float, **extra: Any
+    ) -> None:
+        answer = result.answer
+        assert answer is not None
+        self._record(
+            turn,
+            200,
+            tier=answer.tier,
+            upstream=answer.upstream,
+            confidence=answer.confidence,
+            attempts=result.attempts,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost,
+            **extra,
+        )
+
     def _headers(self, turn: _Turn, answer: Answer) -> dict[str, str]:
         headers = {
             "x-tiergate-decision-id": turn.id,
@@ -438,17 +456,12 @@ class ChatService:
                 else None
             )
             await flight.land(entry, control.ttl_s, control.write)
-        self._record(
+        self._record_answer(
             turn,
-            200,
-            tier=answer.tier,
-            upstream=answer.upstream,
-            confidence=answer.confidence,
-            attempts=result.attempts,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
+            result,
+            usage,
+            cost,
             usage_counted=counted and answer.upstream is not None,
-            cost_usd=cost,
             validation=None
             if turn.request.response_format is None and route.output_schema is None
             else "passed",
@@ -516,17 +529,12 @@ class ChatService:
                 )
                 entry = CachedAnswer(answer.tier, stream.generated_text(), b"", answer.confidence, usage)
                 await flight.land(entry if complete else None, control.ttl_s, control.write)
-            self._record(
+            self._record_answer(
                 turn,
-                200,
-                tier=answer.tier,
-                upstream=answer.upstream,
-                confidence=answer.confidence,
-                attempts=result.attempts,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
+                result,
+                usage,
+                cost,
                 usage_counted=not stream.usage_reported(),
-                cost_usd=cost,
                 error=stream.error if stream.completed else (stream.error or "client disconnected"),
                 validation=None if check is None else ("passed" if invalid is None else f"failed: {invalid}"),
             )

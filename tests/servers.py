@@ -29,9 +29,16 @@ def free_port() -> int:
 def simulator_server(settings: SimulatorSettings | None = None) -> Iterator[tuple[str, SimulatedUpstream]]:
     """Yields the simulator's base URL (ending in /v1) and the simulator, whose stats tests read."""
     simulated = SimulatedUpstream(settings or SimulatorSettings(), TokenCounter(load_encoding(None)))
+    with aiohttp_server(simulated.app()) as url:
+        yield f"{url}/v1", simulated
+
+
+@contextmanager
+def aiohttp_server(app: web.Application) -> Iterator[str]:
+    """Serves an aiohttp application on a free port in a thread with its own loop; yields its URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(simulated.app(), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
     started = threading.Event()
 
     def run() -> None:
@@ -47,7 +54,7 @@ def simulator_server(settings: SimulatorSettings | None = None) -> Iterator[tupl
     thread.start()
     started.wait(10)
     try:
-        yield f"http://127.0.0.1:{port}/v1", simulated
+        yield f"http://127.0.0.1:{port}"
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -92,24 +99,5 @@ def webhook_server() -> Iterator[tuple[str, list[dict[str, object]]]]:
 
     app = web.Application()
     app.router.add_post("/hook", receive)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    started.wait(10)
-    try:
-        yield f"http://127.0.0.1:{port}/hook", received
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with aiohttp_server(app) as url:
+        yield f"{url}/hook", received

@@ -70,8 +70,13 @@ async def healthz() -> Response[bytes]:
 async def readyz(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
     checks = {"config": True, "state": await gateway.ledger.ping()}
+    circuits = {name: breaker.state for name, breaker in gateway.circuits.items()}
+    # ready while the state backend answers and at least one upstream would take a request
+    checks["upstreams"] = not circuits or any(state != "open" for state in circuits.values())
     ready = all(checks.values())
-    body = msgspec.json.encode({"status": "ready" if ready else "not ready", "checks": checks})
+    body = msgspec.json.encode(
+        {"status": "ready" if ready else "not ready", "checks": checks, "circuits": circuits}
+    )
     return Response(body, media_type=JSON, status_code=200 if ready else 503)
 
 
@@ -103,6 +108,17 @@ async def admin_usage(request: Request) -> Response[bytes]:
         entry["resets_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.resets_at))
         windows.append(entry)
     body = {"agent": agent, "windows": windows, "usd_used": micro_usd / 1e6}
+    return Response(msgspec.json.encode(body), media_type=JSON)
+
+
+@get("/admin/circuits")
+async def admin_circuits(request: Request) -> Response[bytes]:
+    gateway = _gateway(request)
+    gateway.admin.check(request.headers.get("authorization"))
+    body = {
+        name: {"state": b.state, "retry_after_s": round(b.retry_after(), 3), "times_opened": b.opened_count}
+        for name, b in gateway.circuits.items()
+    }
     return Response(msgspec.json.encode(body), media_type=JSON)
 
 
@@ -161,6 +177,7 @@ def create_app(config: GatewayConfig) -> Litestar:
             readyz,
             metrics,
             admin_usage,
+            admin_circuits,
             admin_decision,
         ],
         lifespan=[lifespan],

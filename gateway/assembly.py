@@ -29,6 +29,7 @@ from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
 from routing.learned_router import LearnedScorer
 from tiers.base import Tier
+from tiers.circuit import CircuitBreaker, CircuitSettings
 from tiers.classifier import ClassifierModel, ClassifierTier, Predictor
 from tiers.llm import LLMTier, RetryPolicy
 from tiers.rules import RuleSpec, RulesTier
@@ -49,6 +50,7 @@ class Gateway:
     recent: RecentRecords
     counter: TokenCounter
     metrics: Metrics
+    circuits: dict[str, CircuitBreaker]
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -249,10 +251,13 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     session = aiohttp.ClientSession(connector=connector, auto_decompress=True, raise_for_status=False)
     stack.push_async_callback(session.close)
     tiers: dict[str, Tier] = {}
+    circuits: dict[str, CircuitBreaker] = {}
     for upstream in config.upstreams:
         client = OpenAICompatibleUpstream(upstream_settings(upstream), session, counter.count)
         retry = RetryPolicy(upstream.max_retries, upstream.retry_base_s, upstream.retry_max_s)
-        tiers[upstream.name] = LLMTier(client, retry)
+        breaker = CircuitBreaker(CircuitSettings(**upstream.circuit.model_dump()))
+        circuits[upstream.name] = breaker
+        tiers[upstream.name] = LLMTier(client, retry, breaker)
     redis = None
     if config.state.backend == "redis" and config.state.url:
         redis = connect(config.state.url, config.state.timeout_s)
@@ -263,7 +268,7 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     sink = build_sink(config)
     stack.callback(sink.close)
     recent = RecentRecords(config.records.keep_last)
-    metrics = Metrics()
+    metrics = Metrics(circuits)
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     chat = ChatService(
@@ -294,4 +299,5 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         recent=recent,
         counter=counter,
         metrics=metrics,
+        circuits=circuits,
     )

@@ -409,6 +409,14 @@ class ChatService:
             raise Forbidden(f"agent {agent.id!r} may not request logprobs", param="logprobs")
         if request.logit_bias and not agent.allow_logit_bias:
             raise Forbidden(f"agent {agent.id!r} may not set logit_bias", param="logit_bias")
+        if agent.tools is not None:
+            for i, tool in enumerate(request.tools or ()):
+                if tool.function.name not in agent.tools:
+                    raise Forbidden(
+                        f"agent {agent.id!r} may not use the tool {tool.function.name!r}",
+                        param=f"tools[{i}].function.name",
+                        code="tool_not_allowed",
+                    )
 
     def _declined(self, turn: _Turn, result: LadderResult) -> GatewayError:
         denied = next((f for f in result.failures if f.final), None)

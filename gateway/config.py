@@ -46,6 +46,14 @@ class Price(Model):
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
 
+class CircuitConfig(Model):
+    failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    error_rate: float = Field(0.5, gt=0, le=1, description="error rate over window_s that opens it")
+    min_requests: int = Field(20, ge=1, description="requests in the window before the rate counts")
+    window_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(10.0, gt=0, description="how long it stays open before a probe")
+
+
 class UpstreamConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     base_url: str
@@ -62,6 +70,7 @@ class UpstreamConfig(Model):
     stream_usage: bool = Field(True, description="ask the upstream for a final usage chunk")
     headers: dict[str, str] = {}
     max_connections: int = Field(256, ge=1)
+    circuit: CircuitConfig = CircuitConfig()
 
     @field_validator("base_url")
     @classmethod
@@ -93,6 +102,7 @@ class AgentConfig(Model):
     budget: BudgetConfig = BudgetConfig()
     routes: list[str] = Field(["*"], description="routes and upstreams this agent may call; '*' is all")
     team: str | None = None
+    tools: list[str] | None = Field(None, description="the tools this agent may offer; unset: any")
     allow_logprobs: bool = True
     allow_logit_bias: bool = True
 

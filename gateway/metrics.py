@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gateway.records import DecisionRecord
+from tiers.circuit import CircuitBreaker
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+CIRCUIT_READING = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+
+def _circuit_reading(breaker: CircuitBreaker) -> Callable[[], float]:
+    return lambda: CIRCUIT_READING[breaker.state]
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, circuits: Mapping[str, CircuitBreaker]) -> None:
         self.registry = CollectorRegistry()
+        state = Gauge(
+            "tiergate_circuit_open",
+            "1 while an upstream's circuit is open (0.5 half-open)",
+            ["upstream"],
+            registry=self.registry,
+        )
+        for name, breaker in circuits.items():
+            state.labels(name).set_function(_circuit_reading(breaker))
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "tiergate_requests",

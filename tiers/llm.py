@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tiers.base import TierRequest
+from tiers.circuit import CircuitBreaker, CircuitSettings
 from tiers.errors import UpstreamError
 from tiers.types import Answer, Escalate
 from tiers.upstream import Upstream
@@ -29,6 +30,7 @@ class LLMTier:
         self,
         upstream: Upstream,
         retry: RetryPolicy,
+        breaker: CircuitBreaker | None = None,
         *,
         rng: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -36,15 +38,28 @@ class LLMTier:
         self.upstream = upstream
         self.name = f"llm:{upstream.name}"
         self._retry = retry
+        self.breaker = breaker or CircuitBreaker(CircuitSettings())
         self._rng = rng
         self._sleep = sleep
+
+    def _circuit_open(self) -> Escalate:
+        wait = self.breaker.retry_after()
+        return Escalate(
+            tier=self.name,
+            reason=f"circuit open for upstream {self.upstream.name!r} (retry in {wait:.0f}s)",
+            status=503,
+            retry_after_s=wait,
+        )
 
     async def decide(self, request: TierRequest) -> Answer | Escalate:
         attempt = 0
         while True:
+            if not self.breaker.allow():
+                return self._circuit_open()
             try:
-                return await self._attempt(request)
+                answer = await self._attempt(request)
             except UpstreamError as exc:
+                self.breaker.record(exc.retryable, exc.retry_after_s)
                 wait = self._retry.backoff(attempt, self._rng)
                 if exc.retry_after_s is not None:
                     wait = max(wait, exc.retry_after_s)
@@ -55,6 +70,12 @@ class LLMTier:
                         status=exc.client_status,
                         retry_after_s=exc.retry_after_s,
                     )
+            except BaseException:
+                self.breaker.release()
+                raise
+            else:
+                self.breaker.record(False)
+                return answer
             attempt += 1
             await self._sleep(wait)
 

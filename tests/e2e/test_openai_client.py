@@ -320,3 +320,44 @@ def test_a_client_that_disconnects_mid_stream_is_charged_what_was_generated() ->
     day = next(w for w in usage["windows"] if w["window"] == "day")
     # charged exactly what was generated, not the 1024-token reservation, nor nothing
     assert day["used_tokens"] == record["prompt_tokens"] + generated
+
+
+def test_an_open_circuit_skips_its_upstream_and_all_open_is_503_with_retry_after(
+    simulator: tuple[str, Any],
+) -> None:
+    circuit = {"failures": 2, "cooldown_s": 30}
+    config = make_config(
+        simulator[0],
+        upstream_extra={
+            "small": {"model": "sim-small+fault=500+c1", "max_retries": 0, "circuit": circuit},
+            "large": {"model": "sim-large+fault=500+c1", "max_retries": 0, "circuit": circuit},
+        },
+    )
+    with gateway_server(config) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError):
+                client.chat.completions.create(model="auto", messages=USER)
+        sent = simulator[1].stats.by_model["sim-small+fault=500+c1"]
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model="auto", messages=USER)
+        assert info.value.status_code == 503
+        assert 25 <= int(info.value.response.headers["retry-after"]) <= 30
+        assert "circuit open" in info.value.message
+        assert simulator[1].stats.by_model["sim-small+fault=500+c1"] == sent  # not hammered
+        root = url.removesuffix("/v1")
+        ready = httpx.get(f"{root}/readyz")
+        assert ready.status_code == 503 and ready.json()["circuits"] == {"small": "open", "large": "open"}
+        assert 'tiergate_circuit_open{upstream="small"} 1.0' in httpx.get(f"{root}/metrics").text
+
+
+def test_a_tool_the_agent_may_not_use_is_refused(simulator: tuple[str, Any]) -> None:
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "tools": ["lookup_order"]}]
+    with gateway_server(make_config(simulator[0], agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        tool = {"type": "function", "function": {"name": "refund_order", "parameters": {"type": "object"}}}
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            client.chat.completions.create(model="auto", messages=USER, tools=[tool])  # type: ignore[list-item]
+        assert info.value.body["param"] == "tools[0].function.name"  # type: ignore[index]
+        allowed = {**tool, "function": {**tool["function"], "name": "lookup_order"}}  # type: ignore[dict-item]
+        client.chat.completions.create(model="auto", messages=USER, tools=[allowed])  # type: ignore[list-item]

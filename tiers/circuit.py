@@ -1,0 +1,94 @@
+"""Circuit breakers per upstream: stop sending to an upstream that keeps failing, probe it after a
+cool-down, and close again on success.
+
+Opens after `failures` consecutive failures, or when the error rate over the last `window_s`
+reaches `error_rate` with at least `min_requests` requests. A `Retry-After` from the upstream
+lengthens the cool-down, and nothing ever shortens one already running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitSettings:
+    failures: int = 5
+    error_rate: float = 0.5
+    min_requests: int = 20
+    window_s: float = 30.0
+    cooldown_s: float = 10.0
+
+
+class CircuitBreaker:
+    def __init__(self, settings: CircuitSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._consecutive = 0
+        self._outcomes: deque[tuple[float, bool]] = deque()  # (time, failed) within the window
+        self._open_until = 0.0
+        self._probing = False
+        self.opened_count = 0
+
+    @property
+    def state(self) -> str:
+        if self._open_until == 0.0:
+            return "closed"
+        return "open" if self._clock() < self._open_until else "half_open"
+
+    def retry_after(self) -> float:
+        return max(0.0, self._open_until - self._clock())
+
+    def allow(self) -> bool:
+        """May a request go out now? In half-open, one probe at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "open" or self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def release(self) -> None:
+        """A request let through that ended without an outcome (cancelled): free the probe slot."""
+        self._probing = False
+
+    def record(self, failed: bool, retry_after_s: float | None = None) -> None:
+        now = self._clock()
+        self._probing = False
+        if not failed:
+            self._consecutive = 0
+            if self._open_until:
+                self._open_until = 0.0  # a successful probe closes the circuit
+                self._outcomes.clear()
+            self._push(now, False)
+            return
+        self._consecutive += 1
+        self._push(now, True)
+        if self._open_until or self._should_open():
+            self._open(now, retry_after_s)
+        elif retry_after_s:
+            self._open_until = max(self._open_until, now + retry_after_s)
+
+    def _push(self, now: float, failed: bool) -> None:
+        self._outcomes.append((now, failed))
+        horizon = now - self._settings.window_s
+        while self._outcomes and self._outcomes[0][0] < horizon:
+            self._outcomes.popleft()
+
+    def _should_open(self) -> bool:
+        if self._consecutive >= self._settings.failures:
+            return True
+        total = len(self._outcomes)
+        if total < self._settings.min_requests:
+            return False
+        return sum(failed for _, failed in self._outcomes) / total >= self._settings.error_rate
+
+    def _open(self, now: float, retry_after_s: float | None) -> None:
+        cooldown = max(self._settings.cooldown_s, retry_after_s or 0.0)
+        if now >= self._open_until:
+            self.opened_count += 1
+        self._open_until = max(self._open_until, now + cooldown)  # never shorten a running cool-down

@@ -21,6 +21,7 @@ from gateway.budget_alerts import BudgetAlerts
 from gateway.cache import Cache, MemoryCache, NoCache, RedisCache
 from gateway.chat import AgentBudget, ChatService
 from gateway.config import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
+from gateway.loops import LoopLimits
 from gateway.metrics import Metrics
 from gateway.records import JsonLinesSink, NoSink, RecentRecords, RecordSink
 from gateway.route_table import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
@@ -284,6 +285,9 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         prices={u.name: micro_prices(u) for u in config.upstreams},
         metrics=metrics,
         alerts=alerts,
+        loop_limits={
+            a.id: LoopLimits(a.loops.max_repeats, a.loops.window_s, a.loops.max_steps) for a in config.agents
+        },
     )
     admin = config.server.admin_key
     return Gateway(

@@ -21,6 +21,7 @@ from gateway.cache import Cache, CachedAnswer, cache_key
 from gateway.cache_step import DEFAULT_CONTROL, CacheControl, Flight, ResponseCache
 from gateway.config import AgentConfig, CacheConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, Unavailable, error_for_status
+from gateway.loops import LoopGuard, LoopLimits
 from gateway.metrics import Metrics
 from gateway.records import DecisionRecord, RecentRecords, RecordSink
 from gateway.responses import completion_body, completion_frames, with_usage
@@ -138,6 +139,7 @@ class ChatService:
         prices: dict[str, tuple[float, float]],
         metrics: Metrics,
         alerts: BudgetAlerts,
+        loop_limits: dict[str, LoopLimits],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.routes = routes
@@ -151,6 +153,8 @@ class ChatService:
         self._redact = redact
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
         self._validators = SchemaValidators()
+        self._loops = LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc())
+        self._loop_limits = loop_limits
         self._metrics = metrics
         self._alerts = alerts
         self._state_ok = True
@@ -334,7 +338,11 @@ class ChatService:
     # -- the path -----------------------------------------------------------------------------------
 
     async def complete(
-        self, agent: AgentConfig, request: ChatRequest, control: CacheControl = DEFAULT_CONTROL
+        self,
+        agent: AgentConfig,
+        request: ChatRequest,
+        control: CacheControl = DEFAULT_CONTROL,
+        conversation: str | None = None,
     ) -> ChatResult:
         turn = _Turn(
             f"{self._id_prefix}{next(self._id_counter):010x}",
@@ -346,6 +354,7 @@ class ChatService:
         try:
             route = self.routes.resolve(agent, request.model)
             self._check_permissions(agent, request)
+            self._loops.check(agent.id, self._loop_limits[agent.id], request, conversation)
         except GatewayError as exc:
             self._record(turn, exc.status, error=exc.message)
             raise

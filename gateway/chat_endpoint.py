@@ -102,23 +102,24 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
             error = GatewayError("use POST for /v1/chat/completions", code="method_not_allowed")
             error.status, error.type = 405, "invalid_request_error"
             raise error
-        authorization = cache_control = cache_ttl = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"cache-control":
-                cache_control = value.decode("latin-1")
-            elif name == b"x-tiergate-cache-ttl":
-                cache_ttl = value.decode("latin-1")
-        agent = gateway.agents.authenticate(authorization)
+        headers = {name: value for name, value in scope["headers"]}
+        authorization = headers.get(b"authorization")
+        agent = gateway.agents.authenticate(authorization.decode("latin-1") if authorization else None)
+        cache_control, cache_ttl = headers.get(b"cache-control"), headers.get(b"x-tiergate-cache-ttl")
+        conversation = headers.get(agent.loops.conversation_header.lower().encode())
         body = await _read_body(scope, receive, gateway.limits.max_body_bytes)
         request = decode_chat_request(body, gateway.limits)
         control = (
             DEFAULT_CONTROL
             if cache_control is None and cache_ttl is None
-            else CacheControl.from_headers(cache_control, cache_ttl)
+            else CacheControl.from_headers(
+                cache_control.decode("latin-1") if cache_control else None,
+                cache_ttl.decode("latin-1") if cache_ttl else None,
+            )
         )
-        result = await gateway.chat.complete(agent, request, control)
+        result = await gateway.chat.complete(
+            agent, request, control, conversation.decode("latin-1") if conversation else None
+        )
     except GatewayError as exc:
         await send_error(send, exc)
         return

@@ -95,6 +95,13 @@ class BudgetConfig(Model):
     )
 
 
+class LoopConfig(Model):
+    max_repeats: int | None = Field(None, ge=1, description="identical requests allowed within window_s")
+    window_s: float = Field(60.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="requests allowed per conversation id")
+    conversation_header: str = "x-tiergate-conversation-id"
+
+
 class AgentConfig(Model):
     id: str = Field(pattern=NAME_PATTERN)
     api_key: SecretStr | None = None
@@ -103,6 +110,7 @@ class AgentConfig(Model):
     routes: list[str] = Field(["*"], description="routes and upstreams this agent may call; '*' is all")
     team: str | None = None
     tools: list[str] | None = Field(None, description="the tools this agent may offer; unset: any")
+    loops: LoopConfig = LoopConfig()
     allow_logprobs: bool = True
     allow_logit_bias: bool = True
 

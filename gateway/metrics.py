@@ -67,6 +67,12 @@ class Metrics:
             ["agent"],
             registry=self.registry,
         )
+        self.loops_stopped = Counter(
+            "tiergate_loops_stopped",
+            "Requests stopped as agent loops, by agent and kind",
+            ["agent", "kind"],
+            registry=self.registry,
+        )
         self.budget_warnings = Counter(
             "tiergate_budget_warnings",
             "Soft-limit crossings, by subject, window and metric",

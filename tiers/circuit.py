@@ -3,7 +3,8 @@ cool-down, and close again on success.
 
 Opens after `failures` consecutive failures, or when the error rate over the last `window_s`
 reaches `error_rate` with at least `min_requests` requests. A `Retry-After` from the upstream
-lengthens the cool-down, and nothing ever shortens one already running.
+lengthens the cool-down, and nothing ever shortens one already running. (A Retry-After on a
+single failure is honoured by the retry loop's wait, not by opening the circuit.)
 """
 
 from __future__ import annotations
@@ -70,8 +71,6 @@ class CircuitBreaker:
         self._push(now, True)
         if self._open_until or self._should_open():
             self._open(now, retry_after_s)
-        elif retry_after_s:
-            self._open_until = max(self._open_until, now + retry_after_s)
 
     def _push(self, now: float, failed: bool) -> None:
         self._outcomes.append((now, failed))

@@ -361,3 +361,34 @@ def test_a_tool_the_agent_may_not_use_is_refused(simulator: tuple[str, Any]) -> 
         assert info.value.body["param"] == "tools[0].function.name"  # type: ignore[index]
         allowed = {**tool, "function": {**tool["function"], "name": "lookup_order"}}  # type: ignore[dict-item]
         client.chat.completions.create(model="auto", messages=USER, tools=[allowed])  # type: ignore[list-item]
+
+
+def test_an_agent_repeating_itself_or_running_past_its_steps_is_stopped_as_a_loop(
+    simulator: tuple[str, Any],
+) -> None:
+    agents = [
+        {"id": "agent", "api_key": DEMO_KEY, "loops": {"max_repeats": 3, "window_s": 60, "max_steps": 2}}
+    ]
+    with gateway_server(make_config(simulator[0], agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        for _ in range(3):
+            client.chat.completions.create(model="auto", messages=USER)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="auto", messages=USER)
+        assert info.value.body["code"] == "loop_detected_repeat"  # type: ignore[index]
+        assert "loop" in info.value.message
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "something new"}])
+        conversation = {"x-tiergate-conversation-id": "conv-1"}
+        for step in range(2):
+            client.chat.completions.create(
+                model="auto",
+                messages=[{"role": "user", "content": f"step {step}"}],
+                extra_headers=conversation,
+            )
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "step 3"}], extra_headers=conversation
+            )
+        assert info.value.body["code"] == "loop_detected_steps"  # type: ignore[index]
+        metrics = httpx.get(f"{url.removesuffix('/v1')}/metrics").text
+    assert 'tiergate_loops_stopped_total{agent="agent",kind="repeat"} 1.0' in metrics

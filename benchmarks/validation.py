@@ -1,6 +1,6 @@
 """The cost of validating a structured answer, by validator library, for a typical output schema.
 
-    python benchmarks/validation.py
+python benchmarks/validation.py
 """
 
 from __future__ import annotations

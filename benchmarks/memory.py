@@ -1,0 +1,85 @@
+"""Memory per worker: RSS after 1,000 requests against RSS after 100,000 more, with a classifier
+loaded, on a mix of classifier answers and pass-through calls to the simulated upstream.
+
+    python benchmarks/memory.py [--model benchmarks/results/triage.joblib] [--requests 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+from harness import gateway, simulator, throughput
+
+KEY = "sk-bench-memory"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def worker_pid(port: int) -> int:
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return int(out.split("pid=")[1].split(",")[0])
+
+
+async def warm(url: str, bodies: list[bytes], n: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        for i in range(n):
+            body = bodies[i % len(bodies)]
+            async with session.post(url, data=body, headers={"authorization": f"Bearer {KEY}"}) as response:
+                await response.read()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="benchmarks/results/triage.joblib")
+    parser.add_argument("--requests", type=int, default=100_000)
+    args = parser.parse_args()
+    with simulator() as sim:
+        config = {
+            "upstreams": [{"name": "small", "base_url": sim, "model": "sim-small"}],
+            "agents": [{"id": "bench", "api_key": KEY, "budget": {"tokens_per_minute": 10**12}}],
+            "routes": [
+                {"name": "triage", "classifier": {"model": str(Path(args.model).resolve())}, "llm": ["small"]}
+            ],
+            "cache": {"backend": "memory", "max_entries": 10000},
+        }
+        with gateway(config) as url:
+            port = int(url.split(":")[2].split("/")[0])
+            pid = worker_pid(port)
+            texts = [f"my card {i} has not arrived, order {i * 7}" for i in range(500)] + ["tell me a joke"]
+            bodies = [
+                json.dumps({"model": "triage", "messages": [{"role": "user", "content": t}]}).encode()
+                for t in texts
+            ]
+            asyncio.run(warm(f"{url}/chat/completions", bodies, 1000))
+            after_1k = rss_mib(pid)
+            sent = 0
+            began = time.monotonic()
+            while sent < args.requests:
+                for body in (bodies[0], bodies[-1]):  # a classifier answer and an escalation to the LLM
+                    sent += int(
+                        throughput(f"{url}/chat/completions", body, f"Bearer {KEY}", 32, 10)["requests"]
+                    )
+            after = rss_mib(pid)
+    print(
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: RSS after 1,000 requests "
+        f"{after_1k:.1f} MiB, after {sent:,} more {after:.1f} MiB ({after - after_1k:+.1f} MiB) "
+        f"in {time.monotonic() - began:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

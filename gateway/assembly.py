@@ -32,6 +32,7 @@ from routing.learned_router import LearnedScorer
 from tiers.base import Tier
 from tiers.circuit import CircuitBreaker, CircuitSettings
 from tiers.classifier import ClassifierModel, ClassifierTier, Predictor
+from tiers.guards import Bulkhead, RetryBudget
 from tiers.llm import LLMTier, RetryPolicy
 from tiers.rules import RuleSpec, RulesTier
 from tiers.upstream import OpenAICompatibleUpstream, UpstreamSettings
@@ -258,7 +259,13 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         retry = RetryPolicy(upstream.max_retries, upstream.retry_base_s, upstream.retry_max_s)
         breaker = CircuitBreaker(CircuitSettings(**upstream.circuit.model_dump()))
         circuits[upstream.name] = breaker
-        tiers[upstream.name] = LLMTier(client, retry, breaker)
+        tiers[upstream.name] = LLMTier(
+            client,
+            retry,
+            breaker,
+            RetryBudget(ratio=upstream.retry_budget),
+            Bulkhead(upstream.max_concurrency, upstream.queue_timeout_s),
+        )
     redis = None
     if config.state.backend == "redis" and config.state.url:
         redis = connect(config.state.url, config.state.timeout_s)

@@ -70,6 +70,9 @@ class UpstreamConfig(Model):
     stream_usage: bool = Field(True, description="ask the upstream for a final usage chunk")
     headers: dict[str, str] = {}
     max_connections: int = Field(256, ge=1)
+    max_concurrency: int | None = Field(None, ge=1, description="calls in flight at once (bulkhead)")
+    queue_timeout_s: float = Field(1.0, ge=0, description="how long a call waits for a place")
+    retry_budget: float = Field(0.2, ge=0, le=1, description="retries as a share of recent requests")
     circuit: CircuitConfig = CircuitConfig()
 
     @field_validator("base_url")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tiers.base import TierRequest
 from tiers.circuit import CircuitBreaker, CircuitSettings
 from tiers.errors import UpstreamError
+from tiers.guards import Bulkhead, RetryBudget
 from tiers.types import Answer, Escalate
 from tiers.upstream import Upstream
 
@@ -31,6 +32,8 @@ class LLMTier:
         upstream: Upstream,
         retry: RetryPolicy,
         breaker: CircuitBreaker | None = None,
+        budget: RetryBudget | None = None,
+        bulkhead: Bulkhead | None = None,
         *,
         rng: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -39,6 +42,8 @@ class LLMTier:
         self.name = f"llm:{upstream.name}"
         self._retry = retry
         self.breaker = breaker or CircuitBreaker(CircuitSettings())
+        self._budget = budget or RetryBudget()
+        self._bulkhead = bulkhead or Bulkhead(None, 0.0)
         self._rng = rng
         self._sleep = sleep
 
@@ -52,6 +57,26 @@ class LLMTier:
         )
 
     async def decide(self, request: TierRequest) -> Answer | Escalate:
+        if not await self._bulkhead.enter():
+            return Escalate(
+                tier=self.name,
+                reason=f"upstream {self.upstream.name!r} is at its concurrency limit",
+                status=503,
+                retry_after_s=1.0,
+            )
+        try:
+            result = await self._decide(request)
+        except BaseException:
+            self._bulkhead.leave()
+            raise
+        if isinstance(result, Answer) and result.stream is not None:
+            result.stream.on_close = self._bulkhead.leave  # held until the stream ends
+        else:
+            self._bulkhead.leave()
+        return result
+
+    async def _decide(self, request: TierRequest) -> Answer | Escalate:
+        self._budget.record_request()
         attempt = 0
         while True:
             if not self.breaker.allow():
@@ -63,7 +88,12 @@ class LLMTier:
                 wait = self._retry.backoff(attempt, self._rng)
                 if exc.retry_after_s is not None:
                     wait = max(wait, exc.retry_after_s)
-                if not exc.retryable or attempt >= self._retry.max_retries or wait > self._retry.max_s:
+                if (
+                    not exc.retryable
+                    or attempt >= self._retry.max_retries
+                    or wait > self._retry.max_s
+                    or not self._budget.try_retry()
+                ):
                     return Escalate(
                         tier=self.name,
                         reason=exc.message,

@@ -111,6 +111,7 @@ class SSERelay:
         self._last = _ChunkView()
         self._closed = False
         self._tool_calls = False
+        self.on_close: Callable[[], None] | None = None
         self.completed = False
         self.error: str | None = None
         self.first_event_at: float | None = None
@@ -245,6 +246,8 @@ class SSERelay:
         if self._closed:
             return
         self._closed = True
+        if self.on_close is not None:
+            self.on_close()
         if self.completed:
             self._response.release()
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -137,6 +137,7 @@ class AnswerStream(Protocol):
 
     completed: bool
     error: str | None
+    on_close: Callable[[], None] | None  # called once when the stream is closed, however it ends
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

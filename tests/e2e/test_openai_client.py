@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -392,3 +393,29 @@ def test_an_agent_repeating_itself_or_running_past_its_steps_is_stopped_as_a_loo
         assert info.value.body["code"] == "loop_detected_steps"  # type: ignore[index]
         metrics = httpx.get(f"{url.removesuffix('/v1')}/metrics").text
     assert 'tiergate_loops_stopped_total{agent="agent",kind="repeat"} 1.0' in metrics
+
+
+def test_a_busy_upstream_sends_the_excess_to_the_next_tier_and_streams_free_their_place() -> None:
+    with simulator_server(SimulatorSettings(latency_ms=400)) as (sim_url, _):
+        limits = {"max_concurrency": 1, "queue_timeout_s": 0.05}
+        config = make_config(sim_url, upstream_extra={"small": limits, "large": limits})
+        with gateway_server(config) as url:
+
+            async def three() -> list[str]:
+                client = openai.AsyncOpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+                calls = [
+                    client.chat.completions.with_raw_response.create(model="auto", messages=USER)
+                    for _ in range(3)
+                ]
+                done = await asyncio.gather(*calls, return_exceptions=True)
+                await client.close()
+                return [
+                    d.headers["x-tiergate-tier"] if not isinstance(d, Exception) else type(d).__name__
+                    for d in done
+                ]
+
+            tiers = asyncio.run(three())
+            assert sorted(tiers) == ["InternalServerError", "llm:large", "llm:small"]
+            client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+            for _ in range(3):  # each finished stream gives its place back
+                list(client.chat.completions.create(model="small", messages=USER, stream=True))

@@ -30,6 +30,10 @@ class MemoryLedger:
         # (subject, limit key) -> (period number, amount used in that period)
         self._used: dict[tuple[str, str], tuple[int, int]] = {}
 
+    def carry_over(self, previous: MemoryLedger) -> None:
+        """Take over what an earlier ledger (of a config being reloaded) has counted."""
+        self._used = previous._used
+
     def _limits(self, agent: str) -> list[tuple[str, Limit]]:
         return [
             (subject, limit)

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import msgspec
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 
-from gateway.assembly import Gateway, build_gateway
+from gateway.assembly import Gateway
 from gateway.chat_endpoint import chat_completions
 from gateway.config import GatewayConfig
+from gateway.config_loading import ConfigError
 from gateway.errors import (
     BadRequest,
     GatewayError,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
+    Unprocessable,
 )
+from gateway.reload import GatewayHolder
 
 log = logging.getLogger("tiergate")
 JSON = "application/json"
 
 
 def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return request.app.state.holder.current  # type: ignore[no-any-return]
 
 
 class _Model(msgspec.Struct):
@@ -161,12 +167,48 @@ def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
     return _gateway_error(request, GatewayError("internal error; see the gateway's log"))
 
 
-def create_app(config: GatewayConfig) -> Litestar:
+@post("/admin/reload", status_code=200)
+async def admin_reload(request: Request) -> Response[bytes]:
+    """Re-read the config: refused with every problem listed when it is invalid."""
+    holder: GatewayHolder = request.app.state.holder
+    _gateway(request).admin.check(request.headers.get("authorization"))
+    try:
+        holder.check()
+    except ConfigError as exc:
+        raise Unprocessable(
+            "the config cannot be loaded: " + "; ".join(exc.problems), code="invalid_config"
+        ) from None
+    if request.app.state.reload_via_parent:
+        os.kill(os.getppid(), signal.SIGHUP)  # the supervisor passes it to every worker
+        return Response(b'{"status":"reloading"}', media_type=JSON)
+    problems = await holder.reload()
+    if problems:
+        raise Unprocessable("the config cannot be loaded: " + "; ".join(problems), code="invalid_config")
+    return Response(b'{"status":"reloaded"}', media_type=JSON)
+
+
+def create_app(
+    config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None, reload_via_parent: bool = False
+) -> Litestar:
+    """The app for one worker. `load` re-reads the config for hot reload (SIGHUP or POST
+    /admin/reload); with several workers a reload request is passed to the supervisor."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            app.state.gateway = await build_gateway(config, stack)
+        holder = GatewayHolder(config, load, config.server.shutdown_grace_s)
+        await holder.start()
+        app.state.holder = holder
+        app.state.reload_via_parent = reload_via_parent
+        loop = asyncio.get_running_loop()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        if on_main_thread:  # signals reach only the main thread (an app embedded in a thread has none)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
+        try:
             yield
+        finally:
+            if on_main_thread:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await holder.close()
 
     return Litestar(
         route_handlers=[
@@ -179,6 +221,7 @@ def create_app(config: GatewayConfig) -> Litestar:
             admin_usage,
             admin_circuits,
             admin_decision,
+            admin_reload,
         ],
         lifespan=[lifespan],
         exception_handlers={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -38,6 +39,27 @@ from tiers.rules import RuleSpec, RulesTier
 from tiers.upstream import OpenAICompatibleUpstream, UpstreamSettings
 
 
+class Activity:
+    """Requests in flight on one gateway, so a replaced gateway closes only once they are done."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
 @dataclass(frozen=True, slots=True)
 class Gateway:
     """Everything the HTTP layer hands requests to; built once per worker in the lifespan."""
@@ -53,6 +75,7 @@ class Gateway:
     counter: TokenCounter
     metrics: Metrics
     circuits: dict[str, CircuitBreaker]
+    activity: Activity
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -241,8 +264,12 @@ def build_routes(
     return RouteTable(routes)
 
 
-async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway:
-    """Create every client and component; `stack` closes them when the worker stops."""
+async def build_gateway(
+    config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None = None
+) -> Gateway:
+    """Create every client and component; `stack` closes them when the worker stops. On a reload,
+    in-memory budgets and cache carry over from the `previous` gateway, so a reload never
+    forgets what was spent."""
     counter = TokenCounter(load_encoding(config.tokenizer.encoding))
     connector = aiohttp.TCPConnector(
         limit=sum(u.max_connections for u in config.upstreams) or 100,
@@ -271,7 +298,15 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         redis = connect(config.state.url, config.state.timeout_s)
         stack.push_async_callback(redis.aclose)
     ledger = build_ledger(config, redis)
+    if (
+        previous is not None
+        and isinstance(ledger, MemoryLedger)
+        and isinstance(previous.ledger, MemoryLedger)
+    ):
+        ledger.carry_over(previous.ledger)
     cache = build_cache(config, redis)
+    if previous is not None and isinstance(cache, MemoryCache) and isinstance(previous.cache, MemoryCache):
+        cache = previous.cache
     stack.push_async_callback(cache.close)
     sink = build_sink(config)
     stack.callback(sink.close)
@@ -311,4 +346,5 @@ async def build_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         counter=counter,
         metrics=metrics,
         circuits=circuits,
+        activity=Activity(),
     )

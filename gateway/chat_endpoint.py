@@ -96,7 +96,15 @@ async def _stream(
 
 @asgi("/v1/chat/completions", copy_scope=False)
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    gateway: Any = scope["litestar_app"].state.gateway
+    gateway: Any = scope["litestar_app"].state.holder.current
+    gateway.activity.enter()
+    try:
+        await _serve(gateway, scope, receive, send)
+    finally:
+        gateway.activity.leave()
+
+
+async def _serve(gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
     try:
         if scope.get("method") != "POST":
             error = GatewayError("use POST for /v1/chat/completions", code="method_not_allowed")

@@ -28,9 +28,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load_or_exit(args.config)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
+
+    def load() -> GatewayConfig:
+        fresh = load_config(args.config, os.environ)
+        if overrides:  # command-line choices hold across reloads
+            fresh = fresh.model_copy(update={"server": fresh.server.model_copy(update=overrides)})
+        return fresh
+
     if overrides:
         config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
-    serve(config)
+    serve(config, load)
     return 0
 
 

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Callable
 from contextlib import suppress
 
 import uvicorn
@@ -27,10 +28,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve_worker(config: GatewayConfig, sock: socket.socket) -> None:
+def _serve_worker(
+    config: GatewayConfig, load: Callable[[], GatewayConfig] | None, sock: socket.socket, supervised: bool
+) -> None:
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            create_app(config, load, reload_via_parent=supervised),
             loop="auto",
             http="auto",
             lifespan="on",
@@ -56,8 +59,9 @@ def _run_simulator(settings: SimulatorConfig, encoding: str) -> None:
     )
 
 
-def serve(config: GatewayConfig) -> None:
-    """Run until SIGINT or SIGTERM; in-flight requests are drained before workers exit."""
+def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None) -> None:
+    """Run until SIGINT or SIGTERM; in-flight requests are drained before workers exit. SIGHUP
+    reloads the config (re-read with `load`) in every worker."""
     host, port, workers = config.server.host, config.server.port, config.server.workers
     context = multiprocessing.get_context("fork")
     children: list[multiprocessing.process.BaseProcess] = []
@@ -72,9 +76,11 @@ def serve(config: GatewayConfig) -> None:
     log.warning("tiergate serving on http://%s:%d/v1 with %d worker(s)", host, sock.getsockname()[1], workers)
     try:
         if workers == 1:
-            _serve_worker(config, sock)
+            _serve_worker(config, load, sock, supervised=False)
             return
-        procs = [context.Process(target=_serve_worker, args=(config, sock)) for _ in range(workers)]
+        procs = [
+            context.Process(target=_serve_worker, args=(config, load, sock, True)) for _ in range(workers)
+        ]
         for proc in procs:
             proc.start()
 
@@ -86,6 +92,7 @@ def serve(config: GatewayConfig) -> None:
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGHUP, forward)
         for proc in procs:
             proc.join()
     finally:

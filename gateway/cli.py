@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.config_loading import ConfigError, load_config
+
+if TYPE_CHECKING:  # the classifier (and scikit-learn) load only for the commands that use them
+    from tiers.classifier import ClassifierModel
 
 
 def _load_or_exit(path: str | None) -> GatewayConfig:
@@ -107,7 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_and_rows(args: argparse.Namespace) -> tuple[object, list[tuple[str, str | None]]] | None:
+def _model_and_rows(args: argparse.Namespace) -> tuple[ClassifierModel, list[tuple[str, str | None]]] | None:
+    """The model and rows a predict or eval command names; None (with the reason printed) if unusable."""
     from tiers.classifier import ClassifierModel, ModelError
     from tiers.classifier_training import DataError, load_rows
 
@@ -119,13 +124,12 @@ def _model_and_rows(args: argparse.Namespace) -> tuple[object, list[tuple[str, s
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tiers.classifier import ClassifierModel, Predictor
+    from tiers.classifier import Predictor
 
     loaded = _model_and_rows(args)
     if loaded is None:
         return 1
     model, rows = loaded
-    assert isinstance(model, ClassifierModel)
     predictor = Predictor(model, args.min_confidence)
     out = sys.stdout
     for text, _ in rows:
@@ -144,14 +148,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tiers.classifier import ClassifierModel
     from tiers.classifier_training import evaluate
 
     loaded = _model_and_rows(args)
     if loaded is None:
         return 1
     model, rows = loaded
-    assert isinstance(model, ClassifierModel)
     report = evaluate(model, rows, args.min_confidence)
     if args.json:
         print(json.dumps(report, indent=2))

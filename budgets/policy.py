@@ -121,6 +121,7 @@ class Reservation:
     periods: dict[str, int] = field(default_factory=dict)  # "subject|metric:window" -> period number
     remaining_tokens: int | None = None  # tightest token window after this reservation
     crossed: tuple[WindowUsage, ...] = ()  # soft limits this reservation crossed
+    id: str = ""  # set by ledgers that settle idempotently by id (Redis)
 
     @property
     def tokens(self) -> int:

@@ -7,7 +7,11 @@ else the agent), so each script touches keys of one slot and runs unchanged on R
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
+import logging
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,9 @@ def load_script(name: str) -> str:
     """A ledger script with the shared period helpers in front of it."""
     folder = Path(__file__).with_name("lua")
     return (folder / "periods.lua").read_text() + "\n" + (folder / name).read_text()
+
+
+log = logging.getLogger("tiergate.budget")
 
 
 class _Script:
@@ -52,8 +59,12 @@ class RedisLedger:
         self._usage = _Script(load_script("usage.lua"))
         # Everything an agent's reservation touches, worked out once: (subject, limit, key).
         self._plan: dict[str, list[tuple[str, Limit, str]]] = {}
+        self._tags = {agent: tags.get(agent, f"agent:{agent}") for agent in self._subjects_of}
+        self._ids = itertools.count()
+        self._id_prefix = secrets.token_hex(6)
+        self._pending: set[asyncio.Task[None]] = set()
         for agent, subjects in self._subjects_of.items():
-            tag = tags.get(agent, f"agent:{agent}")
+            tag = self._tags[agent]
             self._plan[agent] = [
                 (subject, limit, f"{prefix}:{{{tag}}}:{subject}:{limit.key}")
                 for subject in subjects
@@ -91,7 +102,15 @@ class RedisLedger:
                 completion_tokens=granted,
                 micro_usd=estimate.cost(estimate.prompt_tokens, granted),
             )
-        result = await self._call(self._reserve, [key for _, _, key in plan], args)
+        reservation_id = f"{self._id_prefix}{next(self._ids):x}"
+        keys = [key for _, _, key in plan] + self._markers(agent, reservation_id)
+        try:
+            result = await self._call(self._reserve, keys, args)
+        except StateError:
+            # The script may still run once Redis answers (a frozen server keeps what it was sent):
+            # take it back in the background, or block it if it has not arrived yet.
+            self._compensate(agent, reservation_id, 0, 0, cancel=True)
+            raise
         if int(result[0]) == 0:
             subject, limit, _ = plan[int(result[1]) - 1]
             used = int(result[2])
@@ -116,22 +135,50 @@ class RedisLedger:
             periods=periods,
             remaining_tokens=None if remaining < 0 else remaining,
             crossed=crossed,
+            id=reservation_id,
         )
 
+    def _markers(self, agent: str, reservation_id: str) -> list[str]:
+        tag = self._tags.get(agent, f"agent:{agent}")
+        return [
+            f"{self._prefix}:{{{tag}}}:res:{reservation_id}",
+            f"{self._prefix}:{{{tag}}}:tomb:{reservation_id}",
+        ]
+
+    async def _settle_script(
+        self, agent: str, reservation_id: str, tokens: int, micro: int, cancel: bool
+    ) -> None:
+        plan = self._plan.get(agent, [])
+        keys = [key for _, _, key in plan] + self._markers(agent, reservation_id)
+        args: list[Any] = [tokens, micro, 1 if cancel else 0, *(limit.metric for _, limit, _ in plan)]
+        await self._call(self._settle, keys, args)
+
+    def _compensate(self, agent: str, reservation_id: str, tokens: int, micro: int, cancel: bool) -> None:
+        """Settle (or cancel) in the background until Redis answers; safe to repeat (idempotent)."""
+
+        async def keep_trying() -> None:
+            delay = 0.1
+            for _ in range(200):  # about ten minutes at the longest delay
+                await asyncio.sleep(delay)
+                try:
+                    await self._settle_script(agent, reservation_id, tokens, micro, cancel)
+                    return
+                except StateError:
+                    delay = min(3.0, delay * 2)
+            log.error("gave up settling reservation %s after Redis stayed unreachable", reservation_id)
+
+        task = asyncio.ensure_future(keep_trying())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
-        delta = {"tokens": tokens - reservation.tokens, "usd": micro_usd - reservation.micro_usd}
-        keys: list[str] = []
-        args: list[Any] = []
-        for subject, limit, key in self._plan.get(reservation.agent, []):
-            if limit.metric == "requests" or delta[limit.metric] == 0:
-                continue
-            number = reservation.periods.get(f"{subject}|{limit.key}")
-            if number is None:
-                continue
-            keys.append(key)
-            args.extend((number, delta[limit.metric]))
-        if keys:
-            await self._call(self._settle, keys, args)
+        if not reservation.id:
+            return  # an agent without limits: nothing was held
+        try:
+            await self._settle_script(reservation.agent, reservation.id, tokens, micro_usd, cancel=False)
+        except StateError:
+            self._compensate(reservation.agent, reservation.id, tokens, micro_usd, cancel=False)
+            raise
 
     async def usage(self, agent: str) -> list[WindowUsage]:
         plan = self._plan.get(agent, [])
@@ -154,4 +201,9 @@ class RedisLedger:
             return False
 
     async def close(self) -> None:
-        return None  # the client is shared, and closed by whoever created it
+        # the client is shared, and closed by whoever created it; settlements still owed get a
+        # short last chance (what is left stays held until its window ends: never an overspend)
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=2)
+            for task in self._pending:
+                task.cancel()

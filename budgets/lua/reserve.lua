@@ -1,6 +1,8 @@
 -- Reserve in one atomic step: check every limit of a request's subjects, grant the largest
 -- completion all of them allow, and hold it. Mirrors budgets.policy.affordable_completion.
--- KEYS[i]: a hash per limit, fields p (period number) and u (used in that period)
+-- KEYS[i]: a hash per limit, fields p (period number) and u (used in that period); then two more:
+--         the reservation's marker (what it holds, so settling and cancelling are idempotent)
+--         and its tombstone (set by a cancel that arrived first: the reservation must not apply)
 -- ARGV: prompt_tokens, max_completion, input_price, output_price (micro-USD per token),
 --       then for each key: window, metric ("tokens" | "usd" | "requests"), limit, warn (-1: none)
 -- Returns {0, blocking key index, its used amount, seconds until it frees} or
@@ -10,7 +12,11 @@ local granted = tonumber(ARGV[2])
 local in_price = tonumber(ARGV[3])
 local out_price = tonumber(ARGV[4])
 local now = now_from_redis()
-local n = #KEYS
+local n = #KEYS - 2
+local marker, tombstone = KEYS[n + 1], KEYS[n + 2]
+if redis.call('EXISTS', tombstone) == 1 then
+  return {0, 0, 0, '0'}
+end
 local periods, ends, used, windows, metrics, limits, warns = {}, {}, {}, {}, {}, {}, {}
 local free = prompt == 0 and granted == 0
 
@@ -79,4 +85,12 @@ for i = 1, n do
 end
 result[4] = remaining
 for _, index in ipairs(crossed) do result[#result + 1] = index end
+-- the marker: per key, the period and the amount held; kept until the longest period has ended
+local held, last_end = {}, now
+for i = 1, n do
+  held[#held + 1] = periods[i]
+  held[#held + 1] = amounts[metrics[i]]
+  if ends[i] > last_end then last_end = ends[i] end
+end
+redis.call('SET', marker, table.concat(held, ','), 'EX', math.ceil(last_end - now) + 60)
 return result

@@ -173,3 +173,50 @@ def test_serve_runs_several_workers_on_one_port(tmp_path: Path) -> None:
                 response = httpx.get(f"{url}/healthz", headers={"connection": "close"})
                 pids.add(response.json()["worker"])
             assert len(pids) == 2, pids
+
+
+def test_a_frozen_redis_costs_requests_a_timeout_not_a_hang_and_then_recovers(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.3)
+        with simulator_server() as (sim_url, simulated):
+            config = shared_config(sim_url, f"redis://127.0.0.1:{port}/0")
+            with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
+                before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
+                assert all(r.status_code == 200 for r in asyncio.run(race([first, second], 10)))
+                server.send_signal(signal.SIGSTOP)  # frozen: connections stay open, nothing answers
+                began = time.monotonic()
+                frozen = asyncio.run(race([first, second], 20))
+                took = time.monotonic() - began
+                assert {r.status_code for r in frozen} == {503}
+                assert took < 5  # bounded by the 0.3 s state timeout, not hung
+                server.send_signal(signal.SIGCONT)
+                deadline = time.monotonic() + 10
+                statuses: set[int] = set()
+                while time.monotonic() < deadline:
+                    statuses = {r.status_code for r in asyncio.run(race([first, second], 4))}
+                    if statuses == {200}:
+                        break
+                    time.sleep(0.2)
+                assert statuses == {200}
+                served = simulated.stats.prompt_tokens + simulated.stats.completion_tokens - before
+                # Reservations sent to the frozen server ran when it woke; each gateway takes back
+                # the ones it had given up on, in the background: the ledger converges on what was served.
+                deadline = time.monotonic() + 15
+                used = -1
+                while time.monotonic() < deadline and used != served:
+                    usage = httpx.get(
+                        f"{first}/admin/usage",
+                        params={"agent": "racer"},
+                        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+                    ).json()
+                    used = next(w for w in usage["windows"] if w["window"] == "day")["used_tokens"]
+                    time.sleep(0.2)
+        assert used == served
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.terminate()
+        server.wait(10)

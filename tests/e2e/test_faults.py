@@ -1,0 +1,84 @@
+"""Fault injection with the simulated upstream: every fault gives a clear error or a fallback, the
+gateway keeps serving, and no pooled connection is leaked."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import openai
+import pytest
+
+from tests.conftest import DEMO_KEY, make_config
+from tests.servers import gateway_server, simulator_server
+
+pytestmark = pytest.mark.e2e
+USER = [{"role": "user", "content": "hello"}]
+BEFORE_ANY_BYTE = {  # fault -> status, streaming or not
+    "fault=reset": 502,
+    "fault=hang": 504,
+    "fault=slow-first": 504,
+    "fault=500": 502,
+    "fault=429": 429,
+}
+MID_STREAM = ["fault=cut", "fault=broken-json"]
+ALL = [*BEFORE_ANY_BYTE, *MID_STREAM]
+
+
+def name(fault: str) -> str:
+    return fault.replace("=", "-")
+
+
+def established(port: int) -> int:
+    out = subprocess.run(
+        ["ss", "-tnH", "state", "established", f"( dport = :{port} )"], capture_output=True, text=True
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_every_fault_is_a_clear_error_and_no_connection_leaks() -> None:
+    with simulator_server() as (sim_url, _):
+        port = int(sim_url.split(":")[2].split("/")[0])
+        upstreams = [
+            {
+                "name": name(fault),
+                "base_url": sim_url,
+                "model": f"sim+{fault}",
+                "max_retries": 1,
+                "retry_base_s": 0.01,
+                "timeout_s": 0.5,
+                "first_token_timeout_s": 0.3,
+                "circuit": {"failures": 1000},
+            }
+            for fault in ALL
+        ] + [{"name": "healthy", "base_url": sim_url, "model": "sim"}]
+        config = make_config(sim_url, agents=[{"id": "agent", "api_key": DEMO_KEY}], routes=[])
+        config = config.model_copy(update={"upstreams": [type(config.upstreams[0])(**u) for u in upstreams]})
+        with gateway_server(config) as url:
+            client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0, timeout=10)
+            for _ in range(2):
+                for fault, status in BEFORE_ANY_BYTE.items():
+                    for stream in (False, True):
+                        with pytest.raises(openai.APIStatusError) as info:
+                            response = client.chat.completions.create(
+                                model=name(fault), messages=USER, stream=stream
+                            )
+                            if stream:
+                                list(response)
+                        assert info.value.status_code == status, (fault, stream)
+                        assert {"message", "type", "code"} <= set(info.value.body)  # type: ignore[arg-type]
+                with pytest.raises(openai.InternalServerError):  # a 200 whose body is not JSON
+                    client.chat.completions.create(model=name("fault=broken-json"), messages=USER)
+                for fault in MID_STREAM:  # what came first is relayed, then an error event ends it
+                    received = []
+                    with pytest.raises(openai.APIError) as error:
+                        for chunk in client.chat.completions.create(
+                            model=name(fault), messages=USER, stream=True
+                        ):
+                            received.append(chunk)
+                    assert received and "upstream" in str(error.value)
+            healthy = client.chat.completions.create(model="healthy", messages=USER)
+            assert healthy.choices[0].message.content
+            time.sleep(0.5)
+            # hung and broken connections were dropped, not returned to the pool
+            assert established(port) <= 2

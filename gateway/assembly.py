@@ -76,6 +76,7 @@ class Gateway:
     metrics: Metrics
     circuits: dict[str, CircuitBreaker]
     activity: Activity
+    agent_slots: dict[str, Bulkhead]
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -347,4 +348,5 @@ async def build_gateway(
         metrics=metrics,
         circuits=circuits,
         activity=Activity(),
+        agent_slots={a.id: Bulkhead(a.max_concurrency, a.queue_timeout_s) for a in config.agents},
     )

@@ -15,7 +15,7 @@ from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from gateway.cache_step import DEFAULT_CONTROL, CacheControl
-from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.errors import GatewayError, PayloadTooLarge, Unavailable
 from gateway.wire import decode_chat_request
 
 log = logging.getLogger("tiergate")
@@ -113,6 +113,28 @@ async def _serve(gateway: Any, scope: Scope, receive: Receive, send: Send) -> No
         headers = {name: value for name, value in scope["headers"]}
         authorization = headers.get(b"authorization")
         agent = gateway.agents.authenticate(authorization.decode("latin-1") if authorization else None)
+    except GatewayError as exc:
+        await send_error(send, exc)
+        return
+    slots = gateway.agent_slots[agent.id]
+    if not await slots.enter():
+        await send_error(
+            send,
+            Unavailable(
+                f"agent {agent.id!r} has {agent.max_concurrency} requests in flight", retry_after_s=1
+            ),
+        )
+        return
+    try:
+        await _answer(gateway, agent, headers, scope, receive, send)
+    finally:
+        slots.leave()  # after the whole answer, streams included
+
+
+async def _answer(
+    gateway: Any, agent: Any, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
+) -> None:
+    try:
         cache_control, cache_ttl = headers.get(b"cache-control"), headers.get(b"x-tiergate-cache-ttl")
         conversation = headers.get(agent.loops.conversation_header.lower().encode())
         body = await _read_body(scope, receive, gateway.limits.max_body_bytes)

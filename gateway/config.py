@@ -113,6 +113,8 @@ class AgentConfig(Model):
     routes: list[str] = Field(["*"], description="routes and upstreams this agent may call; '*' is all")
     team: str | None = None
     tools: list[str] | None = Field(None, description="the tools this agent may offer; unset: any")
+    max_concurrency: int | None = Field(None, ge=1, description="this agent's requests in flight at once")
+    queue_timeout_s: float = Field(1.0, ge=0, description="how long an excess request waits for a place")
     loops: LoopConfig = LoopConfig()
     allow_logprobs: bool = True
     allow_logit_bias: bool = True

@@ -419,3 +419,25 @@ def test_a_busy_upstream_sends_the_excess_to_the_next_tier_and_streams_free_thei
             client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
             for _ in range(3):  # each finished stream gives its place back
                 list(client.chat.completions.create(model="small", messages=USER, stream=True))
+
+
+def test_an_agent_over_its_concurrency_limit_gets_503_with_retry_after() -> None:
+    with simulator_server(SimulatorSettings(latency_ms=400)) as (sim_url, _):
+        agents = [{"id": "agent", "api_key": DEMO_KEY, "max_concurrency": 2, "queue_timeout_s": 0.05}]
+        with gateway_server(make_config(sim_url, agents=agents)) as url:
+
+            async def four() -> list[int]:
+                async with httpx.AsyncClient(timeout=10) as client:
+                    calls = [
+                        client.post(
+                            f"{url}/chat/completions",
+                            headers={"authorization": f"Bearer {DEMO_KEY}"},
+                            json={"model": "auto", "messages": USER},
+                        )
+                        for _ in range(4)
+                    ]
+                    responses = await asyncio.gather(*calls)
+                assert all(r.headers.get("retry-after") == "1" for r in responses if r.status_code == 503)
+                return sorted(r.status_code for r in responses)
+
+            assert asyncio.run(four()) == [200, 200, 503, 503]

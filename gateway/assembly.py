@@ -164,6 +164,7 @@ def upstream_settings(upstream: UpstreamConfig) -> UpstreamSettings:
         max_output_tokens=upstream.max_output_tokens,
         stream_usage=upstream.stream_usage,
         headers=tuple(upstream.headers.items()),
+        max_repeated_chunks=upstream.max_repeated_chunks,
     )
 
 

@@ -73,6 +73,7 @@ class UpstreamConfig(Model):
     max_concurrency: int | None = Field(None, ge=1, description="calls in flight at once (bulkhead)")
     queue_timeout_s: float = Field(1.0, ge=0, description="how long a call waits for a place")
     retry_budget: float = Field(0.2, ge=0, le=1, description="retries as a share of recent requests")
+    max_repeated_chunks: int = Field(100, ge=2, description="cut off a stream repeating one chunk this often")
     circuit: CircuitConfig = CircuitConfig()
 
     @field_validator("base_url")

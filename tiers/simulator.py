@@ -12,6 +12,7 @@ model name by the `faults` table:
     sim-small+fault=reset          close the connection without answering
     sim-small+fault=broken-json    a 200 whose body is not JSON (in a stream: a broken event)
     sim-small+fault=cut            a stream that stops mid-way without [DONE]
+    sim-small+fault=stutter        a stream that repeats one chunk over and over
     sim-small+fault=slow-first     the first token arrives after 10 s
     sim-small+fault=no-usage       leave `usage` out
     sim-small+fault=wrong-schema   structured answers (and tool arguments) that break their schema
@@ -321,6 +322,8 @@ class SimulatedUpstream:
         pieces = [w + " " for w in text.split(" ")]
         pieces[-1] = pieces[-1].rstrip(" ")
         per_piece = self.settings.per_token_ms * usage.completion_tokens / max(1, len(pieces)) / 1000
+        if fault == "stutter":
+            pieces = pieces[:2] + ["again "] * 500
         for i, piece in enumerate(pieces):
             if per_piece:
                 await asyncio.sleep(per_piece)

@@ -97,8 +97,12 @@ class SSERelay:
         count_tokens: Callable[[str], int],
         deadline: float,
         first_token_deadline: float,
+        max_repeats: int = 100,
     ) -> None:
         self.upstream = upstream
+        self._max_repeats = max_repeats
+        self._last_delta: str | None = None
+        self._repeats = 0
         self._response = response
         self._include_usage = include_usage
         self._prompt_tokens = prompt_tokens
@@ -150,6 +154,7 @@ class SSERelay:
                 continue
             if delta.content:
                 self._generated.append(delta.content)
+                self._watch_repeats(delta.content)
             if delta.refusal:
                 self._generated.append(delta.refusal)
             for call in delta.tool_calls or ():
@@ -163,6 +168,17 @@ class SSERelay:
             if not chunk.choices and not self._include_usage:
                 return None
         return frame(payload)
+
+    def _watch_repeats(self, content: str) -> None:
+        """A model stuck repeating one chunk burns tokens for nothing: cut it off."""
+        if content == self._last_delta:
+            self._repeats += 1
+            if self._repeats >= self._max_repeats:
+                raise StreamBroken(
+                    f"upstream {self.upstream!r} repeated the same chunk {self._repeats + 1} times: cut off"
+                )
+        else:
+            self._last_delta, self._repeats = content, 0
 
     async def prime(self) -> None:
         """Read up to the first forwardable event, so failures before it can be retried."""

@@ -44,6 +44,7 @@ class UpstreamSettings:
     max_output_tokens: int | None = None
     stream_usage: bool = True
     headers: tuple[tuple[str, str], ...] = ()
+    max_repeated_chunks: int = 100
 
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -225,6 +226,7 @@ class OpenAICompatibleUpstream:
             count_tokens=self._count,
             deadline=started + self._settings.timeout_s,
             first_token_deadline=started + self._first_token_s,
+            max_repeats=self._settings.max_repeated_chunks,
         )
         # Wait for the first event here, so failures before any byte reaches the client can still
         # be retried or escalated instead of breaking a stream that has already begun.

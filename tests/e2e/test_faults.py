@@ -82,3 +82,17 @@ def test_every_fault_is_a_clear_error_and_no_connection_leaks() -> None:
             time.sleep(0.5)
             # hung and broken connections were dropped, not returned to the pool
             assert established(port) <= 2
+
+
+def test_a_stream_that_repeats_itself_is_cut_off(simulator: tuple[str, object]) -> None:
+    sim_url = simulator[0]  # type: ignore[index]
+    config = make_config(
+        sim_url, upstream_extra={"small": {"model": "sim-small+fault=stutter", "max_repeated_chunks": 20}}
+    )
+    with gateway_server(config) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        received = []
+        with pytest.raises(openai.APIError, match="repeated the same chunk"):
+            for chunk in client.chat.completions.create(model="small", messages=USER, stream=True):
+                received.append(chunk)
+    assert 20 <= len(received) < 40

@@ -19,8 +19,9 @@ from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.auth import AdminKey, AgentDirectory, key_digest
 from gateway.budget_alerts import BudgetAlerts
+from gateway.budget_step import AgentBudget
 from gateway.cache import Cache, MemoryCache, NoCache, RedisCache
-from gateway.chat import AgentBudget, ChatService
+from gateway.chat import ChatService
 from gateway.config import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
 from gateway.loops import LoopLimits
 from gateway.metrics import Metrics

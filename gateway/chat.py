@@ -2,75 +2,38 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 
-from budgets.ledger import Ledger, StateError
-from budgets.policy import Denied, Estimate, Reservation
+from budgets.ledger import Ledger
 from budgets.tokens import TokenCounter
 from gateway.budget_alerts import BudgetAlerts
+from gateway.budget_step import AgentBudget, BudgetStep
 from gateway.cache import Cache, CachedAnswer, cache_key
 from gateway.cache_step import DEFAULT_CONTROL, CacheControl, Flight, ResponseCache
 from gateway.config import AgentConfig, CacheConfig
-from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, Unavailable, error_for_status
+from gateway.errors import BadRequest, Forbidden, GatewayError, error_for_status
 from gateway.loops import LoopGuard, LoopLimits
 from gateway.metrics import Metrics
 from gateway.records import DecisionRecord, RecentRecords, RecordSink
 from gateway.responses import completion_body, completion_frames, with_usage
 from gateway.route_table import ResolvedRoute, RouteTable
 from gateway.structured import label_as_json, target_schema
+from gateway.turn import ChatResult, Turn
 from gateway.validation import OutputCheck, SchemaValidators, output_check
-from routing.ladder import Ladder, LadderResult
+from routing.ladder import LadderResult
 from tiers.base import TierRequest
 from tiers.sse import DONE, error_frame
 from tiers.types import Answer, ChatRequest, Escalate, Usage
 
 log = logging.getLogger("tiergate")
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-@dataclass(slots=True)
-class ChatResult:
-    headers: dict[str, str]
-    body: bytes | None = None
-    stream: AsyncIterator[bytes] | None = None
-    status: int = 200
-
-
-@dataclass(frozen=True, slots=True)
-class AgentBudget:
-    """What the chat path needs to know of an agent's budget to lower `max_tokens` safely."""
-
-    limited: bool
-    default_completion_tokens: int
-    fail_open: bool
-    downgrade: bool = False
-
-
-@dataclass(slots=True)
-class _Turn:
-    """Everything one request accumulates on its way through, for its decision record."""
-
-    id: str
-    agent: AgentConfig
-    request: ChatRequest
-    route: str
-    started: float
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    reservation: Reservation | None = None
-    remaining_tokens: int | None = None
-    cache: str = "bypass"
-    downgraded: str | None = None
-    complexity: float | None = None
-    denial: GatewayError | None = None  # what stands if a downgrade to free tiers cannot answer
 
 
 def failure_from(failures: list[Escalate]) -> GatewayError:
@@ -85,14 +48,6 @@ def failure_from(failures: list[Escalate]) -> GatewayError:
     if status == 400:
         return BadRequest(message, code="upstream_rejected")
     return error_for_status(status, message, retry_after)
-
-
-def _budget_exhausted(denied: Denied) -> RateLimited:
-    return RateLimited(
-        f"budget exhausted: {denied.message}; resets in {denied.retry_after_s:.0f}s",
-        code="budget_exhausted",
-        retry_after_s=denied.retry_after_s,
-    )
 
 
 class _Review:
@@ -143,21 +98,17 @@ class ChatService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.routes = routes
-        self._ledger = ledger
-        self._budgets = budgets
+        self._budget = BudgetStep(ledger, budgets, alerts, prices)
         self._responses = ResponseCache(cache, cache_config.ttl_s)
         self._cache_config = cache_config
         self._counter = counter
         self._sink = sink
         self._recent = recent
         self._redact = redact
-        self._prices = prices  # upstream -> micro-dollars per (input, output) token
         self._validators = SchemaValidators()
         self._loops = LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc())
         self._loop_limits = loop_limits
         self._metrics = metrics
-        self._alerts = alerts
-        self._state_ok = True
         # Decision ids: a random per-process prefix and a counter, unique across workers and far
         # cheaper than uuid4 on the hot path.
         self._id_prefix = secrets.token_hex(11)
@@ -174,119 +125,7 @@ class ChatService:
             tokens += self._counter.count(msgspec.json.encode(request.response_format.json_schema).decode())
         return tokens
 
-    async def _reserve(
-        self, turn: _Turn, route: ResolvedRoute, prompt_tokens: int
-    ) -> tuple[ChatRequest, Ladder]:
-        """Hold the most this request can cost; return the request with its completion cap lowered
-        to what was granted (so the upstream can never spend more than was reserved), and the
-        ladder to walk (a shorter one when the budget forced a downgrade)."""
-        budget = self._budgets[turn.agent.id]
-        request = turn.request
-        cap = request.completion_cap()
-        if route.max_output_tokens is not None:
-            cap = min(cap or route.max_output_tokens, route.max_output_tokens)
-        wanted = cap if cap is not None else budget.default_completion_tokens
-        began = time.perf_counter()
-        try:
-            outcome = await self._hold(
-                turn, Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
-            )
-            ladder = route.ladder
-            if isinstance(outcome, Denied) and budget.downgrade and outcome.limit.metric != "requests":
-                outcome, ladder = await self._downgrade(turn, route, prompt_tokens, wanted, outcome)
-        except StateError as exc:
-            self._state_changed(ok=False, detail=str(exc), fail_open=budget.fail_open)
-            if not budget.fail_open:
-                raise Unavailable(f"budget state is unavailable: {exc}", retry_after_s=1) from None
-            return request, route.ladder
-        finally:
-            turn.latency_ms["budget"] = (time.perf_counter() - began) * 1000
-        self._state_changed(ok=True)
-        if isinstance(outcome, Denied):
-            raise _budget_exhausted(outcome)
-        if (
-            budget.limited
-            and outcome.completion_tokens > 0
-            and (cap is None or outcome.completion_tokens < cap)
-        ):
-            name = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            request = msgspec.structs.replace(request, **{name: outcome.completion_tokens})
-        return request, ladder
-
-    async def _hold(self, turn: _Turn, estimate: Estimate) -> Reservation | Denied:
-        outcome = await self._ledger.reserve(turn.agent.id, estimate)
-        if isinstance(outcome, Reservation):
-            turn.reservation = outcome
-            turn.remaining_tokens = outcome.remaining_tokens
-            if outcome.crossed:
-                self._alerts.crossed(turn.agent.id, outcome.crossed)
-        return outcome
-
-    async def _downgrade(
-        self, turn: _Turn, route: ResolvedRoute, prompt_tokens: int, wanted: int, denied: Denied
-    ) -> tuple[Reservation | Denied, Ladder]:
-        """`on_exhausted: downgrade`: the cheapest upstream that still fits, else the tiers that
-        cost nothing (rules, classifier), else the denial stands."""
-        for option in route.cheapest_first:
-            estimate = Estimate(prompt_tokens, wanted, option.input_micro_usd, option.output_micro_usd)
-            outcome = await self._hold(turn, estimate)
-            if isinstance(outcome, Reservation):
-                turn.downgraded = f"budget: {option.tier.name}"
-                return outcome, Ladder([*route.free_tiers, option.tier])
-        if route.free_tiers:
-            outcome = await self._hold(turn, Estimate(0, 0))
-            if isinstance(outcome, Reservation):
-                turn.downgraded = "budget: free tiers only"
-                turn.denial = _budget_exhausted(denied)
-                return outcome, Ladder(route.free_tiers)
-        return denied, route.ladder
-
-    def _state_changed(self, ok: bool, detail: str = "", fail_open: bool = False) -> None:
-        """One log line per change of the state backend's health, not one per request."""
-        if ok == self._state_ok:
-            return
-        self._state_ok = ok
-        if ok:
-            log.warning("budget state is reachable again")
-        else:
-            behaviour = "admitting requests (fail_open)" if fail_open else "refusing requests (fail_closed)"
-            log.error("budget state unavailable, %s: %s", behaviour, detail)
-
-    async def _settle(
-        self,
-        turn: _Turn,
-        usage: Usage,
-        upstream_price: tuple[float, float] | None,
-        rejected: Sequence[Answer] = (),
-    ) -> float:
-        """Charge what was spent (nothing, for answers that cost no tokens), including answers that
-        failed validation; returns USD. Those can take a request past its reservation: the overage
-        is charged, never forgiven."""
-        micro = 0
-        if upstream_price is not None:
-            micro = round(
-                usage.prompt_tokens * upstream_price[0] + usage.completion_tokens * upstream_price[1]
-            )
-        for spent in rejected:
-            if spent.usage is not None:
-                price = self._upstream_price(spent) or (0.0, 0.0)
-                usage = Usage.of(
-                    usage.prompt_tokens + spent.usage.prompt_tokens,
-                    usage.completion_tokens + spent.usage.completion_tokens,
-                )
-                micro += round(
-                    spent.usage.prompt_tokens * price[0] + spent.usage.completion_tokens * price[1]
-                )
-        if turn.reservation is not None:
-            reservation, turn.reservation = turn.reservation, None
-            if turn.remaining_tokens is not None:
-                turn.remaining_tokens += reservation.tokens - usage.total_tokens
-            # On a state error the reservation stays held until its window ends: never an overspend.
-            with contextlib.suppress(StateError):
-                await self._ledger.settle(reservation, usage.total_tokens, micro)
-        return micro / 1_000_000
-
-    def _record(self, turn: _Turn, status: int, **fields: Any) -> None:
+    def _record(self, turn: Turn, status: int, **fields: Any) -> None:
         record = DecisionRecord(
             id=turn.id,
             time=self._clock(),
@@ -305,7 +144,7 @@ class ChatService:
         self._metrics.observe(record)
 
     def _record_answer(
-        self, turn: _Turn, result: LadderResult, usage: Usage, cost: float, **extra: Any
+        self, turn: Turn, result: LadderResult, usage: Usage, cost: float, **extra: Any
     ) -> None:
         answer = result.answer
         assert answer is not None
@@ -322,7 +161,7 @@ class ChatService:
             **extra,
         )
 
-    def _headers(self, turn: _Turn, answer: Answer) -> dict[str, str]:
+    def _headers(self, turn: Turn, answer: Answer) -> dict[str, str]:
         headers = {
             "x-tiergate-decision-id": turn.id,
             "x-tiergate-tier": answer.tier,
@@ -344,7 +183,7 @@ class ChatService:
         control: CacheControl = DEFAULT_CONTROL,
         conversation: str | None = None,
     ) -> ChatResult:
-        turn = _Turn(
+        turn = Turn(
             f"{self._id_prefix}{next(self._id_counter):010x}",
             agent,
             request,
@@ -365,7 +204,7 @@ class ChatService:
             raise
         prompt_tokens = self._prompt_tokens(request)
         try:
-            outgoing, ladder = await self._reserve(turn, route, prompt_tokens)
+            outgoing, ladder = await self._budget.reserve(turn, route, prompt_tokens)
         except GatewayError as exc:
             self._record(turn, exc.status, error=exc.message)
             raise
@@ -389,7 +228,7 @@ class ChatService:
             result = await ladder.run(tier_request, skip, reviewer, route.repair)
             turn.latency_ms["ladder"] = (time.perf_counter() - began) * 1000
             if result.answer is None:
-                await self._settle(turn, Usage(), None, result.rejected)
+                await self._budget.settle(turn, Usage(), None, result.rejected)
                 raise self._declined(turn, result)
         except GatewayError as exc:
             await self._abandon(turn, flight)
@@ -406,9 +245,9 @@ class ChatService:
             )
         return await self._finish(turn, route, result, prompt_tokens, control, flight)
 
-    async def _abandon(self, turn: _Turn, flight: Flight | None) -> None:
+    async def _abandon(self, turn: Turn, flight: Flight | None) -> None:
         """A request that produced no answer: refund its reservation, free its single flight."""
-        await self._settle(turn, Usage(), None)
+        await self._budget.settle(turn, Usage(), None)
         if flight is not None:
             await flight.land(None, None, write=False)
 
@@ -427,7 +266,7 @@ class ChatService:
                         code="tool_not_allowed",
                     )
 
-    def _declined(self, turn: _Turn, result: LadderResult) -> GatewayError:
+    def _declined(self, turn: Turn, result: LadderResult) -> GatewayError:
         denied = next((f for f in result.failures if f.final), None)
         if denied is not None:
             return Forbidden(denied.reason, code="denied_by_rule")
@@ -435,7 +274,7 @@ class ChatService:
             return turn.denial
         return failure_from(result.failures)
 
-    def _cache_key(self, turn: _Turn, route: ResolvedRoute, control: CacheControl) -> str | None:
+    def _cache_key(self, turn: Turn, route: ResolvedRoute, control: CacheControl) -> str | None:
         request = turn.request
         if not route.cache.enabled or not (control.read or control.write):
             return None
@@ -445,7 +284,7 @@ class ChatService:
 
     async def _finish(
         self,
-        turn: _Turn,
+        turn: Turn,
         route: ResolvedRoute,
         result: LadderResult,
         prompt_tokens: int,
@@ -463,7 +302,7 @@ class ChatService:
             body = answer.body or b""
             if counted:
                 body = with_usage(body, usage)
-        cost = await self._settle(turn, usage, self._upstream_price(answer), result.rejected)
+        cost = await self._budget.settle(turn, usage, answer, result.rejected)
         headers = self._headers(turn, answer)
         if flight is not None:
             cacheable = answer.content is not None and not answer.tool_calls
@@ -487,17 +326,14 @@ class ChatService:
             return self._as_stream(turn, headers, answer.content or "", usage)
         return ChatResult(headers=headers, body=body)
 
-    def _as_stream(self, turn: _Turn, headers: dict[str, str], content: str, usage: Usage) -> ChatResult:
+    def _as_stream(self, turn: Turn, headers: dict[str, str], content: str, usage: Usage) -> ChatResult:
         include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
         frames = completion_frames(f"chatcmpl-{turn.id}", content, turn.request.model, usage, include_usage)
         return ChatResult(headers={**headers, **STREAM_HEADERS}, stream=_iterate(frames))
 
-    def _upstream_price(self, answer: Answer) -> tuple[float, float] | None:
-        return None if answer.upstream is None else self._prices.get(answer.upstream)
-
-    async def _replay(self, turn: _Turn, cached: CachedAnswer) -> ChatResult:
+    async def _replay(self, turn: Turn, cached: CachedAnswer) -> ChatResult:
         """A cache hit: the stored answer, as a body or as a stream; it costs the agent no tokens."""
-        await self._settle(turn, Usage(), None)
+        await self._budget.settle(turn, Usage(), None)
         answer = Answer(tier=cached.tier, confidence=cached.confidence, content=cached.content)
         headers = self._headers(turn, answer)
         self._record(turn, 200, tier=cached.tier, confidence=cached.confidence)
@@ -510,7 +346,7 @@ class ChatService:
 
     async def _relay(
         self,
-        turn: _Turn,
+        turn: Turn,
         result: LadderResult,
         control: CacheControl,
         flight: Flight | None,
@@ -536,7 +372,7 @@ class ChatService:
         finally:
             await stream.aclose()
             usage = stream.usage()
-            cost = await self._settle(turn, usage, self._upstream_price(answer))
+            cost = await self._budget.settle(turn, usage, answer)
             if flight is not None:
                 complete = (
                     stream.completed

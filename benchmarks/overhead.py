@@ -4,9 +4,10 @@ Starts the simulated upstream (zero latency) and a gateway as real processes on 
   - latency at 1 connection, each scenario paired with a direct call to the upstream;
   - requests/s at 32 connections with wrk.
 Scenarios: pass-through (no budget), with a memory budget, with a Redis budget (--redis), a cache
-hit, a rules answer. Writes benchmarks/results/overhead-<time>.json and prints a markdown table.
+hit, a rules answer, a classifier answer (--model, e.g. a Banking77 model from `tiergate train`).
+Writes benchmarks/results/overhead-<time>.json and prints a markdown table.
 
-    python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis]
+    python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis] [--model M]
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 from harness import ROOT, chat_body, gateway, paired_latency, redis_server, simulator, throughput
 
 FREE, BUDGETED = "sk-bench-free", "sk-bench-budgeted"
 
 
-def bench_config(sim_url: str, redis_url: str | None) -> dict[str, Any]:
+def bench_config(sim_url: str, redis_url: str | None, model: str | None = None) -> dict[str, Any]:
+    classify = (
+        [{"name": "classify", "classifier": {"model": model}, "llm": ["small"], "cache": {"enabled": False}}]
+        if model
+        else []
+    )
     return {
         "server": {"max_body_bytes": 1_000_000},
         "state": {"backend": "redis", "url": redis_url} if redis_url else {"backend": "memory"},
@@ -49,12 +56,13 @@ def bench_config(sim_url: str, redis_url: str | None) -> dict[str, Any]:
                 "rules": [{"when": {"contains_any": ["ticket"]}, "answer": "billing"}],
                 "llm": ["small"],
             },
+            *classify,
         ],
         "cache": {"backend": "memory"},
     }
 
 
-def scenarios(gw: str, redis: bool) -> list[tuple[str, str, bytes, str]]:
+def scenarios(gw: str, redis: bool, model: str | None = None) -> list[tuple[str, str, bytes, str]]:
     """(name, url, body, key) for each scenario through the gateway."""
     url = f"{gw}/chat/completions"
     budget_name = "budget (redis)" if redis else "budget (memory)"
@@ -65,7 +73,18 @@ def scenarios(gw: str, redis: bool) -> list[tuple[str, str, bytes, str]]:
         (budget_name, url, chat_body("pass"), BUDGETED),
         ("cache hit", url, chat_body("cached", temperature=0), FREE),
         ("rules answer", url, chat_body("rules"), FREE),
-    ]
+    ] + ([("classifier answer", url, chat_body("classify"), FREE)] if model else [])
+
+
+def check_classifier_answers(gw: str) -> None:
+    response = httpx.post(
+        f"{gw}/chat/completions", content=chat_body("classify"), headers={"authorization": f"Bearer {FREE}"}
+    )
+    tier = response.headers.get("x-tiergate-tier")
+    if tier != "classifier":
+        raise SystemExit(
+            f"the classifier scenario is answered by {tier}, not the classifier: use another model"
+        )
 
 
 def measure_latency(
@@ -100,8 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with ExitStack() as outer:
                 redis_url = outer.enter_context(redis_server()) if redis else None
                 for workers in args.workers:
-                    with gateway(bench_config(sim, redis_url), workers=workers) as gw:
-                        cases = scenarios(gw, redis)
+                    with gateway(bench_config(sim, redis_url, args.model), workers=workers) as gw:
+                        cases = scenarios(gw, redis, args.model)
+                        if args.model:
+                            check_classifier_answers(gw)
                         if workers == args.workers[0]:
                             measure_latency(results, direct, cases, args.requests)
                         if "direct" not in results["throughput"]:
@@ -144,6 +165,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--redis", action="store_true", help="also measure the Redis budget")
+    parser.add_argument("--model", help="a classifier model (tiergate train) for the classifier scenario")
     args = parser.parse_args()
     results = run(args)
     out = ROOT / "benchmarks" / "results" / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -27,6 +27,7 @@ from gateway.errors import (
     Unauthorized,
     Unprocessable,
 )
+from gateway.openapi import openapi_document
 from gateway.reload import GatewayHolder
 
 log = logging.getLogger("tiergate")
@@ -70,6 +71,11 @@ async def get_model(request: Request) -> Response[bytes]:
 @get("/healthz")
 async def healthz() -> Response[bytes]:
     return Response(msgspec.json.encode({"status": "ok", "worker": os.getpid()}), media_type=JSON)
+
+
+@get("/openapi.json")
+async def openapi(request: Request) -> Response[bytes]:
+    return Response(request.app.state.openapi, media_type=JSON)
 
 
 @get("/readyz")
@@ -198,6 +204,7 @@ def create_app(
         holder = GatewayHolder(config, load, config.server.shutdown_grace_s)
         await holder.start()
         app.state.holder = holder
+        app.state.openapi = msgspec.json.encode(openapi_document())
         app.state.reload_via_parent = reload_via_parent
         loop = asyncio.get_running_loop()
         on_main_thread = threading.current_thread() is threading.main_thread()
@@ -217,6 +224,7 @@ def create_app(
             get_model,
             healthz,
             readyz,
+            openapi,
             metrics,
             admin_usage,
             admin_circuits,

@@ -18,6 +18,7 @@ from gateway.errors import RateLimited, Unavailable
 from gateway.route_table import ResolvedRoute
 from gateway.turn import Turn
 from routing.ladder import Ladder
+from tiers.circuit import CircuitBreaker, CircuitSettings
 from tiers.types import Answer, ChatRequest, Usage
 
 log = logging.getLogger("tiergate")
@@ -54,6 +55,7 @@ class BudgetStep:
         self._alerts = alerts
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
         self._state_ok = True
+        self._state_breaker = CircuitBreaker(CircuitSettings(failures=3, cooldown_s=2.0))
 
     async def reserve(
         self, turn: Turn, route: ResolvedRoute, prompt_tokens: int
@@ -95,7 +97,21 @@ class BudgetStep:
         return request, ladder
 
     async def _hold(self, turn: Turn, estimate: Estimate) -> Reservation | Denied:
-        outcome = await self._ledger.reserve(turn.agent.id, estimate)
+        # A breaker around the state backend: once it keeps failing, requests stop waiting out its
+        # timeout one by one and get the configured behaviour at once, until a probe succeeds.
+        if not self._state_breaker.allow():
+            raise StateError(
+                f"state backend circuit open (retry in {self._state_breaker.retry_after():.0f}s)"
+            )
+        try:
+            outcome = await self._ledger.reserve(turn.agent.id, estimate)
+        except StateError:
+            self._state_breaker.record(failed=True)
+            raise
+        except BaseException:
+            self._state_breaker.release()
+            raise
+        self._state_breaker.record(failed=False)
         if isinstance(outcome, Reservation):
             turn.reservation = outcome
             turn.remaining_tokens = outcome.remaining_tokens

@@ -6,10 +6,11 @@ from __future__ import annotations
 import subprocess
 import time
 
+import httpx
 import openai
 import pytest
 
-from tests.conftest import DEMO_KEY, make_config
+from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
 from tests.servers import gateway_server, simulator_server
 
 pytestmark = pytest.mark.e2e
@@ -52,10 +53,20 @@ def test_every_fault_is_a_clear_error_and_no_connection_leaks() -> None:
             }
             for fault in ALL
         ] + [{"name": "healthy", "base_url": sim_url, "model": "sim"}]
-        config = make_config(sim_url, agents=[{"id": "agent", "api_key": DEMO_KEY}], routes=[])
+        agents = [{"id": "agent", "api_key": DEMO_KEY, "budget": {"tokens_per_day": 10**7}}]
+        config = make_config(sim_url, agents=agents, routes=[])
         config = config.model_copy(update={"upstreams": [type(config.upstreams[0])(**u) for u in upstreams]})
         with gateway_server(config) as url:
             client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0, timeout=10)
+
+            def used_tokens() -> int:
+                usage = httpx.get(
+                    f"{url.removesuffix('/v1')}/admin/usage",
+                    params={"agent": "agent"},
+                    headers={"authorization": f"Bearer {ADMIN_KEY}"},
+                ).json()
+                return int(usage["windows"][0]["used_tokens"])
+
             for _ in range(2):
                 for fault, status in BEFORE_ANY_BYTE.items():
                     for stream in (False, True):
@@ -69,6 +80,8 @@ def test_every_fault_is_a_clear_error_and_no_connection_leaks() -> None:
                         assert {"message", "type", "code"} <= set(info.value.body)  # type: ignore[arg-type]
                 with pytest.raises(openai.InternalServerError):  # a 200 whose body is not JSON
                     client.chat.completions.create(model=name("fault=broken-json"), messages=USER)
+            assert used_tokens() == 0  # every failure before the first byte was refunded in full
+            for _ in range(2):
                 for fault in MID_STREAM:  # what came first is relayed, then an error event ends it
                     received = []
                     with pytest.raises(openai.APIError) as error:
@@ -77,6 +90,7 @@ def test_every_fault_is_a_clear_error_and_no_connection_leaks() -> None:
                         ):
                             received.append(chunk)
                     assert received and "upstream" in str(error.value)
+            assert used_tokens() > 0  # what a cut stream relayed was charged
             healthy = client.chat.completions.create(model="healthy", messages=USER)
             assert healthy.choices[0].message.content
             time.sleep(0.5)

@@ -193,6 +193,15 @@ def test_a_frozen_redis_costs_requests_a_timeout_not_a_hang_and_then_recovers(tm
                 took = time.monotonic() - began
                 assert {r.status_code for r in frozen} == {503}
                 assert took < 5  # bounded by the 0.3 s state timeout, not hung
+                # after a few failures the breaker around Redis answers at once, without waiting
+                quick = time.monotonic()
+                refused = httpx.post(
+                    f"{first}/v1/chat/completions",
+                    headers={"authorization": f"Bearer {KEY}"},
+                    json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert refused.status_code == 503 and time.monotonic() - quick < 0.25
+                assert "circuit open" in refused.json()["error"]["message"]
                 server.send_signal(signal.SIGCONT)
                 deadline = time.monotonic() + 10
                 statuses: set[int] = set()

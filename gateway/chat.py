@@ -218,7 +218,11 @@ class ChatService:
                     return await self._replay(turn, cached)
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             tier_request = TierRequest(
-                chat=outgoing, agent=agent.id, prompt_tokens=prompt_tokens, include_usage=include_usage
+                chat=outgoing,
+                agent=agent.id,
+                prompt_tokens=prompt_tokens,
+                include_usage=include_usage,
+                max_repeated_chunks=agent.loops.max_repeated_chunks,
             )
             skip = None
             if route.complexity is not None and ladder is route.ladder:

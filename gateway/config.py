@@ -104,6 +104,9 @@ class LoopConfig(Model):
     window_s: float = Field(60.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="requests allowed per conversation id")
     conversation_header: str = "x-tiergate-conversation-id"
+    max_repeated_chunks: int | None = Field(
+        None, ge=2, description="cut off a stream repeating one chunk this often (default: the upstream's)"
+    )
 
 
 class AgentConfig(Model):

@@ -16,6 +16,7 @@ class TierRequest(msgspec.Struct, kw_only=True):
     agent: str
     prompt_tokens: int
     include_usage: bool = False
+    max_repeated_chunks: int | None = None  # the agent's own limit, over the upstream's
 
 
 class Tier(Protocol):

@@ -112,7 +112,10 @@ class LLMTier:
     async def _attempt(self, request: TierRequest) -> Answer:
         if request.chat.stream:
             relay = await self.upstream.stream(
-                request.chat, include_usage=request.include_usage, prompt_tokens=request.prompt_tokens
+                request.chat,
+                include_usage=request.include_usage,
+                prompt_tokens=request.prompt_tokens,
+                max_repeats=request.max_repeated_chunks,
             )
             return Answer(tier=self.name, stream=relay, upstream=self.upstream.name)
         completion = await self.upstream.complete(request.chat)

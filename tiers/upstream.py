@@ -29,7 +29,9 @@ class Upstream(Protocol):
 
     async def complete(self, request: ChatRequest) -> Completion: ...
 
-    async def stream(self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int) -> SSERelay: ...
+    async def stream(
+        self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int, max_repeats: int | None = None
+    ) -> SSERelay: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,9 @@ class OpenAICompatibleUpstream:
             ),
         )
 
-    async def stream(self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int) -> SSERelay:
+    async def stream(
+        self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int, max_repeats: int | None = None
+    ) -> SSERelay:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._first_token_s):
@@ -226,7 +230,7 @@ class OpenAICompatibleUpstream:
             count_tokens=self._count,
             deadline=started + self._settings.timeout_s,
             first_token_deadline=started + self._first_token_s,
-            max_repeats=self._settings.max_repeated_chunks,
+            max_repeats=max_repeats or self._settings.max_repeated_chunks,
         )
         # Wait for the first event here, so failures before any byte reaches the client can still
         # be retried or escalated instead of breaking a stream that has already begun.

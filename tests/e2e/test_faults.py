@@ -110,3 +110,14 @@ def test_a_stream_that_repeats_itself_is_cut_off(simulator: tuple[str, object]) 
             for chunk in client.chat.completions.create(model="small", messages=USER, stream=True):
                 received.append(chunk)
     assert 20 <= len(received) < 40
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "loops": {"max_repeated_chunks": 5}}]
+    config = make_config(
+        sim_url, agents=agents, upstream_extra={"small": {"model": "sim-small+fault=stutter"}}
+    )
+    with gateway_server(config) as url:  # the agent's own limit wins over the upstream's default
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        received = []
+        with pytest.raises(openai.APIError, match="repeated the same chunk"):
+            for chunk in client.chat.completions.create(model="small", messages=USER, stream=True):
+                received.append(chunk)
+    assert 5 <= len(received) < 15

@@ -130,7 +130,7 @@ class SSERelay:
             while True:
                 line = await self._response.content.readline()
                 if not line:
-                    return b"\n".join(data) if data else None
+                    return None  # end of body; an event not closed by a blank line is incomplete
                 line = line.rstrip(b"\r\n")
                 if not line:
                     if data:

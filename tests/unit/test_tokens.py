@@ -1,0 +1,50 @@
+"""Token counting offline: tiktoken's cache when the user has one, the bundled cl100k_base otherwise."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import tiktoken_ext
+
+from budgets.tokens import OFFLINE_ENCODING, TokenCounter, is_cached, load_encoding
+
+BUNDLED = Path(next(iter(tiktoken_ext.__path__))) / "data" / "cl100k_base.tiktoken"
+
+
+def test_without_a_cache_the_bundled_encoding_counts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    encoding = load_encoding("gpt-4o-mini")
+    assert encoding.name == OFFLINE_ENCODING
+    assert TokenCounter(encoding).count("hello world") == 2
+
+
+def test_a_users_tiktoken_cache_dir_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    shutil.copy(BUNDLED, tmp_path / hashlib.sha1(url.encode()).hexdigest())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert is_cached("cl100k_base")
+    encoding = load_encoding("gpt-4")  # gpt-4 uses cl100k_base
+    assert encoding.name == "cl100k_base"
+    assert TokenCounter(encoding).count("hello world") == 2
+
+
+def test_chat_messages_are_framed_and_repeated_texts_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = TokenCounter(load_encoding(None))
+    one = counter.count_messages([("hello world", None)])
+    assert one == 3 + 3 + 2
+    calls = []
+    original = counter.encoding.encode
+
+    def spy(text: str, **kwargs: object) -> list[int]:
+        calls.append(text)
+        return original(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(counter.encoding, "encode", spy)  # the encoding is shared: restore it after
+    conversation = [("You are helpful.", None), ("hello world", None), ("and again", "alice")]
+    counter.count_messages(conversation)
+    counter.count_messages([*conversation, ("a new message", None)])
+    assert calls.count("hello world") == 0  # counted before, from the cache
+    assert calls.count("a new message") == 1

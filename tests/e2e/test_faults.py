@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.config import GatewayConfig
 from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
 from tests.servers import gateway_server, simulator_server
 
@@ -98,26 +99,21 @@ def test_every_fault_is_a_clear_error_and_no_connection_leaks() -> None:
             assert established(port) <= 2
 
 
-def test_a_stream_that_repeats_itself_is_cut_off(simulator: tuple[str, object]) -> None:
-    sim_url = simulator[0]  # type: ignore[index]
-    config = make_config(
-        sim_url, upstream_extra={"small": {"model": "sim-small+fault=stutter", "max_repeated_chunks": 20}}
-    )
+def chunks_before_the_cut(config: GatewayConfig) -> int:
     with gateway_server(config) as url:
         client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
         received = []
         with pytest.raises(openai.APIError, match="repeated the same chunk"):
             for chunk in client.chat.completions.create(model="small", messages=USER, stream=True):
                 received.append(chunk)
-    assert 20 <= len(received) < 40
+    return len(received)
+
+
+def test_a_stream_that_repeats_itself_is_cut_off(simulator: tuple[str, object]) -> None:
+    sim_url = simulator[0]  # type: ignore[index]
+    stutter = {"model": "sim-small+fault=stutter"}
+    upstream_limit = make_config(sim_url, upstream_extra={"small": {**stutter, "max_repeated_chunks": 20}})
+    assert 20 <= chunks_before_the_cut(upstream_limit) < 40
     agents = [{"id": "agent", "api_key": DEMO_KEY, "loops": {"max_repeated_chunks": 5}}]
-    config = make_config(
-        sim_url, agents=agents, upstream_extra={"small": {"model": "sim-small+fault=stutter"}}
-    )
-    with gateway_server(config) as url:  # the agent's own limit wins over the upstream's default
-        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
-        received = []
-        with pytest.raises(openai.APIError, match="repeated the same chunk"):
-            for chunk in client.chat.completions.create(model="small", messages=USER, stream=True):
-                received.append(chunk)
-    assert 5 <= len(received) < 15
+    agent_limit = make_config(sim_url, agents=agents, upstream_extra={"small": stutter})
+    assert 5 <= chunks_before_the_cut(agent_limit) < 15  # the agent's own limit wins

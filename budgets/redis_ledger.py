@@ -70,6 +70,21 @@ class RedisLedger:
                 for subject in subjects
                 for limit in self._policies[subject].limits
             ]
+        # The per-agent parts of every reservation call, encoded once.
+        self._keys = {agent: [key for _, _, key in plan] for agent, plan in self._plan.items()}
+        self._limit_args: dict[str, list[bytes]] = {
+            agent: [
+                str(part).encode()
+                for _, limit, _ in plan
+                for part in (
+                    limit.window,
+                    limit.metric,
+                    limit.limit,
+                    -1 if limit.warn is None else limit.warn,
+                )
+            ]
+            for agent, plan in self._plan.items()
+        }
 
     async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -85,14 +100,6 @@ class RedisLedger:
 
     async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         plan = self._plan.get(agent, [])
-        args: list[Any] = [
-            estimate.prompt_tokens,
-            estimate.max_completion_tokens,
-            repr(estimate.input_micro_usd_per_token),
-            repr(estimate.output_micro_usd_per_token),
-        ]
-        for _, limit, _ in plan:
-            args.extend((limit.window, limit.metric, limit.limit, -1 if limit.warn is None else limit.warn))
         if not plan:
             granted = estimate.max_completion_tokens
             return Reservation(
@@ -103,7 +110,14 @@ class RedisLedger:
                 micro_usd=estimate.cost(estimate.prompt_tokens, granted),
             )
         reservation_id = f"{self._id_prefix}{next(self._ids):x}"
-        keys = [key for _, _, key in plan] + self._markers(agent, reservation_id)
+        keys = [*self._keys[agent], *self._markers(agent, reservation_id)]
+        args: list[Any] = [
+            estimate.prompt_tokens,
+            estimate.max_completion_tokens,
+            repr(estimate.input_micro_usd_per_token),
+            repr(estimate.output_micro_usd_per_token),
+            *self._limit_args[agent],
+        ]
         try:
             result = await self._call(self._reserve, keys, args)
         except StateError:
@@ -121,7 +135,7 @@ class RedisLedger:
                 message=f"{subject} has used {used} of {limit.limit} {limit.metric} this {limit.window}",
             )
         remaining = int(result[3])
-        periods = {f"{subject}|{limit.key}": int(result[4 + i]) for i, (subject, limit, _) in enumerate(plan)}
+        # (the periods held are kept in Redis, in the reservation's marker, for settling)
         crossed = tuple(
             WindowUsage(subject, limit.window, limit.metric, limit.warn or 0, limit.limit, 0.0)
             for subject, limit, _ in (plan[int(index) - 1] for index in result[4 + len(plan) :])
@@ -132,7 +146,6 @@ class RedisLedger:
             prompt_tokens=estimate.prompt_tokens,
             completion_tokens=int(result[1]),
             micro_usd=int(result[2]),
-            periods=periods,
             remaining_tokens=None if remaining < 0 else remaining,
             crossed=crossed,
             id=reservation_id,

@@ -27,7 +27,6 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     completion_tokens: int = 0
     usage_counted: bool = False
     cost_usd: float = 0.0
-    reserved_tokens: int = 0
     latency_ms: dict[str, float] = {}
     validation: str | None = None
     complexity: float | None = None

@@ -10,11 +10,6 @@ import msgspec
 from tiers.types import ChatRequest
 
 
-def wants_json(request: ChatRequest) -> bool:
-    fmt = request.response_format
-    return fmt is not None and fmt.type in ("json_object", "json_schema")
-
-
 def target_schema(request: ChatRequest, route_schema: dict[str, Any] | None) -> dict[str, Any] | None:
     fmt = request.response_format
     if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:

@@ -51,15 +51,6 @@ class SchemaValidators:
             self._compiled[key] = found
         return found
 
-    def check_request(self, request: ChatRequest) -> None:
-        """Compile every schema a request brings, so a bad one is refused before any work."""
-        fmt = request.response_format
-        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
-            self.compiled(fmt.json_schema.schema or {}, "response_format.json_schema.schema")
-        for i, tool in enumerate(request.tools or ()):
-            if tool.function.parameters is not None:
-                self.compiled(tool.function.parameters, f"tools[{i}].function.parameters")
-
 
 @dataclass(frozen=True, slots=True)
 class OutputCheck:

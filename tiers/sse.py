@@ -118,7 +118,6 @@ class SSERelay:
         self.on_close: Callable[[], None] | None = None
         self.completed = False
         self.error: str | None = None
-        self.first_event_at: float | None = None
 
     # -- reading the upstream -------------------------------------------------------------------
 
@@ -195,7 +194,6 @@ class SSERelay:
         except (StreamBroken, aiohttp.ClientError) as exc:
             message = str(exc) if isinstance(exc, StreamBroken) else f"upstream {self.upstream!r} broke off"
             raise UpstreamError(message, status=502, retryable=True) from None
-        self.first_event_at = time.monotonic()
 
     # -- what the client sees -------------------------------------------------------------------
 

@@ -17,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from harness import ROOT
 
 from routing.complexity import HeuristicScorer
-from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows, train_router
-from tiers.classifier import Predictor
+from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
+from routing.router_training import train_router
+from tiers.classifier import ClassifierModel, Predictor
 from tiers.classifier_training import evaluate, load_rows, train
 from tiers.types import ChatRequest, Message
 
@@ -64,14 +66,33 @@ def classifier(data: Path, target: float) -> None:
     )
 
 
-def sparse_time(model: object, texts: list[str]) -> float:
+def sparse_time(model: ClassifierModel, texts: list[str]) -> float:
+    """scikit-learn's own transform + predict_proba for one text, with the model's fitted parts."""
     from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
 
+    vectorizers = []
+    for part in model.features:
+        vectorizer = TfidfVectorizer(
+            analyzer=part.analyzer,
+            ngram_range=part.ngram_range,
+            lowercase=part.lowercase,
+            token_pattern=part.token_pattern,
+            sublinear_tf=part.sublinear,
+            vocabulary=part.vocabulary,
+        )
+        vectorizer.fit([""])  # sets up the fixed vocabulary; the idf weights are the model's
+        vectorizer.idf_ = part.idf
+        vectorizers.append(vectorizer)
+    estimator = LogisticRegression()
+    estimator.coef_, estimator.intercept_ = model.coef, model.intercept
+    estimator.classes_ = np.array(model.classes)
     samples = []
     for text in texts:
         start = time.perf_counter()
-        matrix = sparse.hstack([v.transform([text]) for v in model.vectorizers]).tocsr()  # type: ignore[attr-defined]
-        model.estimator.predict_proba(matrix)  # type: ignore[attr-defined]
+        matrix = sparse.hstack([v.transform([text]) for v in vectorizers]).tocsr()
+        estimator.predict_proba(matrix)
         samples.append((time.perf_counter() - start) * 1e6)
     return statistics.median(samples)
 

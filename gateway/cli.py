@@ -172,7 +172,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train_router(args: argparse.Namespace) -> int:
-    from routing.learned_router import load_router_rows, train_router
+    from routing.learned_router import load_router_rows
+    from routing.router_training import train_router
 
     rows = load_router_rows(args.data)
     print(f"training a router on {len(rows)} rows", file=sys.stderr, flush=True)

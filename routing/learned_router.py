@@ -1,5 +1,6 @@
 """The learned router: a text model scoring how much a prompt needs the strong model, trained on
-rows of `{"prompt", "weak_correct", "strong_correct"}`, and judged by APGR and CPT(50%).
+rows of `{"prompt", "weak_correct", "strong_correct"}` (see `routing.router_training`), and judged
+by APGR and CPT(50%).
 
 APGR is the area under the curve of performance-gap recovered (0 = always the weak model, 1 =
 always the strong one) against the share of calls sent to the strong model; a random router
@@ -14,10 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import sklearn
-from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from tiers.classifier import ClassifierModel, LeanClassifier
 from tiers.types import ChatRequest
@@ -47,36 +44,6 @@ def load_router_rows(path: str | Path) -> list[RouterRow]:
             except KeyError as exc:
                 raise ValueError(f"{path}:{number}: missing {exc}") from None
     return rows
-
-
-def train_router(rows: Sequence[RouterRow], c: float = 0.3) -> ClassifierModel:
-    """Learns P(only the strong model gets it right) from the prompt: the prompts where a strong
-    call buys something. (Measured on a held-out fifth of RouteLLM's MMLU rows: APGR 0.68 with
-    this target, 0.59 when learning P(the weak model fails), which also spends strong calls on
-    prompts that both models get wrong.)"""
-    texts = [r.prompt for r in rows]
-    labels = [STRONG if r.strong_correct and not r.weak_correct else WEAK for r in rows]
-    vectorizers = [
-        TfidfVectorizer(
-            analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200_000
-        ),
-        TfidfVectorizer(
-            analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=3, max_features=200_000
-        ),
-    ]
-    matrix = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
-    estimator = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-    estimator.fit(matrix, labels)
-    return ClassifierModel(
-        vectorizers=vectorizers,
-        estimator=estimator,
-        classes=[str(x) for x in estimator.classes_],
-        threshold=0.5,
-        metrics={},
-        data_sha256="",
-        sklearn_version=sklearn.__version__,
-        target_precision=0.0,
-    )
 
 
 class LearnedScorer:

@@ -1,29 +1,30 @@
-"""The classifier tier: a scikit-learn model (word and character TF-IDF, logistic regression)
-answering with a label when it is confident enough, escalating otherwise.
+"""The classifier tier: a linear model over word and character TF-IDF features (fitted with
+scikit-learn) answering with a label when it is confident enough, escalating otherwise.
 
 A fitted scikit-learn pipeline takes milliseconds for one text; serving goes through a lean path
 that computes the same probabilities from the fitted parts (vocabularies, idf weights,
-coefficients) with a dictionary walk and one small matrix product, in tens of microseconds.
-Model files are pickles (joblib): load only models you trained or trust.
+coefficients) with a dictionary walk and one small matrix product, in tens of microseconds. Model
+files hold only those parts, as plain values and NumPy arrays, so a gateway that serves a model
+never imports scikit-learn. They are written with joblib (a pickle): load only files you made or
+trust.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
-import sklearn
 
 from tiers.base import TierRequest
+from tiers.tfidf import TfidfFeatures
 from tiers.types import Answer, Escalate
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
 OUT_OF_SCOPE = "__out_of_scope__"
 # Texts longer than this are scored in a worker thread so the event loop never waits on them.
 INLINE_CHARS = 2000
@@ -31,6 +32,14 @@ INLINE_CHARS = 2000
 
 class ModelError(Exception):
     """A model file that cannot be used: missing, not a tiergate model, or from another version."""
+
+
+def sklearn_version() -> str:
+    """The installed scikit-learn's version, read without importing it."""
+    try:
+        return metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,56 +50,32 @@ class Prediction:
     best: str  # the most likely in-scope label, even when escalating
 
 
-@dataclass(frozen=True, slots=True)
-class _LeanVectorizer:
-    analyzer: Callable[[str], list[str]]
-    vocabulary: dict[str, int]
-    idf: np.ndarray
-    sublinear: bool
-    offset: int
-
-
 class LeanClassifier:
     """The fitted model's probabilities without scikit-learn's per-call overhead."""
 
     def __init__(
-        self, vectorizers: Sequence[Any], coef: np.ndarray, intercept: np.ndarray, classes: list[str]
+        self, features: tuple[TfidfFeatures, ...], coef: np.ndarray, intercept: np.ndarray, classes: list[str]
     ):
-        offset = 0
-        parts = []
-        for vec in vectorizers:
-            parts.append(
-                _LeanVectorizer(
-                    vec.build_analyzer(), dict(vec.vocabulary_), vec.idf_, vec.sublinear_tf, offset
-                )
-            )
-            offset += len(vec.vocabulary_)
-        self._parts = tuple(parts)
+        offsets = np.cumsum([0] + [f.size for f in features])
+        self._parts = tuple(zip(features, offsets[:-1].tolist(), strict=True))
+        if coef.shape[1] != offsets[-1]:
+            raise ValueError(f"{coef.shape[1]} coefficients per class for {offsets[-1]} features")
         if coef.shape[0] == 1:  # binary: sklearn's sigmoid equals a softmax over (0, logit)
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
-        self._weights = np.ascontiguousarray(coef.T)  # features x classes
-        self._intercept = intercept.astype(np.float64)
+        self._weights = np.ascontiguousarray(coef.T, dtype=np.float64)  # features x classes
+        self._intercept = np.asarray(intercept, dtype=np.float64)
         self.classes = classes
 
     def probabilities(self, text: str) -> np.ndarray:
         ids: list[np.ndarray] = []
         values: list[np.ndarray] = []
-        for part in self._parts:
-            # map and Counter both run in C: feature ids of the text's tokens, counted
-            found: Counter[int | None] = Counter(map(part.vocabulary.get, part.analyzer(text)))
-            found.pop(None, None)
-            if not found:
+        for part, offset in self._parts:
+            found = part.transform(text)
+            if found is None:
                 continue
-            size = len(found)
-            features = np.fromiter(found.keys(), dtype=np.intp, count=size)  # type: ignore[arg-type]
-            tf = np.fromiter(found.values(), dtype=np.float64, count=size)
-            if part.sublinear:
-                tf = np.log(tf) + 1.0  # as scikit-learn computes it
-            weights = tf * part.idf[features]
-            weights /= np.sqrt(weights @ weights)
-            ids.append(features + part.offset if part.offset else features)
-            values.append(weights)
+            ids.append(found[0] + offset if offset else found[0])
+            values.append(found[1])
         logits = self._intercept.copy()
         if ids:
             if len(ids) == 1:
@@ -107,8 +92,9 @@ class LeanClassifier:
 class ClassifierModel:
     """A trained model as stored: the fitted parts, the classes, and the calibrated threshold."""
 
-    vectorizers: list[Any]
-    estimator: Any
+    features: tuple[TfidfFeatures, ...]
+    coef: np.ndarray  # classes (or 1 for two classes) x features, as scikit-learn fits it
+    intercept: np.ndarray
     classes: list[str]
     threshold: float
     metrics: dict[str, Any]
@@ -117,16 +103,17 @@ class ClassifierModel:
     target_precision: float
 
     def lean(self) -> LeanClassifier:
-        return LeanClassifier(self.vectorizers, self.estimator.coef_, self.estimator.intercept_, self.classes)
+        return LeanClassifier(self.features, self.coef, self.intercept, self.classes)
 
     def save(self, path: str | Path) -> None:
         joblib.dump(
             {
                 "format": ARTIFACT_FORMAT,
                 "kind": "tiergate-classifier",
-                "vectorizers": self.vectorizers,
-                "estimator": self.estimator,
-                "classes": self.classes,
+                "features": [f.to_plain() for f in self.features],
+                "coef": np.asarray(self.coef, dtype=np.float64),
+                "intercept": np.asarray(self.intercept, dtype=np.float64),
+                "classes": list(self.classes),
                 "threshold": self.threshold,
                 "metrics": self.metrics,
                 "data_sha256": self.data_sha256,
@@ -149,23 +136,29 @@ class ClassifierModel:
             raise ModelError(f"{path}: not a tiergate classifier model")
         if stored.get("format") != ARTIFACT_FORMAT:
             raise ModelError(
-                f"{path}: model format {stored.get('format')}, this tiergate reads {ARTIFACT_FORMAT}"
+                f"{path}: model format {stored.get('format')}, this tiergate reads {ARTIFACT_FORMAT};"
+                " retrain the model with this version"
             )
-        if stored["sklearn_version"] != sklearn.__version__:
+        installed = sklearn_version()
+        if stored["sklearn_version"] != installed:
             raise ModelError(
                 f"{path}: trained with scikit-learn {stored['sklearn_version']}, "
-                f"this is {sklearn.__version__}; retrain the model with this version"
+                f"this is {installed}; retrain the model with this version"
             )
-        return cls(
-            vectorizers=stored["vectorizers"],
-            estimator=stored["estimator"],
-            classes=[str(c) for c in stored["classes"]],
-            threshold=float(stored["threshold"]),
-            metrics=dict(stored["metrics"]),
-            data_sha256=stored["data_sha256"],
-            sklearn_version=stored["sklearn_version"],
-            target_precision=float(stored["target_precision"]),
-        )
+        try:
+            return cls(
+                features=tuple(TfidfFeatures.from_plain(plain) for plain in stored["features"]),
+                coef=np.asarray(stored["coef"], dtype=np.float64),
+                intercept=np.asarray(stored["intercept"], dtype=np.float64),
+                classes=[str(c) for c in stored["classes"]],
+                threshold=float(stored["threshold"]),
+                metrics=dict(stored["metrics"]),
+                data_sha256=str(stored["data_sha256"]),
+                sklearn_version=str(stored["sklearn_version"]),
+                target_precision=float(stored["target_precision"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: a damaged model file ({type(exc).__name__}: {exc})") from None
 
 
 class Predictor:

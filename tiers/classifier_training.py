@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, Predictor
+from tiers.tfidf import TfidfFeatures
 
 Row = tuple[str, str | None]
 CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
@@ -81,12 +82,59 @@ def _vectorizers() -> list[TfidfVectorizer]:
     ]
 
 
-def _fit(texts: list[str], labels: list[str], c: float, seed: int) -> tuple[list[TfidfVectorizer], Any]:
-    vectorizers = _vectorizers()
+def features_of(vectorizer: TfidfVectorizer) -> TfidfFeatures:
+    """A fitted vectorizer's parts, for serving without scikit-learn."""
+    custom = [
+        name
+        for name in ("strip_accents", "preprocessor", "tokenizer", "stop_words")
+        if getattr(vectorizer, name) is not None
+    ]
+    if custom or vectorizer.norm != "l2" or not vectorizer.use_idf or vectorizer.binary:
+        raise ValueError(
+            f"the lean path does not reproduce this vectorizer ({custom or 'norm, idf or binary'})"
+        )
+    return TfidfFeatures(
+        analyzer=vectorizer.analyzer,
+        ngram_range=tuple(vectorizer.ngram_range),
+        lowercase=vectorizer.lowercase,
+        token_pattern=vectorizer.token_pattern,
+        sublinear=vectorizer.sublinear_tf,
+        vocabulary={str(term): int(index) for term, index in vectorizer.vocabulary_.items()},
+        idf=np.asarray(vectorizer.idf_, dtype=np.float64),
+    )
+
+
+def fit_linear(
+    texts: Sequence[str], labels: Sequence[str], vectorizers: list[TfidfVectorizer], estimator: Any
+) -> tuple[list[TfidfVectorizer], Any]:
+    """Fits the vectorizers and the estimator on their stacked features."""
     matrix = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
-    estimator = LogisticRegression(C=c, max_iter=3000, random_state=seed)
     estimator.fit(matrix, labels)
     return vectorizers, estimator
+
+
+def model_of(vectorizers: list[TfidfVectorizer], estimator: Any, **fields: Any) -> ClassifierModel:
+    """A model file's contents from fitted scikit-learn parts (threshold and metrics in `fields`)."""
+    defaults: dict[str, Any] = {
+        "threshold": 0.5,
+        "metrics": {},
+        "data_sha256": "",
+        "sklearn_version": sklearn.__version__,
+        "target_precision": 0.0,
+    }
+    return ClassifierModel(
+        features=tuple(features_of(v) for v in vectorizers),
+        coef=np.asarray(estimator.coef_, dtype=np.float64),
+        intercept=np.asarray(estimator.intercept_, dtype=np.float64),
+        classes=[str(c) for c in estimator.classes_],
+        **(defaults | fields),
+    )
+
+
+def _fit(texts: list[str], labels: list[str], c: float, seed: int) -> tuple[list[TfidfVectorizer], Any]:
+    return fit_linear(
+        texts, labels, _vectorizers(), LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    )
 
 
 def calibrate_threshold(confidences: Sequence[float], correct: Sequence[bool], target: float) -> float:
@@ -131,9 +179,7 @@ def train(
     )
     step(f"fitting on {len(train_x)} rows to calibrate, {len(held_x)} held out")
     vectorizers, estimator = _fit(train_x, train_y, c, seed)
-    probe = ClassifierModel(
-        vectorizers, estimator, [str(c) for c in estimator.classes_], 0.0, {}, "", sklearn.__version__, 0.0
-    )
+    probe = model_of(vectorizers, estimator, threshold=0.0)
     predictor = Predictor(probe)
     # At threshold 0 the probe escalates only what the out-of-scope class claims; those are never
     # answered whatever the threshold, so the threshold is chosen over the rest.
@@ -151,14 +197,12 @@ def train(
     step(f"refitting on all {len(texts)} rows")
     vectorizers, estimator = _fit(texts, labels, c, seed)
     step("done")
-    return ClassifierModel(
-        vectorizers=vectorizers,
-        estimator=estimator,
-        classes=[str(c) for c in estimator.classes_],
+    return model_of(
+        vectorizers,
+        estimator,
         threshold=threshold,
         metrics={"held_out_before_refit": held_metrics},
         data_sha256=data_sha256(rows),
-        sklearn_version=sklearn.__version__,
         target_precision=target_precision,
     )
 

@@ -14,7 +14,7 @@ from scipy import sparse
 
 from tests.intents import make_rows, write_csv, write_jsonl
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
-from tiers.classifier_training import calibrate_threshold, evaluate, load_rows, train
+from tiers.classifier_training import _fit, calibrate_threshold, evaluate, load_rows, model_of, train
 
 
 @pytest.fixture(scope="module")
@@ -22,28 +22,40 @@ def model() -> ClassifierModel:
     return train(make_rows(), target_precision=0.95)
 
 
-def sklearn_probabilities(model: ClassifierModel, texts: list[str]) -> np.ndarray:
-    features = sparse.hstack([v.transform(texts) for v in model.vectorizers]).tocsr()
-    return np.asarray(model.estimator.predict_proba(features))
-
-
-def test_the_lean_path_gives_scikit_learns_probabilities(model: ClassifierModel) -> None:
-    texts = [t for t, _ in make_rows(seed=9)] + ["", "zzz qqq", "CARD!!! refund??", "a" * 500]
-    lean = model.lean()
-    expected = sklearn_probabilities(model, texts)
-    for text, row in zip(texts, expected, strict=True):
+def assert_lean_equals_sklearn(rows: list[tuple[str, str | None]], texts: list[str]) -> None:
+    vectorizers, estimator = _fit([t for t, _ in rows], [str(lab) for _, lab in rows], 20.0, 0)
+    expected = estimator.predict_proba(sparse.hstack([v.transform(texts) for v in vectorizers]).tocsr())
+    lean = model_of(vectorizers, estimator).lean()
+    for text, row in zip(texts, np.asarray(expected), strict=True):
         assert np.allclose(lean.probabilities(text), row, rtol=0, atol=1e-12), text
+
+
+def test_the_lean_path_gives_scikit_learns_probabilities() -> None:
+    texts = [t for t, _ in make_rows(seed=9)] + [
+        "",
+        "zzz qqq",
+        "CARD!!! refund??",
+        "a" * 500,
+        "Ünïcode  tabs\tand\nlines",
+    ]
+    assert_lean_equals_sklearn(make_rows(), texts)
 
 
 def test_the_lean_path_matches_for_two_classes() -> None:
     rows = [(t, lab) for t, lab in make_rows() if lab in ("refund", "lost_card")]
-    binary = train(rows, target_precision=0.9)
-    texts = [t for t, _ in rows[:30]] + ["nothing in common"]
-    assert np.allclose(
-        np.vstack([binary.lean().probabilities(t) for t in texts]),
-        sklearn_probabilities(binary, texts),
-        atol=1e-12,
+    assert_lean_equals_sklearn(rows, [t for t, _ in rows[:30]] + ["nothing in common"])
+
+
+def test_serving_a_model_does_not_import_scikit_learn(model: ClassifierModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.joblib"
+    model.save(path)
+    probe = (
+        "import sys; from tiers.classifier import ClassifierModel, Predictor; "
+        f"p = Predictor(ClassifierModel.load({str(path)!r})); p.predict('where is my card'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
     )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_in_scope_questions_are_answered_and_chatter_escalates(model: ClassifierModel) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from routing.complexity import HeuristicScorer
 from routing.ladder import Ladder
-from routing.learned_router import LearnedScorer, RouterRow, apgr, cpt, load_router_rows, train_router
+from routing.learned_router import LearnedScorer, RouterRow, apgr, cpt, load_router_rows
+from routing.router_training import train_router
 from tiers.base import TierRequest
 from tiers.types import Answer, ChatRequest, Escalate, Message
 

@@ -1,0 +1,58 @@
+"""The lean analyzers produce exactly scikit-learn's terms, for every setting tiergate trains with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from tiers.classifier_training import features_of
+from tiers.tfidf import TfidfFeatures, char_wb_analyzer, word_analyzer
+
+TEXTS = st.text(
+    alphabet=st.sampled_from([*"abcXYZ éÜß 12\t\n\r.,!?'-_", "\xa0", "\u2003", "\x1c"]), max_size=60
+)
+WORD = r"(?u)\b\w+\b"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXTS, low=st.integers(1, 3), extra=st.integers(0, 2), lowercase=st.booleans())
+def test_word_terms_equal_scikit_learns(text: str, low: int, extra: int, lowercase: bool) -> None:
+    for pattern in (WORD, r"(?u)\b\w\w+\b"):
+        reference = TfidfVectorizer(
+            analyzer="word", ngram_range=(low, low + extra), lowercase=lowercase, token_pattern=pattern
+        ).build_analyzer()
+        assert word_analyzer(pattern, (low, low + extra), lowercase)(text) == reference(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXTS, low=st.integers(1, 4), extra=st.integers(0, 3), lowercase=st.booleans())
+def test_char_wb_terms_equal_scikit_learns(text: str, low: int, extra: int, lowercase: bool) -> None:
+    reference = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(low, low + extra), lowercase=lowercase
+    ).build_analyzer()
+    assert char_wb_analyzer((low, low + extra), lowercase)(text) == reference(text)
+
+
+def test_weights_equal_scikit_learns_rows_and_survive_a_round_trip() -> None:
+    texts = ["my card has not arrived", "refund my card please", "card card card arrived", "new pin"]
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True).fit(texts)
+    lean = TfidfFeatures.from_plain(features_of(vectorizer).to_plain())
+    for text in [*texts, "an unseen card text"]:
+        expected = vectorizer.transform([text]).toarray()[0]
+        found = lean.transform(text)
+        assert found is not None
+        dense = np.zeros(lean.size)
+        dense[found[0]] = found[1]
+        assert np.allclose(dense, expected, rtol=0, atol=1e-12)
+    assert lean.transform("§§§") is None
+
+
+def test_settings_the_lean_path_cannot_reproduce_are_refused() -> None:
+    fitted = TfidfVectorizer(stop_words=["the"]).fit(["the card", "a refund"])
+    with pytest.raises(ValueError, match="stop_words"):
+        features_of(fitted)
+    with pytest.raises(ValueError, match="analyzer"):
+        TfidfFeatures("char", (1, 2), True, WORD, False, {"a": 0}, np.ones(1))

@@ -32,12 +32,18 @@ def worker_pid(port: int) -> int:
     return int(out.split("pid=")[1].split(",")[0])
 
 
-async def warm(url: str, bodies: list[bytes], n: int) -> None:
-    async with aiohttp.ClientSession() as session:
-        for i in range(n):
+async def warm(url: str, bodies: list[bytes], n: int, connections: int = 32) -> None:
+    """n requests over `connections` connections at once, the shape of the load that follows."""
+    sent = iter(range(n))
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        for i in sent:
             body = bodies[i % len(bodies)]
             async with session.post(url, data=body, headers={"authorization": f"Bearer {KEY}"}) as response:
                 await response.read()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+        await asyncio.gather(*(client(session) for _ in range(connections)))
 
 
 def main() -> None:

@@ -144,7 +144,7 @@ async def admin_decision(request: Request) -> Response[bytes]:
         raise NotFound(
             f"no decision {record_id!r} in this process's recent records", code="decision_not_found"
         )
-    return Response(msgspec.json.encode(record), media_type=JSON)
+    return Response(record, media_type=JSON)
 
 
 def _gateway_error(_: Request, exc: GatewayError) -> Response[bytes]:

@@ -25,7 +25,7 @@ from gateway.chat import ChatService
 from gateway.config import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
 from gateway.loops import LoopLimits
 from gateway.metrics import Metrics
-from gateway.records import JsonLinesSink, NoSink, RecentRecords, RecordSink
+from gateway.records import JsonLinesSink, NoSink, RecentRecords, Recorder, RecordSink
 from gateway.route_table import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.wire import InputLimits
 from routing.complexity import ComplexityScorer, HeuristicScorer
@@ -324,8 +324,7 @@ async def build_gateway(
         cache=cache,
         cache_config=config.cache,
         counter=counter,
-        sink=sink,
-        recent=recent,
+        recorder=Recorder(recent, sink),
         redact=config.records.redact,
         prices={u.name: micro_prices(u) for u in config.upstreams},
         metrics=metrics,

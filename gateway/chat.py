@@ -21,7 +21,7 @@ from gateway.config import AgentConfig, CacheConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, error_for_status
 from gateway.loops import LoopGuard, LoopLimits
 from gateway.metrics import Metrics
-from gateway.records import DecisionRecord, RecentRecords, RecordSink
+from gateway.records import DecisionRecord, Recorder
 from gateway.responses import completion_body, completion_frames, with_usage
 from gateway.route_table import ResolvedRoute, RouteTable
 from gateway.structured import label_as_json, target_schema
@@ -88,8 +88,7 @@ class ChatService:
         cache: Cache,
         cache_config: CacheConfig,
         counter: TokenCounter,
-        sink: RecordSink,
-        recent: RecentRecords,
+        recorder: Recorder,
         redact: bool,
         prices: dict[str, tuple[float, float]],
         metrics: Metrics,
@@ -102,8 +101,7 @@ class ChatService:
         self._responses = ResponseCache(cache, cache_config.ttl_s)
         self._cache_config = cache_config
         self._counter = counter
-        self._sink = sink
-        self._recent = recent
+        self._recorder = recorder
         self._redact = redact
         self._validators = SchemaValidators()
         self._loops = LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc())
@@ -139,8 +137,7 @@ class ChatService:
             last_user_message=None if self._redact else turn.request.last_user_text()[:2000],
             **fields,
         )
-        self._recent.add(record)
-        self._sink.write(record)
+        self._recorder.write(record)
         self._metrics.observe(record)
 
     def _record_answer(

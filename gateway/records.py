@@ -35,7 +35,9 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class RecordSink(Protocol):
-    def write(self, record: DecisionRecord) -> None: ...
+    """Where records go, each as one JSON line (the record encoded once, shared with `RecentRecords`)."""
+
+    def write(self, line: bytes) -> None: ...
 
     def close(self) -> None: ...
 
@@ -46,7 +48,6 @@ class JsonLinesSink:
     def __init__(self, stream: IO[bytes], owns: bool) -> None:
         self._stream = stream
         self._owns = owns
-        self._encoder = msgspec.json.Encoder()
 
     @classmethod
     def to_file(cls, path: str) -> JsonLinesSink:
@@ -56,8 +57,8 @@ class JsonLinesSink:
     def to_stdout(cls) -> JsonLinesSink:
         return cls(sys.stdout.buffer, owns=False)
 
-    def write(self, record: DecisionRecord) -> None:
-        self._stream.write(self._encoder.encode(record) + b"\n")
+    def write(self, line: bytes) -> None:
+        self._stream.write(line + b"\n")
 
     def close(self) -> None:
         self._stream.flush()
@@ -66,7 +67,7 @@ class JsonLinesSink:
 
 
 class NoSink:
-    def write(self, record: DecisionRecord) -> None:
+    def write(self, line: bytes) -> None:
         return None
 
     def close(self) -> None:
@@ -74,18 +75,34 @@ class NoSink:
 
 
 class RecentRecords:
-    """The last N records of this process, by id, for `GET /admin/decisions/{id}`."""
+    """The last N records of this process, by id, for `GET /admin/decisions/{id}`; kept encoded
+    (a few hundred bytes each, against a few kilobytes as objects)."""
 
     def __init__(self, keep: int) -> None:
         self._keep = keep
-        self._records: OrderedDict[str, DecisionRecord] = OrderedDict()
+        self._records: OrderedDict[str, bytes] = OrderedDict()
 
-    def add(self, record: DecisionRecord) -> None:
+    def add(self, record_id: str, line: bytes) -> None:
         if self._keep == 0:
             return
-        self._records[record.id] = record
+        self._records[record_id] = line
         if len(self._records) > self._keep:
             self._records.popitem(last=False)
 
-    def get(self, record_id: str) -> DecisionRecord | None:
+    def get(self, record_id: str) -> bytes | None:
+        """The record as JSON, or None when it is not (or no longer) kept."""
         return self._records.get(record_id)
+
+
+class Recorder:
+    """Encodes each record once, for the recent records and the sink."""
+
+    def __init__(self, recent: RecentRecords, sink: RecordSink) -> None:
+        self._recent = recent
+        self._sink = sink
+        self._encode = msgspec.json.Encoder().encode
+
+    def write(self, record: DecisionRecord) -> None:
+        line = self._encode(record)
+        self._recent.add(record.id, line)
+        self._sink.write(line)

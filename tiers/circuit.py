@@ -10,9 +10,10 @@ single failure is honoured by the retry loop's wait, not by opening the circuit.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tiers.windows import WindowCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,7 @@ class CircuitBreaker:
         self._settings = settings
         self._clock = clock
         self._consecutive = 0
-        self._outcomes: deque[tuple[float, bool]] = deque()  # (time, failed) within the window
+        self._outcomes = WindowCounts(settings.window_s, clock=clock)  # (requests, failures)
         self._open_until = 0.0
         self._probing = False
         self.opened_count = 0
@@ -58,33 +59,26 @@ class CircuitBreaker:
         self._probing = False
 
     def record(self, failed: bool, retry_after_s: float | None = None) -> None:
-        now = self._clock()
         self._probing = False
         if not failed:
             self._consecutive = 0
             if self._open_until:
                 self._open_until = 0.0  # a successful probe closes the circuit
                 self._outcomes.clear()
-            self._push(now, False)
+            self._outcomes.add(1, 0)
             return
         self._consecutive += 1
-        self._push(now, True)
+        self._outcomes.add(1, 1)
         if self._open_until or self._should_open():
-            self._open(now, retry_after_s)
-
-    def _push(self, now: float, failed: bool) -> None:
-        self._outcomes.append((now, failed))
-        horizon = now - self._settings.window_s
-        while self._outcomes and self._outcomes[0][0] < horizon:
-            self._outcomes.popleft()
+            self._open(self._clock(), retry_after_s)
 
     def _should_open(self) -> bool:
         if self._consecutive >= self._settings.failures:
             return True
-        total = len(self._outcomes)
+        total, failures = self._outcomes.totals()
         if total < self._settings.min_requests:
             return False
-        return sum(failed for _, failed in self._outcomes) / total >= self._settings.error_rate
+        return failures / total >= self._settings.error_rate
 
     def _open(self, now: float, retry_after_s: float | None) -> None:
         cooldown = max(self._settings.cooldown_s, retry_after_s or 0.0)

@@ -28,6 +28,10 @@ ARTIFACT_FORMAT = 2
 OUT_OF_SCOPE = "__out_of_scope__"
 # Texts longer than this are scored in a worker thread so the event loop never waits on them.
 INLINE_CHARS = 2000
+# Coefficients are kept in single precision: half the memory of a worker's largest part (a
+# Banking77 model: 22 MiB), probabilities within 1e-6 of double precision's (tested), and the same
+# decisions. Features and logits stay in double precision.
+WEIGHTS = np.float32
 
 
 class ModelError(Exception):
@@ -63,7 +67,7 @@ class LeanClassifier:
         if coef.shape[0] == 1:  # binary: sklearn's sigmoid equals a softmax over (0, logit)
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
-        self._weights = np.ascontiguousarray(coef.T, dtype=np.float64)  # features x classes
+        self._weights = np.ascontiguousarray(coef.T, dtype=WEIGHTS)  # features x classes
         self._intercept = np.asarray(intercept, dtype=np.float64)
         self.classes = classes
 
@@ -93,7 +97,7 @@ class ClassifierModel:
     """A trained model as stored: the fitted parts, the classes, and the calibrated threshold."""
 
     features: tuple[TfidfFeatures, ...]
-    coef: np.ndarray  # classes (or 1 for two classes) x features, as scikit-learn fits it
+    coef: np.ndarray  # classes (or 1 for two classes) x features, as scikit-learn fits it (WEIGHTS)
     intercept: np.ndarray
     classes: list[str]
     threshold: float
@@ -111,7 +115,7 @@ class ClassifierModel:
                 "format": ARTIFACT_FORMAT,
                 "kind": "tiergate-classifier",
                 "features": [f.to_plain() for f in self.features],
-                "coef": np.asarray(self.coef, dtype=np.float64),
+                "coef": np.asarray(self.coef, dtype=WEIGHTS),
                 "intercept": np.asarray(self.intercept, dtype=np.float64),
                 "classes": list(self.classes),
                 "threshold": self.threshold,
@@ -148,7 +152,7 @@ class ClassifierModel:
         try:
             return cls(
                 features=tuple(TfidfFeatures.from_plain(plain) for plain in stored["features"]),
-                coef=np.asarray(stored["coef"], dtype=np.float64),
+                coef=np.asarray(stored["coef"], dtype=WEIGHTS),
                 intercept=np.asarray(stored["intercept"], dtype=np.float64),
                 classes=[str(c) for c in stored["classes"]],
                 threshold=float(stored["threshold"]),

@@ -23,7 +23,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, Predictor
+from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, Predictor
 from tiers.tfidf import TfidfFeatures
 
 Row = tuple[str, str | None]
@@ -124,7 +124,7 @@ def model_of(vectorizers: list[TfidfVectorizer], estimator: Any, **fields: Any) 
     }
     return ClassifierModel(
         features=tuple(features_of(v) for v in vectorizers),
-        coef=np.asarray(estimator.coef_, dtype=np.float64),
+        coef=np.asarray(estimator.coef_, dtype=WEIGHTS),
         intercept=np.asarray(estimator.intercept_, dtype=np.float64),
         classes=[str(c) for c in estimator.classes_],
         **(defaults | fields),

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
+
+from tiers.windows import WindowCounts
 
 
 class RetryBudget:
@@ -22,28 +23,16 @@ class RetryBudget:
     ) -> None:
         self._ratio = ratio
         self._floor = min_per_s * window_s
-        self._window = window_s
-        self._clock = clock
-        self._requests: deque[float] = deque()
-        self._retries: deque[float] = deque()
-
-    def _prune(self, now: float) -> None:
-        horizon = now - self._window
-        for times in (self._requests, self._retries):
-            while times and times[0] < horizon:
-                times.popleft()
+        self._counts = WindowCounts(window_s, clock=clock)  # (requests, retries)
 
     def record_request(self) -> None:
-        now = self._clock()
-        self._prune(now)
-        self._requests.append(now)
+        self._counts.add(1, 0)
 
     def try_retry(self) -> bool:
-        now = self._clock()
-        self._prune(now)
-        if len(self._retries) >= self._floor + self._ratio * len(self._requests):
+        requests, retries = self._counts.totals()
+        if retries >= self._floor + self._ratio * requests:
             return False
-        self._retries.append(now)
+        self._counts.add(0, 1)
         return True
 
 

@@ -66,3 +66,17 @@ def test_a_cancelled_probe_frees_the_probe_slot() -> None:
     assert circuit.allow()
     circuit.release()
     assert circuit.allow()
+
+
+def test_outcomes_leave_the_window_and_memory_stays_flat_at_any_rate() -> None:
+    circuit, clock = breaker(failures=100, error_rate=0.5, min_requests=10, window_s=30)
+    for _ in range(9):
+        circuit.record(failed=True)
+    clock.now += 31.5  # those failures have left the window (give or take one slice)
+    for _ in range(10):
+        circuit.record(failed=False)
+    circuit.record(failed=True)
+    assert circuit.state == "closed"  # 1 failure in 11, not 10 in 20
+    for _ in range(100_000):
+        circuit.record(failed=False)
+    assert len(circuit._outcomes._counts) <= 21

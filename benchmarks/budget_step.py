@@ -13,6 +13,7 @@ import random
 import statistics
 import time
 
+import uvloop
 from harness import redis_server
 
 from budgets.memory import MemoryLedger
@@ -66,6 +67,13 @@ async def ledgers(ops: int) -> None:
         stats = await client.info("commandstats")
         calls = sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
         print(f"redis ledger, reserve: {describe(reserve_only)}; round trips per reserve: {calls / ops:.2f}")
+        script_us = stats["cmdstat_evalsha"]["usec_per_call"]
+        pings = []
+        for _ in range(ops):
+            began = time.perf_counter()
+            await client.ping()
+            pings.append((time.perf_counter() - began) * 1e6)
+        print(f"  for scale: Redis ran the script in {script_us:.1f} µs per call; PING: {describe(pings)}")
         both = await time_ledger(ledger, ops)
         print(f"redis ledger, reserve+settle: {describe(both)}")
         await client.aclose()
@@ -130,8 +138,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ops", type=int, default=20000)
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="uvloop: the loop the gateway serves on",
+    )
     args = parser.parse_args()
-    asyncio.run(ledgers(args.ops))
+    print(f"event loop: {args.loop}")
+    if args.loop == "uvloop":
+        uvloop.run(ledgers(args.ops))
+    else:
+        asyncio.run(ledgers(args.ops))
     counting()
 
 

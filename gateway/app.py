@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
+from litestar.types import Receive, Scope, Send
 
 from gateway.assembly import Gateway
-from gateway.chat_endpoint import chat_completions
+from gateway.chat_endpoint import CHAT_PATH, chat_completions, serve_chat
 from gateway.config import GatewayConfig
 from gateway.config_loading import ConfigError
 from gateway.errors import (
@@ -193,9 +194,23 @@ async def admin_reload(request: Request) -> Response[bytes]:
     return Response(b'{"status":"reloaded"}', media_type=JSON)
 
 
+class GatewayApp:
+    """The ASGI app: `POST /v1/chat/completions` goes straight to its handler; everything else
+    (lifespan, admin, health, metrics, and unusual spellings of the chat path) through Litestar."""
+
+    def __init__(self, framework: Litestar) -> None:
+        self.framework = framework
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH:
+            await serve_chat(self.framework.state.holder.current, scope, receive, send)
+        else:
+            await self.framework(scope, receive, send)
+
+
 def create_app(
     config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None, reload_via_parent: bool = False
-) -> Litestar:
+) -> GatewayApp:
     """The app for one worker. `load` re-reads the config for hot reload (SIGHUP or POST
     /admin/reload); with several workers a reload request is passed to the supervisor."""
 
@@ -217,7 +232,7 @@ def create_app(
                 loop.remove_signal_handler(signal.SIGHUP)
             await holder.close()
 
-    return Litestar(
+    framework = Litestar(
         route_handlers=[
             chat_completions,
             list_models,
@@ -242,3 +257,4 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    return GatewayApp(framework)

@@ -89,3 +89,16 @@ def test_the_admin_api_shows_each_upstreams_circuit(simulator: tuple[str, Any]) 
         "small": {"state": "closed", "retry_after_s": 0.0, "times_opened": 0},
         "large": {"state": "closed", "retry_after_s": 0.0, "times_opened": 0},
     }
+
+
+def test_the_chat_path_answers_alike_directly_and_through_the_framework(simulator: tuple[str, Any]) -> None:
+    """The exact path goes straight to the handler; a trailing slash goes through Litestar's router."""
+    with gateway_server(make_config(simulator[0])) as url:
+        body = {"model": "auto", "messages": USER}
+        headers = {"authorization": f"Bearer {DEMO_KEY}"}
+        direct = httpx.post(f"{url}/chat/completions", json=body, headers=headers)
+        routed = httpx.post(f"{url}/chat/completions/", json=body, headers=headers)
+        assert direct.status_code == routed.status_code == 200
+        assert direct.json()["object"] == routed.json()["object"] == "chat.completion"
+        assert httpx.post(f"{url}/chat/completions", json=body).status_code == 401
+        assert httpx.get(f"{url}/chat/completions", headers=headers).status_code == 405

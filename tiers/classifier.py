@@ -21,7 +21,7 @@ import joblib
 import numpy as np
 
 from tiers.base import TierRequest
-from tiers.tfidf import TfidfFeatures
+from tiers.tfidf import StackedTfidf, TfidfFeatures
 from tiers.types import Answer, Escalate
 
 ARTIFACT_FORMAT = 2
@@ -60,10 +60,9 @@ class LeanClassifier:
     def __init__(
         self, features: tuple[TfidfFeatures, ...], coef: np.ndarray, intercept: np.ndarray, classes: list[str]
     ):
-        offsets = np.cumsum([0] + [f.size for f in features])
-        self._parts = tuple(zip(features, offsets[:-1].tolist(), strict=True))
-        if coef.shape[1] != offsets[-1]:
-            raise ValueError(f"{coef.shape[1]} coefficients per class for {offsets[-1]} features")
+        self._features = StackedTfidf(features)
+        if coef.shape[1] != self._features.size:
+            raise ValueError(f"{coef.shape[1]} coefficients per class for {self._features.size} features")
         if coef.shape[0] == 1:  # binary: sklearn's sigmoid equals a softmax over (0, logit)
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
@@ -72,20 +71,11 @@ class LeanClassifier:
         self.classes = classes
 
     def probabilities(self, text: str) -> np.ndarray:
-        ids: list[np.ndarray] = []
-        values: list[np.ndarray] = []
-        for part, offset in self._parts:
-            found = part.transform(text)
-            if found is None:
-                continue
-            ids.append(found[0] + offset if offset else found[0])
-            values.append(found[1])
-        logits = self._intercept.copy()
-        if ids:
-            if len(ids) == 1:
-                logits += values[0] @ self._weights[ids[0]]
-            else:
-                logits += np.concatenate(values) @ self._weights[np.concatenate(ids)]
+        found = self._features.transform(text)
+        if found is None:
+            logits = self._intercept.copy()
+        else:
+            logits = found[1] @ self._weights[found[0]] + self._intercept
         logits -= logits.max()
         exp = np.exp(logits)
         probs: np.ndarray = exp / exp.sum()

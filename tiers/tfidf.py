@@ -39,8 +39,21 @@ def word_analyzer(
     return analyze
 
 
+def _char_wb_slices(size: int, low: int, high: int) -> tuple[slice, ...]:
+    """Where the n-grams of a padded word of `size` characters are, in scikit-learn's order."""
+    spans: list[slice] = []
+    for n in range(low, high + 1):
+        if n >= size:  # a word shorter than n counts once, whole, and longer n add nothing
+            spans.append(slice(0, size))
+            break
+        spans.extend(slice(i, i + n) for i in range(size - n + 1))
+    return tuple(spans)
+
+
 def char_wb_analyzer(ngram_range: tuple[int, int], lowercase: bool) -> Callable[[str], list[str]]:
     low, high = ngram_range
+    # The slices for every word length up to 64 are made once; cutting a word is then one map in C.
+    known = tuple(_char_wb_slices(size, low, high) for size in range(65))
 
     def analyze(text: str) -> list[str]:
         grams: list[str] = []
@@ -48,11 +61,7 @@ def char_wb_analyzer(ngram_range: tuple[int, int], lowercase: bool) -> Callable[
         for word in (text.lower() if lowercase else text).split():
             padded = f" {word} "
             size = len(padded)
-            for n in range(low, high + 1):
-                if n >= size:  # a word shorter than n counts once, whole, and longer n add nothing
-                    grams.append(padded)
-                    break
-                extend(padded[i : i + n] for i in range(size - n + 1))
+            extend(map(padded.__getitem__, known[size] if size <= 64 else _char_wb_slices(size, low, high)))
         return grams
 
     return analyze
@@ -85,22 +94,6 @@ class TfidfFeatures:
     def size(self) -> int:
         return len(self.idf)
 
-    def transform(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(feature ids, weights) of the text's known terms; None when it has none."""
-        # map and Counter both run in C: feature ids of the text's terms, counted
-        found: Counter[int | None] = Counter(map(self.vocabulary.get, self.analyze(text)))
-        found.pop(None, None)
-        if not found:
-            return None
-        size = len(found)
-        ids = np.fromiter(found.keys(), dtype=np.intp, count=size)  # type: ignore[arg-type]
-        tf = np.fromiter(found.values(), dtype=np.float64, count=size)
-        if self.sublinear:
-            tf = np.log(tf) + 1.0  # as scikit-learn computes it
-        weights = tf * self.idf[ids]
-        weights /= np.sqrt(weights @ weights)
-        return ids, weights
-
     def to_plain(self) -> dict[str, Any]:
         """Plain values (and one array) for a model file; the vocabulary in feature order."""
         terms = [""] * len(self.vocabulary)
@@ -132,3 +125,59 @@ class TfidfFeatures:
             vocabulary={term: index for index, term in enumerate(terms)},
             idf=idf,
         )
+
+
+class StackedTfidf:
+    """Several fitted vectorizers side by side (as scikit-learn's hstack of their outputs): the
+    features of one text as one sparse row of (feature ids, weights), in a handful of NumPy calls."""
+
+    def __init__(self, parts: tuple[TfidfFeatures, ...]) -> None:
+        analyzers = []
+        offset = 0
+        for part in parts:
+            vocabulary = (
+                part.vocabulary if offset == 0 else {t: i + offset for t, i in part.vocabulary.items()}
+            )
+            analyzers.append((part.analyze, vocabulary))
+            offset += part.size
+        self._parts = tuple(analyzers)
+        self.size = offset
+        self._idf = np.concatenate([part.idf for part in parts]) if parts else np.zeros(0)
+        sublinear = {part.sublinear for part in parts}
+        self._sublinear: bool | tuple[bool, ...] = (
+            sublinear.pop() if len(sublinear) == 1 else tuple(part.sublinear for part in parts)
+        )
+
+    def transform(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(feature ids, weights) of the text's known terms; None when it has none."""
+        ids: list[int] = []
+        counts: list[int] = []
+        spans: list[tuple[int, int, int]] = []  # (part, start, end) of each part that found terms
+        for number, (analyze, vocabulary) in enumerate(self._parts):
+            # map and Counter both run in C: feature ids of the text's terms, counted
+            found: Counter[int | None] = Counter(map(vocabulary.get, analyze(text)))
+            found.pop(None, None)
+            if found:
+                start = len(ids)
+                ids += found.keys()  # type: ignore[arg-type]
+                counts += found.values()
+                spans.append((number, start, len(ids)))
+        if not ids:
+            return None
+        index = np.array(ids, dtype=np.intp)
+        tf = np.array(counts, dtype=np.float64)
+        if self._sublinear is True:
+            np.log(tf, out=tf)
+            tf += 1.0  # as scikit-learn computes it
+        elif self._sublinear is not False:
+            for number, start, end in spans:
+                if self._sublinear[number]:
+                    tf[start:end] = np.log(tf[start:end]) + 1.0
+        weights = tf * self._idf[index]
+        if len(spans) == 1:  # each part is l2-normalised on its own
+            weights /= np.sqrt(weights @ weights)
+        else:
+            starts = [start for _, start, _ in spans]
+            norms = np.sqrt(np.add.reduceat(weights * weights, starts))
+            weights /= np.repeat(norms, [end - start for _, start, end in spans])
+        return index, weights

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from tiers.classifier_training import features_of
-from tiers.tfidf import TfidfFeatures, char_wb_analyzer, word_analyzer
+from tiers.tfidf import StackedTfidf, TfidfFeatures, char_wb_analyzer, word_analyzer
 
 TEXTS = st.text(
     alphabet=st.sampled_from([*"abcXYZ éÜß 12\t\n\r.,!?'-_", "\xa0", "\u2003", "\x1c"]), max_size=60
@@ -36,18 +36,30 @@ def test_char_wb_terms_equal_scikit_learns(text: str, low: int, extra: int, lowe
     assert char_wb_analyzer((low, low + extra), lowercase)(text) == reference(text)
 
 
-def test_weights_equal_scikit_learns_rows_and_survive_a_round_trip() -> None:
+def test_long_words_cut_as_scikit_learn_cuts_them() -> None:
+    text = "a " + "x" * 100 + " " + "ab" * 40
+    for low, high in ((1, 1), (2, 5), (3, 3)):
+        reference = TfidfVectorizer(analyzer="char_wb", ngram_range=(low, high)).build_analyzer()
+        assert char_wb_analyzer((low, high), True)(text) == reference(text)
+
+
+def test_stacked_weights_equal_scikit_learns_rows_and_survive_a_round_trip() -> None:
     texts = ["my card has not arrived", "refund my card please", "card card card arrived", "new pin"]
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True).fit(texts)
-    lean = TfidfFeatures.from_plain(features_of(vectorizer).to_plain())
-    for text in [*texts, "an unseen card text"]:
-        expected = vectorizer.transform([text]).toarray()[0]
-        found = lean.transform(text)
-        assert found is not None
-        dense = np.zeros(lean.size)
-        dense[found[0]] = found[1]
-        assert np.allclose(dense, expected, rtol=0, atol=1e-12)
-    assert lean.transform("§§§") is None
+    fitted = [
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True).fit(texts),
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=False).fit(texts),
+        TfidfVectorizer(analyzer="word", sublinear_tf=True, token_pattern=WORD).fit(texts),
+    ]
+    for chosen in (fitted[:1], fitted[:2], fitted, fitted[1:2]):
+        stacked = StackedTfidf(tuple(TfidfFeatures.from_plain(features_of(v).to_plain()) for v in chosen))
+        for text in [*texts, "an unseen card text", "pin", "zzz"]:
+            expected = np.hstack([v.transform([text]).toarray()[0] for v in chosen])
+            dense = np.zeros(stacked.size)
+            found = stacked.transform(text)
+            if found is not None:
+                dense[found[0]] = found[1]
+            assert np.allclose(dense, expected, rtol=0, atol=1e-12), (len(chosen), text)
+    assert StackedTfidf(tuple(features_of(v) for v in fitted)).transform("§§§") is None
 
 
 def test_settings_the_lean_path_cannot_reproduce_are_refused() -> None:

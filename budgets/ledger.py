@@ -12,6 +12,8 @@ class StateError(Exception):
 
 
 class Ledger(Protocol):
+    remote: bool  # kept in a service that can fail or stall (StateError), not in this process
+
     async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         """Atomically check every limit of the agent (and its team) and hold the estimate."""
         ...

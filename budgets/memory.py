@@ -18,6 +18,8 @@ from budgets.policy import (
 
 
 class MemoryLedger:
+    remote = False
+
     def __init__(
         self,
         policies: Mapping[str, BudgetPolicy],
@@ -29,17 +31,18 @@ class MemoryLedger:
         self._clock = clock
         # (subject, limit key) -> (period number, amount used in that period)
         self._used: dict[tuple[str, str], tuple[int, int]] = {}
+        # Each agent's limits (its own, then its team's), worked out once.
+        self._limits_of = {
+            agent: [(subject, limit) for subject in subjects for limit in self._policies[subject].limits]
+            for agent, subjects in self._subjects_of.items()
+        }
 
     def carry_over(self, previous: MemoryLedger) -> None:
         """Take over what an earlier ledger (of a config being reloaded) has counted."""
         self._used = previous._used
 
     def _limits(self, agent: str) -> list[tuple[str, Limit]]:
-        return [
-            (subject, limit)
-            for subject in self._subjects_of.get(agent, ())
-            for limit in self._policies[subject].limits
-        ]
+        return self._limits_of.get(agent, [])
 
     def _current(self, subject: str, limit: Limit, now: float) -> tuple[int, int, float]:
         number, ends = period(limit.window, now)

@@ -21,10 +21,10 @@ class Limit:
     metric: Metric
     limit: int  # tokens, requests, or micro-dollars
     warn: int | None = None  # the soft limit: crossing it emits one event per window
+    key: str = field(init=False, repr=False, compare=False)  # "metric:window"
 
-    @property
-    def key(self) -> str:
-        return f"{self.metric}:{self.window}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.metric}:{self.window}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ class _Script:
 
 
 class RedisLedger:
+    remote = True
+
     def __init__(
         self,
         client: aioredis.Redis,

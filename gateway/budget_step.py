@@ -55,7 +55,11 @@ class BudgetStep:
         self._alerts = alerts
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
         self._state_ok = True
-        self._state_breaker = CircuitBreaker(CircuitSettings(failures=3, cooldown_s=2.0))
+        # A breaker around a remote state backend: once it keeps failing, requests stop waiting out
+        # its timeout one by one and get the configured behaviour at once, until a probe succeeds.
+        self._state_breaker = (
+            CircuitBreaker(CircuitSettings(failures=3, cooldown_s=2.0)) if ledger.remote else None
+        )
 
     async def reserve(
         self, turn: Turn, route: ResolvedRoute, prompt_tokens: int
@@ -96,22 +100,25 @@ class BudgetStep:
             request = msgspec.structs.replace(request, **{name: outcome.completion_tokens})
         return request, ladder
 
-    async def _hold(self, turn: Turn, estimate: Estimate) -> Reservation | Denied:
-        # A breaker around the state backend: once it keeps failing, requests stop waiting out its
-        # timeout one by one and get the configured behaviour at once, until a probe succeeds.
-        if not self._state_breaker.allow():
-            raise StateError(
-                f"state backend circuit open (retry in {self._state_breaker.retry_after():.0f}s)"
-            )
+    async def _reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
+        breaker = self._state_breaker
+        if breaker is None:  # an in-process ledger has nothing to fail
+            return await self._ledger.reserve(agent, estimate)
+        if not breaker.allow():
+            raise StateError(f"state backend circuit open (retry in {breaker.retry_after():.0f}s)")
         try:
-            outcome = await self._ledger.reserve(turn.agent.id, estimate)
+            outcome = await self._ledger.reserve(agent, estimate)
         except StateError:
-            self._state_breaker.record(failed=True)
+            breaker.record(failed=True)
             raise
         except BaseException:
-            self._state_breaker.release()
+            breaker.release()
             raise
-        self._state_breaker.record(failed=False)
+        breaker.record(failed=False)
+        return outcome
+
+    async def _hold(self, turn: Turn, estimate: Estimate) -> Reservation | Denied:
+        outcome = await self._reserve(turn.agent.id, estimate)
         if isinstance(outcome, Reservation):
             turn.reservation = outcome
             turn.remaining_tokens = outcome.remaining_tokens

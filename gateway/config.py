@@ -175,7 +175,13 @@ class RuleConfig(Model):
 
 class ClassifierConfig(Model):
     model: str
-    min_confidence: float | None = Field(None, ge=0, le=1)
+    min_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="answer only above this margin (best label's probability minus the runner-up's);"
+        " default: the threshold calibrated at training",
+    )
 
 
 class ComplexityConfig(Model):

@@ -140,3 +140,19 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     assert "coverage at threshold" in text
     missing = run_cli("eval", "--model", str(tmp_path / "nope.joblib"), "--data", str(test))
     assert missing.returncode == 1 and "no such model" in missing.stderr
+
+
+def test_confidence_is_the_margin_over_the_runner_up_and_out_of_scope_first_escalates(
+    model: ClassifierModel,
+) -> None:
+    predictor = Predictor(model, min_confidence=0.0)
+    oos = model.classes.index(OUT_OF_SCOPE)
+    for text in ("hello, my card has not arrived yet?", "i want a refund", "tell me a joke about cats"):
+        probs = model.lean().probabilities(text)
+        in_scope = [(p, c) for c, p in zip(model.classes, probs, strict=True) if c != OUT_OF_SCOPE]
+        top, label = max(in_scope)
+        runner_up = max(p for p, c in zip(probs, model.classes, strict=True) if c != label)
+        prediction = predictor.predict(text)
+        assert prediction.best == label
+        assert abs(prediction.confidence - (top - runner_up)) < 1e-12
+        assert prediction.escalate == (probs[oos] >= top), text

@@ -14,7 +14,8 @@ PY=.venv/bin/python
 mkdir -p benchmarks/results
 out=benchmarks/results/load-$(date -u +%Y%m%d-%H%M%S)
 model=benchmarks/results/triage.joblib
-if [ ! -f "$model" ]; then
+# (re)train when there is no model, or one this version cannot load (another format or scikit-learn)
+if ! "$PY" -c "import sys; from tiers.classifier import ClassifierModel; ClassifierModel.load(sys.argv[1])" "$model" 2>/dev/null; then
   "$PY" -m gateway.cli train --data "$DATA/banking77/train.csv" --out "$model" --target-precision 0.98
 fi
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -52,6 +52,9 @@ def main() -> None:
     )
     parser.add_argument("--model", default="benchmarks/results/triage.joblib")
     parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument(
+        "--keep-last", type=int, help="records.keep_last (decision records kept in memory; default 10,000)"
+    )
     args = parser.parse_args()
     with simulator() as sim:
         config = {
@@ -62,6 +65,8 @@ def main() -> None:
             ],
             "cache": {"backend": "memory", "max_entries": 10000},
         }
+        if args.keep_last is not None:
+            config["records"] = {"keep_last": args.keep_last}
         with gateway(config) as url:
             port = int(url.split(":")[2].split("/")[0])
             pid = worker_pid(port)

@@ -59,18 +59,26 @@ class TokenCounter:
     """Counts tokens of texts and chat messages; counts of repeated texts come from a cache, so a
     conversation re-sent every turn costs little more than counting its new message."""
 
-    def __init__(self, encoding: tiktoken.Encoding, cache_entries: int = 50_000) -> None:
+    def __init__(self, encoding: tiktoken.Encoding, cache_chars: int = 4_000_000) -> None:
         self.encoding = encoding
-        self._counts: LRUCache[str, int] = LRUCache(maxsize=cache_entries)
+        # Bounded by the characters of the texts it keeps (each entry also pays a fixed 100 for the
+        # objects around it), not by their number: long conversations cannot make it grow unseen.
+        self._counts: LRUCache[str, tuple[int, int]] = LRUCache(
+            maxsize=cache_chars, getsizeof=lambda entry: entry[1]
+        )
+        self._largest = cache_chars // 4  # a text bigger than this is counted, not kept
 
     def count(self, text: str) -> int:
         if not text:
             return 0
         cached = self._counts.get(text)
-        if cached is None:
-            cached = len(self.encoding.encode(text, disallowed_special=()))
-            self._counts[text] = cached
-        return cached
+        if cached is not None:
+            return cached[0]
+        count = len(self.encoding.encode(text, disallowed_special=()))
+        size = len(text) + 100
+        if size <= self._largest:
+            self._counts[text] = (count, size)
+        return count
 
     def count_messages(self, messages: Iterable[tuple[str, str | None]]) -> int:
         """Prompt tokens of (text, name) pairs, framed as OpenAI frames chat messages."""

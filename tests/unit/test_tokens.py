@@ -48,3 +48,14 @@ def test_chat_messages_are_framed_and_repeated_texts_counted_once(monkeypatch: p
     counter.count_messages([*conversation, ("a new message", None)])
     assert calls.count("hello world") == 0  # counted before, from the cache
     assert calls.count("a new message") == 1
+
+
+def test_the_count_cache_is_bounded_by_the_characters_it_keeps() -> None:
+    counter = TokenCounter(load_encoding(None), cache_chars=10_000)
+    texts = [f"message {i} " + "word " * 200 for i in range(100)]  # about 1,100 characters each
+    counts = [counter.count(text) for text in texts]
+    kept = counter._counts
+    assert kept.currsize <= 10_000 and 0 < len(kept) < len(texts)
+    assert [counter.count(text) for text in texts] == counts  # evicted texts are counted again
+    huge = "token " * 5_000  # bigger than a quarter of the cache: counted, never kept
+    assert counter.count(huge) == len(counter.encoding.encode(huge)) and huge not in kept

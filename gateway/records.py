@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
+import zlib
 from collections import OrderedDict
 from typing import IO, Protocol
 
@@ -75,23 +77,51 @@ class NoSink:
 
 
 class RecentRecords:
-    """The last N records of this process, by id, for `GET /admin/decisions/{id}`; kept encoded
-    (a few hundred bytes each, against a few kilobytes as objects)."""
+    """The last `keep` records of this process (and up to one block more), by id, for
+    `GET /admin/decisions/{id}`. Records are kept as their JSON lines; every `BLOCK` of them is
+    compressed together (one gateway's records are alike, so a block shrinks to about a tenth),
+    which holds 10,000 records in about 2 MiB instead of about 10."""
+
+    BLOCK = 128
 
     def __init__(self, keep: int) -> None:
         self._keep = keep
-        self._records: OrderedDict[str, bytes] = OrderedDict()
+        self._block = max(1, min(self.BLOCK, keep))
+        self._open: dict[str, bytes] = {}  # the newest records, not yet compressed
+        self._sealed: OrderedDict[int, tuple[bytes, tuple[str, ...]]] = OrderedDict()
+        self._where: dict[str, int] = {}  # record id -> sealed block number
+        self._numbers = itertools.count()
 
     def add(self, record_id: str, line: bytes) -> None:
         if self._keep == 0:
             return
-        self._records[record_id] = line
-        if len(self._records) > self._keep:
-            self._records.popitem(last=False)
+        self._open[record_id] = line
+        if len(self._open) >= self._block:
+            self._seal()
+        # the oldest block goes once the rest hold `keep` records
+        while self._sealed and (len(self._sealed) - 1) * self._block + len(self._open) >= self._keep:
+            _, (_, dropped) = self._sealed.popitem(last=False)
+            for gone in dropped:
+                del self._where[gone]
+
+    def _seal(self) -> None:
+        number = next(self._numbers)
+        ids = tuple(self._open)
+        self._sealed[number] = (zlib.compress(b"\n".join(self._open.values()), 1), ids)
+        for record_id in ids:
+            self._where[record_id] = number
+        self._open = {}
 
     def get(self, record_id: str) -> bytes | None:
         """The record as JSON, or None when it is not (or no longer) kept."""
-        return self._records.get(record_id)
+        line = self._open.get(record_id)
+        if line is not None:
+            return line
+        number = self._where.get(record_id)
+        if number is None:
+            return None
+        payload, ids = self._sealed[number]
+        return zlib.decompress(payload).split(b"\n")[ids.index(record_id)]  # JSON has no raw newline
 
 
 class Recorder:

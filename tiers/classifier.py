@@ -140,7 +140,7 @@ class ClassifierModel:
                 f"this is {installed}; retrain the model with this version"
             )
         try:
-            return cls(
+            model = cls(
                 features=tuple(TfidfFeatures.from_plain(plain) for plain in stored["features"]),
                 coef=np.asarray(stored["coef"], dtype=WEIGHTS),
                 intercept=np.asarray(stored["intercept"], dtype=np.float64),
@@ -151,8 +151,19 @@ class ClassifierModel:
                 sklearn_version=str(stored["sklearn_version"]),
                 target_precision=float(stored["target_precision"]),
             )
+            model.check_shapes()
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: a damaged model file ({type(exc).__name__}: {exc})") from None
+        return model
+
+    def check_shapes(self) -> None:
+        features = sum(f.size for f in self.features)
+        rows = 1 if len(self.classes) == 2 else len(self.classes)
+        if self.coef.shape != (rows, features) or self.intercept.shape != (rows,):
+            raise ValueError(
+                f"coefficients {self.coef.shape} and intercepts {self.intercept.shape} do not fit"
+                f" {len(self.classes)} classes and {features} features"
+            )
 
 
 class Predictor:

@@ -101,6 +101,13 @@ def test_a_model_round_trips_and_stale_files_fail_clearly(model: ClassifierModel
     joblib.dump(stored, tmp_path / "old.joblib")
     with pytest.raises(ModelError, match="retrain"):
         ClassifierModel.load(tmp_path / "old.joblib")
+    stored["sklearn_version"] = model.sklearn_version
+    joblib.dump({**stored, "format": 1}, tmp_path / "format1.joblib")
+    with pytest.raises(ModelError, match=r"model format 1.*retrain"):
+        ClassifierModel.load(tmp_path / "format1.joblib")
+    joblib.dump({**stored, "coef": stored["coef"][:, :-1]}, tmp_path / "damaged.joblib")
+    with pytest.raises(ModelError, match="damaged"):
+        ClassifierModel.load(tmp_path / "damaged.joblib")
     joblib.dump({"something": "else"}, tmp_path / "other.joblib")
     with pytest.raises(ModelError, match="not a tiergate classifier"):
         ClassifierModel.load(tmp_path / "other.joblib")

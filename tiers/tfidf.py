@@ -127,20 +127,66 @@ class TfidfFeatures:
         )
 
 
+class _TextTerms:
+    """Feature ids of a text's terms, counted: the analyzer over the whole text."""
+
+    def __init__(self, analyze: Callable[[str], list[str]], vocabulary: dict[str, int]) -> None:
+        self._analyze = analyze
+        self._vocabulary = vocabulary
+
+    def count(self, text: str) -> Counter[int]:
+        # map and Counter both run in C: feature ids of the text's terms, counted
+        found: Counter[int | None] = Counter(map(self._vocabulary.get, self._analyze(text)))
+        found.pop(None, None)
+        return found  # type: ignore[return-value]
+
+
+class _WordTerms:
+    """The same for `char_wb` n-grams, which never cross a word: each word's feature ids are
+    worked out once and kept (up to `WORD_CACHE` words, then forgotten all at once), so a text
+    costs a dictionary lookup per word. Measured on Banking77's test texts, in order from a cold
+    start: 25 to 10 µs per text for this part."""
+
+    WORD_CACHE = 20_000
+
+    def __init__(self, analyze: Callable[[str], list[str]], vocabulary: dict[str, int], lowercase: bool):
+        self._analyze = analyze
+        self._vocabulary = vocabulary
+        self._lowercase = lowercase
+        self._words: dict[str, tuple[int, ...]] = {}
+
+    def count(self, text: str) -> Counter[int]:
+        words = self._words
+        ids: list[int] = []
+        for word in (text.lower() if self._lowercase else text).split():
+            found = words.get(word)
+            if found is None:
+                if len(words) >= self.WORD_CACHE:
+                    words.clear()
+                lookup = self._vocabulary.get
+                found = words[word] = tuple(i for i in map(lookup, self._analyze(word)) if i is not None)
+            ids += found
+        return Counter(ids)
+
+
 class StackedTfidf:
     """Several fitted vectorizers side by side (as scikit-learn's hstack of their outputs): the
     features of one text as one sparse row of (feature ids, weights), in a handful of NumPy calls."""
 
     def __init__(self, parts: tuple[TfidfFeatures, ...]) -> None:
-        analyzers = []
+        terms: list[_TextTerms | _WordTerms] = []
         offset = 0
         for part in parts:
             vocabulary = (
                 part.vocabulary if offset == 0 else {t: i + offset for t, i in part.vocabulary.items()}
             )
-            analyzers.append((part.analyze, vocabulary))
+            terms.append(
+                _WordTerms(part.analyze, vocabulary, part.lowercase)
+                if part.analyzer == "char_wb"
+                else _TextTerms(part.analyze, vocabulary)
+            )
             offset += part.size
-        self._parts = tuple(analyzers)
+        self._parts = tuple(terms)
         self.size = offset
         self._idf = np.concatenate([part.idf for part in parts]) if parts else np.zeros(0)
         sublinear = {part.sublinear for part in parts}
@@ -153,13 +199,11 @@ class StackedTfidf:
         ids: list[int] = []
         counts: list[int] = []
         spans: list[tuple[int, int, int]] = []  # (part, start, end) of each part that found terms
-        for number, (analyze, vocabulary) in enumerate(self._parts):
-            # map and Counter both run in C: feature ids of the text's terms, counted
-            found: Counter[int | None] = Counter(map(vocabulary.get, analyze(text)))
-            found.pop(None, None)
+        for number, part in enumerate(self._parts):
+            found = part.count(text)
             if found:
                 start = len(ids)
-                ids += found.keys()  # type: ignore[arg-type]
+                ids += found.keys()
                 counts += found.values()
                 spans.append((number, start, len(ids)))
         if not ids:

@@ -68,3 +68,28 @@ def test_settings_the_lean_path_cannot_reproduce_are_refused() -> None:
         features_of(fitted)
     with pytest.raises(ValueError, match="analyzer"):
         TfidfFeatures("char", (1, 2), True, WORD, False, {"a": 0}, np.ones(1))
+
+
+CORPUS = ["abc XYZ éÜß", "ab ba cab", "12 ab-c, x!", "İstanbul iß", "a b c X Y Z", "ßab éé ÜÜ abc"]
+FITTED = [
+    TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=WORD).fit(CORPUS),
+    TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True).fit(CORPUS),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(TEXTS | st.sampled_from(CORPUS), min_size=1, max_size=8))
+def test_stacked_features_equal_scikit_learns_with_the_word_cache_warm_cold_and_full(
+    texts: list[str],
+) -> None:
+    stacked = StackedTfidf(tuple(features_of(v) for v in FITTED))
+    for part in stacked._parts:
+        if hasattr(part, "WORD_CACHE"):
+            part.WORD_CACHE = 3  # type: ignore[misc]  # small, so it fills and starts over
+    for text in [*texts, *texts]:  # the second time round, from the cache
+        expected = np.hstack([v.transform([text]).toarray()[0] for v in FITTED])
+        dense = np.zeros(stacked.size)
+        found = stacked.transform(text)
+        if found is not None:
+            dense[found[0]] = found[1]
+        assert np.allclose(dense, expected, rtol=0, atol=1e-12), text

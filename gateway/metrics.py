@@ -31,7 +31,8 @@ class Metrics:
         )
         for name, breaker in circuits.items():
             state.labels(name).set_function(_circuit_reading(breaker))
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # Label lookups cost more than the counting: each labelled child is looked up once.
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.requests = Counter(
             "tiergate_requests",
             "Chat requests by route, answering tier and HTTP status",
@@ -80,31 +81,30 @@ class Metrics:
             registry=self.registry,
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, record: DecisionRecord) -> None:
-        tier = record.tier or "none"
-        key = (record.route, tier, record.status)
-        children = self._children.get(key)
-        if children is None:  # label lookups cost more than the counting; do them once per key
-            children = (
-                self.requests.labels(record.route, tier, str(record.status)),
-                self.latency.labels(record.route, tier),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(record.latency_ms.get("total", 0.0) / 1000)
+        route, tier = record.route, record.tier or "none"
+        self._child(self.requests, route, tier, str(record.status)).inc()
+        self._child(self.latency, route, tier).observe(record.latency_ms.get("total", 0.0) / 1000)
         if record.prompt_tokens:
-            self.tokens.labels(record.route, tier, "prompt").inc(record.prompt_tokens)
+            self._child(self.tokens, route, tier, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(record.route, tier, "completion").inc(record.completion_tokens)
+            self._child(self.tokens, route, tier, "completion").inc(record.completion_tokens)
         if record.cost_usd:
-            self.cost.labels(record.route, tier).inc(record.cost_usd)
+            self._child(self.cost, route, tier).inc(record.cost_usd)
         for attempt in record.attempts:
             if attempt.outcome == "escalated":
-                self.escalations.labels(record.route, attempt.tier).inc()
+                self._child(self.escalations, route, attempt.tier).inc()
         if record.cache != "bypass":
-            self.cache.labels(record.cache).inc()
+            self._child(self.cache, record.cache).inc()
         if record.status == 429 and record.error and record.error.startswith("budget exhausted"):
-            self.budget_refusals.labels(record.agent).inc()
+            self._child(self.budget_refusals, record.agent).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -280,7 +280,14 @@ async def build_gateway(
         keepalive_timeout=30,
         enable_cleanup_closed=True,
     )
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=True, raise_for_status=False)
+    # No cookie jar: the session is shared by every agent, and an upstream's Set-Cookie must never
+    # ride along on another agent's request.
+    session = aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=True,
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
     stack.push_async_callback(session.close)
     tiers: dict[str, Tier] = {}
     circuits: dict[str, CircuitBreaker] = {}

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from aiohttp import web
 
-from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
-from tests.servers import gateway_server
+from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
+from tests.servers import aiohttp_server, gateway_server
 
 pytestmark = pytest.mark.e2e
 USER = [{"role": "user", "content": "a secret customer detail"}]
@@ -102,3 +103,39 @@ def test_the_chat_path_answers_alike_directly_and_through_the_framework(simulato
         assert direct.json()["object"] == routed.json()["object"] == "chat.completion"
         assert httpx.post(f"{url}/chat/completions", json=body).status_code == 401
         assert httpx.get(f"{url}/chat/completions", headers=headers).status_code == 405
+
+
+def test_an_upstreams_cookie_never_rides_along_on_another_request() -> None:
+    """The upstream session is shared by every agent: it keeps no cookies."""
+    seen: list[str | None] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("cookie"))
+        response = web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+            }
+        )
+        response.set_cookie("session", "belongs-to-the-first-caller")
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", completions)
+    with (
+        aiohttp_server(upstream) as base,
+        gateway_server(
+            make_config(base.replace("127.0.0.1", "localhost") + "/v1")  # a cookie jar would skip an IP
+        ) as url,
+    ):
+        for key in (DEMO_KEY, OTHER_KEY):
+            openai.OpenAI(base_url=url, api_key=key, max_retries=0).chat.completions.create(
+                model="auto", messages=USER
+            )
+    assert seen == [None, None]

@@ -1,15 +1,24 @@
 # tiergate: the gateway as a container. Mount a config at /etc/tiergate/config.yaml.
-FROM python:3.11-slim
-
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
+# The wheel is built in a stage with a C compiler (the classifier's kernel, tiers/_lean.c); the
+# image that runs has none.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY tiers ./tiers
 COPY routing ./routing
 COPY budgets ./budgets
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY --from=build /wheels /wheels
 COPY examples ./examples
-RUN pip install . && useradd --create-home --uid 10001 tiergate \
+RUN pip install /wheels/*.whl && rm -rf /wheels && useradd --create-home --uid 10001 tiergate \
     && mkdir -p /etc/tiergate && cp examples/quickstart.yaml /etc/tiergate/config.yaml
 
 USER tiergate

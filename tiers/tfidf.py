@@ -134,11 +134,9 @@ class _TextTerms:
         self._analyze = analyze
         self._vocabulary = vocabulary
 
-    def count(self, text: str) -> Counter[int]:
-        # map and Counter both run in C: feature ids of the text's terms, counted
-        found: Counter[int | None] = Counter(map(self._vocabulary.get, self._analyze(text)))
-        found.pop(None, None)
-        return found  # type: ignore[return-value]
+    def ids(self, text: str) -> list[int]:
+        """The feature ids of the text's known terms, repeats included."""
+        return [i for i in map(self._vocabulary.get, self._analyze(text)) if i is not None]
 
 
 class _WordTerms:
@@ -155,7 +153,7 @@ class _WordTerms:
         self._lowercase = lowercase
         self._words: dict[str, tuple[int, ...]] = {}
 
-    def count(self, text: str) -> Counter[int]:
+    def ids(self, text: str) -> list[int]:
         words = self._words
         ids: list[int] = []
         for word in (text.lower() if self._lowercase else text).split():
@@ -166,12 +164,14 @@ class _WordTerms:
                 lookup = self._vocabulary.get
                 found = words[word] = tuple(i for i in map(lookup, self._analyze(word)) if i is not None)
             ids += found
-        return Counter(ids)
+        return ids
 
 
 class StackedTfidf:
     """Several fitted vectorizers side by side (as scikit-learn's hstack of their outputs): the
-    features of one text as one sparse row of (feature ids, weights), in a handful of NumPy calls."""
+    features of one text as one sparse row of (feature ids, weights), in a handful of NumPy calls.
+    `term_ids` gives the step before weighting: each vectorizer's feature ids, for the compiled
+    kernel (tiers/_lean.c), which does the weighting itself."""
 
     def __init__(self, parts: tuple[TfidfFeatures, ...]) -> None:
         terms: list[_TextTerms | _WordTerms] = []
@@ -188,40 +188,43 @@ class StackedTfidf:
             offset += part.size
         self._parts = tuple(terms)
         self.size = offset
-        self._idf = np.concatenate([part.idf for part in parts]) if parts else np.zeros(0)
-        sublinear = {part.sublinear for part in parts}
-        self._sublinear: bool | tuple[bool, ...] = (
-            sublinear.pop() if len(sublinear) == 1 else tuple(part.sublinear for part in parts)
-        )
+        self.idf = np.concatenate([part.idf for part in parts]) if parts else np.zeros(0)
+        self.sublinear = tuple(part.sublinear for part in parts)
+
+    def term_ids(self, text: str) -> tuple[list[int], ...]:
+        """Each vectorizer's feature ids of the text's known terms (offset into the stacked
+        features), repeats included."""
+        return tuple(part.ids(text) for part in self._parts)
 
     def transform(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(feature ids, weights) of the text's known terms; None when it has none."""
         ids: list[int] = []
         counts: list[int] = []
-        spans: list[tuple[int, int, int]] = []  # (part, start, end) of each part that found terms
-        for number, part in enumerate(self._parts):
-            found = part.count(text)
+        spans: list[tuple[int, int]] = []  # (start, end) of each part that found terms
+        sublinear: list[bool] = []
+        for part, flag in zip(self._parts, self.sublinear, strict=True):
+            found = Counter(part.ids(text))  # runs in C
             if found:
                 start = len(ids)
                 ids += found.keys()
                 counts += found.values()
-                spans.append((number, start, len(ids)))
+                spans.append((start, len(ids)))
+                sublinear.append(flag)
         if not ids:
             return None
         index = np.array(ids, dtype=np.intp)
         tf = np.array(counts, dtype=np.float64)
-        if self._sublinear is True:
+        if all(sublinear):
             np.log(tf, out=tf)
             tf += 1.0  # as scikit-learn computes it
-        elif self._sublinear is not False:
-            for number, start, end in spans:
-                if self._sublinear[number]:
+        else:
+            for (start, end), flag in zip(spans, sublinear, strict=True):
+                if flag:
                     tf[start:end] = np.log(tf[start:end]) + 1.0
-        weights = tf * self._idf[index]
+        weights = tf * self.idf[index]
         if len(spans) == 1:  # each part is l2-normalised on its own
             weights /= np.sqrt(weights @ weights)
         else:
-            starts = [start for _, start, _ in spans]
-            norms = np.sqrt(np.add.reduceat(weights * weights, starts))
-            weights /= np.repeat(norms, [end - start for _, start, end in spans])
+            norms = np.sqrt(np.add.reduceat(weights * weights, [start for start, _ in spans]))
+            weights /= np.repeat(norms, [end - start for start, end in spans])
         return index, weights

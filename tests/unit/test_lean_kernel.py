@@ -1,0 +1,119 @@
+"""The compiled kernel (tiers/_lean.c) computes what the NumPy path computes, and refuses bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.intents import make_rows
+from tiers import _lean, classifier
+from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, LeanClassifier, Predictor
+from tiers.classifier_training import train
+
+TEXTS = st.lists(
+    st.sampled_from([*"abcdeiknorstuwy XYZ é12.,!?'\t", "card ", "refund ", "my ", "lost "]), max_size=40
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def model() -> ClassifierModel:
+    rows = make_rows()
+    rows += [(f"weather forecast {i} sunny", None) for i in range(12)]  # an out-of-scope class
+    return train(rows, target_precision=0.95)
+
+
+@pytest.fixture(scope="module")
+def lean(model: ClassifierModel) -> LeanClassifier:
+    return model.lean()
+
+
+def test_this_install_serves_through_the_kernel(lean: LeanClassifier) -> None:
+    assert lean.compiled  # `pip install` builds tiers/_lean.c; without it serving is ~5x slower
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXTS)
+def test_kernel_probabilities_equal_numpys(lean: LeanClassifier, text: str) -> None:
+    found, expected = lean.probabilities(text), lean.numpy_probabilities(text)
+    assert np.allclose(found, expected, rtol=0, atol=1e-12), text
+    assert found.sum() == pytest.approx(1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXTS | st.sampled_from([t for t, _ in make_rows(seed=5)]))
+def test_kernel_decisions_equal_numpys(model: ClassifierModel, lean: LeanClassifier, text: str) -> None:
+    oos = model.classes.index(OUT_OF_SCOPE)
+    for excluded in (None, oos, 0):
+        best, margin = lean.decide(text, excluded)
+        probs = lean.numpy_probabilities(text)
+        others = np.delete(np.arange(len(probs)), [] if excluded is None else [excluded])
+        expected = int(others[probs[others].argmax()])
+        assert best == expected
+        assert margin == pytest.approx(probs[best] - np.delete(probs, best).max(), abs=1e-12)
+
+
+def test_predictor_escalates_out_of_scope_text_through_the_kernel(model: ClassifierModel) -> None:
+    prediction = Predictor(model).predict("weather forecast 3 sunny")
+    assert prediction.escalate and prediction.confidence <= 0.0
+
+
+def test_repeated_terms_count_as_scikit_learn_counts_them(lean: LeanClassifier) -> None:
+    for text in ("card card card card", "refund " * 40, "a" * 300):
+        assert np.allclose(lean.probabilities(text), lean.numpy_probabilities(text), rtol=0, atol=1e-12)
+
+
+def test_bad_input_is_refused_not_read() -> None:
+    weights = np.ones((4, 3), dtype=np.float32)
+    intercept, idf = np.zeros(3), np.ones(4)
+    kernel = _lean.Kernel(weights, intercept, idf, (True, False))
+    out = np.empty(3)
+    kernel.probabilities(([0, 1, 1], [3]), out)
+    assert out == pytest.approx([1 / 3] * 3)
+    with pytest.raises(ValueError, match="outside"):
+        kernel.probabilities(([4], []), out)
+    with pytest.raises(ValueError, match="outside"):
+        kernel.decide(([-1], []), -1)
+    with pytest.raises(TypeError, match="tuple of 2 lists"):
+        kernel.decide(([0],), -1)
+    with pytest.raises(TypeError, match="list"):
+        kernel.decide(((0,), []), -1)
+    with pytest.raises(ValueError, match="room for 3"):
+        kernel.probabilities(([0], []), np.empty(2))
+    with pytest.raises(ValueError, match="excluded class 3"):
+        kernel.decide(([0], []), 3)
+    with pytest.raises(ValueError, match="format 'f'"):
+        _lean.Kernel(weights.astype(np.float64), intercept, idf, (True,))
+    with pytest.raises(ValueError, match="do not fit"):
+        _lean.Kernel(weights, np.zeros(2), idf, (True,))
+    with pytest.raises(ValueError, match="do not fit"):
+        _lean.Kernel(weights, intercept, np.ones(5), (True,))
+
+
+def test_a_text_with_no_known_terms_gets_the_intercepts_softmax() -> None:
+    kernel = _lean.Kernel(
+        np.ones((2, 2), dtype=np.float32), np.array([0.0, np.log(3.0)]), np.ones(2), (True,)
+    )
+    out = np.empty(2)
+    kernel.probabilities(([],), out)
+    assert out == pytest.approx([0.25, 0.75])
+    assert kernel.decide(([],), -1) == (1, pytest.approx(0.5))
+    assert kernel.decide(([],), 1) == (0, pytest.approx(-0.5))
+
+
+def test_without_the_kernel_numpy_decides_the_same(
+    model: ClassifierModel,
+    lean: LeanClassifier,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(classifier, "_lean", None)
+    fallback = model.lean()
+    assert not fallback.compiled and "not built" in caplog.text
+    oos = model.classes.index(OUT_OF_SCOPE)
+    for text, _ in make_rows(seed=3)[:60]:
+        for excluded in (None, oos):
+            best, margin = fallback.decide(text, excluded)
+            assert (best, pytest.approx(margin, abs=1e-12)) == lean.decide(text, excluded)
+        assert np.allclose(fallback.probabilities(text), lean.probabilities(text), rtol=0, atol=1e-12)

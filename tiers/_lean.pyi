@@ -1,0 +1,10 @@
+"""Types of the compiled kernel (tiers/_lean.c)."""
+
+import numpy as np
+
+class Kernel:
+    def __init__(
+        self, weights: np.ndarray, intercept: np.ndarray, idf: np.ndarray, sublinear: tuple[bool, ...]
+    ) -> None: ...
+    def probabilities(self, parts: tuple[list[int], ...], out: np.ndarray) -> None: ...
+    def decide(self, parts: tuple[list[int], ...], excluded: int) -> tuple[int, float]: ...

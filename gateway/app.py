@@ -209,14 +209,18 @@ class GatewayApp:
 
 
 def create_app(
-    config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None, reload_via_parent: bool = False
+    config: GatewayConfig,
+    load: Callable[[], GatewayConfig] | None = None,
+    reload_via_parent: bool = False,
+    freeze_heap: bool = False,
 ) -> GatewayApp:
     """The app for one worker. `load` re-reads the config for hot reload (SIGHUP or POST
-    /admin/reload); with several workers a reload request is passed to the supervisor."""
+    /admin/reload); with several workers a reload request is passed to the supervisor.
+    `freeze_heap`: for a process that only serves this app (see gateway/reload.py)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        holder = GatewayHolder(config, load, config.server.shutdown_grace_s)
+        holder = GatewayHolder(config, load, config.server.shutdown_grace_s, freeze_heap)
         await holder.start()
         app.state.holder = holder
         app.state.openapi = msgspec.json.encode(openapi_document())

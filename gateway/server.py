@@ -33,7 +33,7 @@ def _serve_worker(
 ) -> None:
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config, load, reload_via_parent=supervised),
+            create_app(config, load, reload_via_parent=supervised, freeze_heap=True),
             loop="auto",
             http="auto",
             lifespan="on",

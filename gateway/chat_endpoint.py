@@ -52,15 +52,15 @@ def _header_list(headers: dict[str, str], base: list[tuple[bytes, bytes]]) -> li
     return base + [(k.encode(), v.encode()) for k, v in headers.items()]
 
 
+async def send_json(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    """A whole JSON answer, with its length (no chunked framing for the client to undo)."""
+    base = [*_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": _header_list(headers, base)})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 async def send_error(send: Send, error: GatewayError) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": _header_list(error.headers(), list(_JSON)),
-        }
-    )
-    await send({"type": "http.response.body", "body": error.body(), "more_body": False})
+    await send_json(send, error.status, error.headers(), error.body())
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -171,11 +171,4 @@ async def _answer(
     if result.stream is not None:
         await _stream(receive, send, result.headers, result.stream)
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": result.status,
-            "headers": _header_list(result.headers, list(_JSON)),
-        }
-    )
-    await send({"type": "http.response.body", "body": result.body or b"", "more_body": False})
+    await send_json(send, result.status, result.headers, result.body or b"")

@@ -105,6 +105,27 @@ def test_the_chat_path_answers_alike_directly_and_through_the_framework(simulato
         assert httpx.get(f"{url}/chat/completions", headers=headers).status_code == 405
 
 
+def test_whole_answers_and_errors_carry_their_length(simulator: tuple[str, Any]) -> None:
+    with gateway_server(make_config(simulator[0])) as url:
+        headers = {"authorization": f"Bearer {DEMO_KEY}"}
+        answered = httpx.post(
+            f"{url}/chat/completions", json={"model": "auto", "messages": USER}, headers=headers
+        )
+        refused = httpx.post(
+            f"{url}/chat/completions", json={"model": "auto", "messages": []}, headers=headers
+        )
+        streamed = httpx.post(
+            f"{url}/chat/completions",
+            json={"model": "auto", "messages": USER, "stream": True},
+            headers=headers,
+        )
+        for response, status in ((answered, 200), (refused, 400)):
+            assert response.status_code == status
+            assert "transfer-encoding" not in response.headers
+            assert int(response.headers["content-length"]) == len(response.content) > 0
+        assert streamed.status_code == 200 and "content-length" not in streamed.headers
+
+
 def test_an_upstreams_cookie_never_rides_along_on_another_request() -> None:
     """The upstream session is shared by every agent: it keeps no cookies."""
     seen: list[str | None] = []

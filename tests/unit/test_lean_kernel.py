@@ -117,3 +117,10 @@ def test_without_the_kernel_numpy_decides_the_same(
             best, margin = fallback.decide(text, excluded)
             assert (best, pytest.approx(margin, abs=1e-12)) == lean.decide(text, excluded)
         assert np.allclose(fallback.probabilities(text), lean.probabilities(text), rtol=0, atol=1e-12)
+
+
+def test_long_texts_and_many_repeats_match(lean: LeanClassifier) -> None:
+    rows = make_rows(seed=11)
+    long_text = " ".join(t for t, _ in rows * 3)  # thousands of terms, many repeated
+    assert len(long_text) > 10_000
+    assert np.allclose(lean.probabilities(long_text), lean.numpy_probabilities(long_text), rtol=0, atol=1e-12)

@@ -21,8 +21,8 @@ from gateway.wire import decode_chat_request
 
 log = logging.getLogger("tiergate")
 
-_JSON = [(b"content-type", b"application/json")]
-_SSE = [(b"content-type", b"text/event-stream")]
+_JSON = ((b"content-type", b"application/json"),)
+_SSE = ((b"content-type", b"text/event-stream"),)
 
 
 class ClientGone(Exception):

@@ -4,7 +4,7 @@
  *
  * It computes what tiers/tfidf.py and tiers/classifier.py compute with NumPy (counts, sublinear tf,
  * idf, l2 norm per vectorizer, one row of coefficients per term, softmax), in one call instead of
- * about twenty: a Banking77 decision costs about a fifth of the NumPy path's time. tests/unit/
+ * about twenty: a Banking77 decision costs about a third of the NumPy path's time. tests/unit/
  * test_lean_kernel.py checks both paths against each other and against scikit-learn.
  *
  * The model's arrays are borrowed through the buffer protocol and held for the kernel's lifetime;

@@ -5,7 +5,7 @@ A fitted scikit-learn pipeline takes milliseconds for one text; serving goes thr
 that computes the same probabilities from the fitted parts (vocabularies, idf weights,
 coefficients): a dictionary walk for the text's feature ids, then a compiled kernel
 (tiers/_lean.c) for the weighting, the coefficients and the softmax, about 10 µs in all for a
-short text (NumPy does the same when the kernel is not built, about five times slower). Model
+short text (NumPy does the same when the kernel is not built, about three times slower). Model
 files hold only those parts, as plain values and NumPy arrays, so a gateway that serves a model
 never imports scikit-learn. They are written with joblib (a pickle): load only files you made or
 trust.

@@ -105,6 +105,7 @@ def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
             default_completion_tokens=agent.budget.default_completion_tokens,
             fail_open=config.state.on_state_error == "fail_open",
             downgrade=agent.budget.on_exhausted == "downgrade",
+            unlimited=not any(policy.limits for policy in policies),
         )
     return facts
 

@@ -28,10 +28,11 @@ log = logging.getLogger("tiergate")
 class AgentBudget:
     """What the chat path needs to know of an agent's budget to lower `max_tokens` safely."""
 
-    limited: bool
+    limited: bool  # a token or cost limit applies (to the agent or its team)
     default_completion_tokens: int
     fail_open: bool
     downgrade: bool = False
+    unlimited: bool = False  # no limit of any kind: nothing to reserve, no budget state touched
 
 
 def budget_exhausted(denied: Denied) -> RateLimited:
@@ -69,6 +70,8 @@ class BudgetStep:
         ladder to walk (a shorter one when the budget forced a downgrade)."""
         budget = self._budgets[turn.agent.id]
         request = turn.request
+        if budget.unlimited:
+            return request, route.ladder
         cap = request.completion_cap()
         if route.max_output_tokens is not None:
             cap = min(cap or route.max_output_tokens, route.max_output_tokens)

@@ -164,6 +164,32 @@ def test_a_redis_outage_with_fail_open_admits_requests(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/readyz").status_code == 503  # it says so
 
 
+def test_an_agent_without_limits_never_waits_on_budget_state(tmp_path: Path) -> None:
+    """Nothing to reserve, so no state is touched: an outage that refuses the limited agent
+    (fail_closed), and opens the state backend's breaker, does not refuse it."""
+    config = shared_config("", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    config["agents"].append({"id": "free", "api_key": "sk-free-agent"})
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    with simulator_server() as (sim_url, _):
+        config["upstreams"][0]["base_url"] = sim_url
+        with gateway_process(config, tmp_path) as url:
+            limited = [
+                httpx.post(
+                    f"{url}/v1/chat/completions",
+                    json=ask,
+                    headers={"authorization": f"Bearer {KEY}"},
+                    timeout=10,
+                )
+                for _ in range(4)  # the breaker opens after three failures
+            ]
+            free = httpx.post(
+                f"{url}/v1/chat/completions", json=ask, headers={"authorization": "Bearer sk-free-agent"}
+            )
+    assert [r.status_code for r in limited] == [503] * 4
+    assert "circuit open" in limited[-1].json()["error"]["message"]
+    assert free.status_code == 200, free.text
+
+
 def test_serve_runs_several_workers_on_one_port(tmp_path: Path) -> None:
     with simulator_server() as (sim_url, _):
         config = shared_config(sim_url, "redis://127.0.0.1:1/0", on_state_error="fail_open")

@@ -127,25 +127,46 @@ wrk.method = "POST"
 wrk.body = os.getenv("WRK_BODY")
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = os.getenv("WRK_AUTH")
+local bodies, next_body = {}, 0
+local path = os.getenv("WRK_BODIES")
+if path then
+  for line in io.lines(path) do bodies[#bodies + 1] = line end
+  request = function()
+    next_body = next_body % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[next_body])
+  end
+end
 """
 
 
-def throughput(url: str, body: bytes, auth: str, connections: int, seconds: int) -> dict[str, float]:
-    """Requests per second with wrk (2 threads), and the share of non-2xx answers."""
+def throughput(
+    url: str, body: bytes | list[bytes], auth: str, connections: int, seconds: int
+) -> dict[str, float]:
+    """Requests per second with wrk (2 threads), and the share of non-2xx answers. With a list of
+    bodies, each wrk thread sends them in turn (one JSON document per body, no newlines)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(WRK_SCRIPT)
+    bodies = body if isinstance(body, list) else [body]
+    with (
+        tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script,
+        tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as listed,
+    ):
+        script.write(WRK_SCRIPT)
+        listed.write(b"\n".join(bodies) + b"\n")
+    env = {**os.environ, "WRK_BODY": bodies[0].decode(), "WRK_AUTH": auth}
+    if len(bodies) > 1:
+        env["WRK_BODIES"] = listed.name
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, url],
-            env={**os.environ, "WRK_BODY": body.decode(), "WRK_AUTH": auth},
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+            env=env,
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     finally:
-        os.unlink(handle.name)
+        os.unlink(script.name)
+        os.unlink(listed.name)
     rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
     errors = 0
     for line in out.splitlines():

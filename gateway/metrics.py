@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -20,9 +20,15 @@ def _circuit_reading(breaker: CircuitBreaker) -> Callable[[], float]:
     return lambda: CIRCUIT_READING[breaker.state]
 
 
+UNKNOWN_ROUTE = "unknown"
+
+
 class Metrics:
-    def __init__(self, circuits: Mapping[str, CircuitBreaker]) -> None:
+    def __init__(self, circuits: Mapping[str, CircuitBreaker], routes: Iterable[str]) -> None:
         self.registry = CollectorRegistry()
+        # A request for a model that is no route is labelled `unknown`: label values come only from
+        # the config, so no client can grow the registry (or the children below) without bound.
+        self._routes = frozenset(routes)
         state = Gauge(
             "tiergate_circuit_open",
             "1 while an upstream's circuit is open (0.5 half-open)",
@@ -89,7 +95,8 @@ class Metrics:
         return child
 
     def observe(self, record: DecisionRecord) -> None:
-        route, tier = record.route, record.tier or "none"
+        route = record.route if record.route in self._routes else UNKNOWN_ROUTE
+        tier = record.tier or "none"
         self._child(self.requests, route, tier, str(record.status)).inc()
         self._child(self.latency, route, tier).observe(record.latency_ms.get("total", 0.0) / 1000)
         if record.prompt_tokens:

@@ -160,3 +160,21 @@ def test_an_upstreams_cookie_never_rides_along_on_another_request() -> None:
                 model="auto", messages=USER
             )
     assert seen == [None, None]
+
+
+def test_models_that_are_no_route_share_one_metrics_label(simulator: tuple[str, Any]) -> None:
+    """Label values come from the config only: made-up model names cannot grow the metrics."""
+    with gateway_server(make_config(simulator[0])) as url:
+        headers = {"authorization": f"Bearer {DEMO_KEY}"}
+        for i in range(5):
+            missing = httpx.post(
+                f"{url}/chat/completions", json={"model": f"made-up-{i}", "messages": USER}, headers=headers
+            )
+            assert missing.status_code == 404
+        assert httpx.post(
+            f"{url}/chat/completions", json={"model": "auto", "messages": USER}, headers=headers
+        )
+        metrics = httpx.get(f"{url.removesuffix('/v1')}/metrics").text
+    assert "made-up" not in metrics
+    assert 'tiergate_requests_total{route="unknown",status="404",tier="none"} 5.0' in metrics
+    assert 'route="auto"' in metrics

@@ -34,6 +34,7 @@ from routing.learned_router import LearnedScorer
 from tiers.base import Tier
 from tiers.circuit import CircuitBreaker, CircuitSettings
 from tiers.classifier import ClassifierModel, ClassifierTier, Predictor
+from tiers.embeddings import StaticEmbeddings
 from tiers.guards import Bulkhead, RetryBudget
 from tiers.llm import LLMTier, RetryPolicy
 from tiers.rules import RuleSpec, RulesTier
@@ -204,6 +205,7 @@ def rule_specs(route: RouteConfig) -> list[RuleSpec]:
 def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
     """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up."""
     loaded: dict[str, ClassifierModel] = {}
+    embeddings: dict[str, StaticEmbeddings] = {}  # one copy of each, whatever the routes
     tiers: dict[str, Tier] = {}
     for route in config.routes:
         if route.classifier is None:
@@ -211,7 +213,14 @@ def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
         path = route.classifier.model
         if path not in loaded:
             loaded[path] = ClassifierModel.load(path)
-        tiers[route.name] = ClassifierTier(Predictor(loaded[path], route.classifier.min_confidence))
+        model = loaded[path]
+        shared = None
+        if model.embeddings is not None:
+            source = str(model.embeddings["source"])
+            if source not in embeddings:
+                embeddings[source] = StaticEmbeddings.load(source)
+            shared = embeddings[source]
+        tiers[route.name] = ClassifierTier(Predictor(model, route.classifier.min_confidence, shared))
     return tiers
 
 

@@ -96,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             target_precision=args.target_precision,
             c=args.c,
             seed=args.seed,
+            embeddings=args.embeddings,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except DataError as exc:
@@ -240,6 +241,11 @@ def parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--c", type=float, default=20.0, help="inverse regularisation of the linear model")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="add static word-piece embeddings to the features (needs tiergate[embeddings]; see docs)",
+    )
     train.set_defaults(run=cmd_train)
 
     for name, func, doc in (

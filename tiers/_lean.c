@@ -7,8 +7,12 @@
  * about twenty: a Banking77 decision costs about a third of the NumPy path's time. tests/unit/
  * test_lean_kernel.py checks both paths against each other and against scikit-learn.
  *
+ * A model may add a dense view of the text (tiers/embeddings.py): the sum of its word pieces'
+ * half-precision vectors, l2-normalised and scaled, whose coefficients are the last rows of the
+ * weights. The pieces' ids then come as one more list after the vectorizers' lists.
+ *
  * The model's arrays are borrowed through the buffer protocol and held for the kernel's lifetime;
- * every id is checked against the number of features before it is used.
+ * every id is checked against the number of features (or pieces) before it is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,11 +31,14 @@ typedef struct {
     Py_buffer weights;   /* float32, features x classes, C order */
     Py_buffer intercept; /* float64, classes */
     Py_buffer idf;       /* float64, features */
+    Py_buffer pieces;    /* float16 bits (uint16), pieces x dims; held when dims > 0 */
     Py_ssize_t features;
     Py_ssize_t classes;
+    Py_ssize_t dims;     /* the dense view's size (0: none); its weights are the last dims rows */
+    double scale;        /* the dense view's weight next to the tf-idf features */
     int parts;
     char sublinear[MAX_PARTS];
-    int held; /* how many of the three buffers are held */
+    int held; /* how many of the first three buffers are held */
 } Kernel;
 
 static int get_buffer(PyObject *obj, Py_buffer *view, const char *format, int ndim, const char *what) {
@@ -51,14 +58,16 @@ static void Kernel_dealloc(Kernel *self) {
     if (self->held > 0) PyBuffer_Release(&self->weights);
     if (self->held > 1) PyBuffer_Release(&self->intercept);
     if (self->held > 2) PyBuffer_Release(&self->idf);
+    if (self->dims > 0) PyBuffer_Release(&self->pieces);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
-    static char *keywords[] = {"weights", "intercept", "idf", "sublinear", NULL};
-    PyObject *weights, *intercept, *idf, *sublinear;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!", keywords, &weights, &intercept, &idf,
-                                     &PyTuple_Type, &sublinear)) {
+    static char *keywords[] = {"weights", "intercept", "idf", "sublinear", "pieces", "scale", NULL};
+    PyObject *weights, *intercept, *idf, *sublinear, *pieces = Py_None;
+    double scale = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!|Od", keywords, &weights, &intercept, &idf,
+                                     &PyTuple_Type, &sublinear, &pieces, &scale)) {
         return -1;
     }
     if (self->held) {
@@ -71,11 +80,25 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     self->held = 2;
     if (get_buffer(idf, &self->idf, "d", 1, "idf") < 0) return -1;
     self->held = 3;
+    if (pieces != Py_None) {
+        if (get_buffer(pieces, &self->pieces, "H", 2, "pieces (float16 bits as uint16)") < 0) return -1;
+        self->dims = self->pieces.shape[1];
+        self->scale = scale;
+        if (self->dims < 1) {
+            PyBuffer_Release(&self->pieces);
+            self->dims = 0;
+            PyErr_SetString(PyExc_ValueError, "pieces: at least one dimension is needed");
+            return -1;
+        }
+    }
     self->features = self->weights.shape[0];
     self->classes = self->weights.shape[1];
-    if (self->classes < 1 || self->intercept.shape[0] != self->classes || self->idf.shape[0] != self->features) {
-        PyErr_Format(PyExc_ValueError, "weights %zd x %zd, %zd intercepts and %zd idf weights do not fit",
-                     self->features, self->classes, self->intercept.shape[0], self->idf.shape[0]);
+    Py_ssize_t sparse = self->features - self->dims;
+    if (self->classes < 1 || sparse < 0 || self->intercept.shape[0] != self->classes ||
+        self->idf.shape[0] != sparse) {
+        PyErr_Format(PyExc_ValueError,
+                     "weights %zd x %zd, %zd intercepts, %zd idf weights and %zd dense dimensions do not fit",
+                     self->features, self->classes, self->intercept.shape[0], self->idf.shape[0], self->dims);
         return -1;
     }
     Py_ssize_t parts = PyTuple_GET_SIZE(sublinear);
@@ -119,8 +142,8 @@ static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *l
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t id = PyLong_AsSsize_t(PyList_GET_ITEM(ids, i));
         if (id == -1 && PyErr_Occurred()) goto fail;
-        if (id < 0 || id >= self->features) {
-            PyErr_Format(PyExc_ValueError, "feature id %zd is outside 0..%zd", id, self->features - 1);
+        if (id < 0 || id >= self->features - self->dims) {
+            PyErr_Format(PyExc_ValueError, "feature id %zd is outside 0..%zd", id, self->features - self->dims - 1);
             goto fail;
         }
         size_t slot = ((size_t)id * 0x9E3779B97F4A7C15ull) >> 20 & mask;
@@ -167,10 +190,71 @@ fail:
     return -1;
 }
 
+/* One IEEE half as a float, branch-free so that loops over it vectorise: the exponent and
+ * mantissa shifted into place and rescaled by 2^112 (which also makes subnormals right), then
+ * infinities and NaNs given the top exponent, then the sign. */
+static inline float half_to_float(uint16_t half) {
+    union { uint32_t u; float f; } bits, magic = {.u = 0x77800000u}; /* 2^112 */
+    bits.u = (uint32_t)(half & 0x7fffu) << 13;
+    bits.f *= magic.f;
+    bits.u |= (uint32_t)((half & 0x7c00u) == 0x7c00u) * 0x7f800000u;
+    bits.u |= (uint32_t)(half & 0x8000u) << 16;
+    return bits.f;
+}
+
+/* Adds the dense view to logits: the pieces' vectors summed in single precision (in order, as
+ * tiers/embeddings.py sums them), l2-normalised in double, times scale and the last dims rows of
+ * the weights. No pieces: a zero vector, which adds nothing. */
+static int add_dense(Kernel *self, PyObject *ids, double *logits) {
+    if (!PyList_Check(ids)) {
+        PyErr_SetString(PyExc_TypeError, "the word pieces' ids come as a list");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(ids), dims = self->dims, rows = self->pieces.shape[0];
+    if (n == 0) return 0;
+    float small[1024];
+    float *total = dims <= 1024 ? small : malloc((size_t)dims * sizeof(float));
+    if (total == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(total, 0, (size_t)dims * sizeof(float));
+    const uint16_t *vectors = (const uint16_t *)self->pieces.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t id = PyLong_AsSsize_t(PyList_GET_ITEM(ids, i));
+        if (id == -1 && PyErr_Occurred()) goto fail;
+        if (id < 0 || id >= rows) {
+            PyErr_Format(PyExc_ValueError, "word piece id %zd is outside 0..%zd", id, rows - 1);
+            goto fail;
+        }
+        const uint16_t *row = vectors + id * dims;
+        for (Py_ssize_t d = 0; d < dims; d++) total[d] += half_to_float(row[d]);
+    }
+    double squares = 0.0;
+    for (Py_ssize_t d = 0; d < dims; d++) squares += (double)total[d] * (double)total[d];
+    if (squares > 0.0) {
+        double factor = self->scale / sqrt(squares);
+        const float *weights = (const float *)self->weights.buf + (self->features - dims) * self->classes;
+        Py_ssize_t classes = self->classes;
+        for (Py_ssize_t d = 0; d < dims; d++) {
+            double x = (double)total[d] * factor;
+            const float *row = weights + d * classes;
+            for (Py_ssize_t k = 0; k < classes; k++) logits[k] += x * (double)row[k];
+        }
+    }
+    if (total != small) free(total);
+    return 0;
+fail:
+    if (total != small) free(total);
+    return -1;
+}
+
 /* Fills probs (classes doubles) with the softmax of the text's logits. */
 static int fill_probabilities(Kernel *self, PyObject *parts, double *probs) {
-    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != self->parts) {
-        PyErr_Format(PyExc_TypeError, "a tuple of %d lists of feature ids is needed", self->parts);
+    int expected = self->parts + (self->dims > 0);
+    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != expected) {
+        PyErr_Format(PyExc_TypeError, "a tuple of %d lists of feature ids%s is needed", self->parts,
+                     self->dims > 0 ? " and one of word piece ids" : "");
         return -1;
     }
     Py_ssize_t classes = self->classes;
@@ -178,6 +262,7 @@ static int fill_probabilities(Kernel *self, PyObject *parts, double *probs) {
     for (int p = 0; p < self->parts; p++) {
         if (add_part(self, PyTuple_GET_ITEM(parts, p), self->sublinear[p], probs) < 0) return -1;
     }
+    if (self->dims > 0 && add_dense(self, PyTuple_GET_ITEM(parts, self->parts), probs) < 0) return -1;
     double top = probs[0];
     for (Py_ssize_t k = 1; k < classes; k++) if (probs[k] > top) top = probs[k];
     double sum = 0.0;
@@ -252,10 +337,13 @@ static PyTypeObject KernelType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tiers._lean.Kernel",
     .tp_doc = PyDoc_STR(
-        "Kernel(weights, intercept, idf, sublinear): a fitted linear model over stacked tf-idf features."
-        " weights: float32 features x classes; intercept: float64 per class; idf: float64 per feature;"
-        " sublinear: one flag per vectorizer. A text is passed as a tuple with one list of feature ids"
-        " per vectorizer (ids offset into the stacked features, repeats included)."),
+        "Kernel(weights, intercept, idf, sublinear, pieces=None, scale=0.0): a fitted linear model over"
+        " stacked tf-idf features. weights: float32 features x classes; intercept: float64 per class;"
+        " idf: float64 per tf-idf feature; sublinear: one flag per vectorizer; pieces: float16 word"
+        " piece vectors (as uint16 bits) for a dense view weighted by scale, whose coefficients are the"
+        " weights' last rows. A text is passed as a tuple with one list of feature ids per vectorizer"
+        " (ids offset into the stacked features, repeats included), then, with pieces, its word"
+        " pieces' ids."),
     .tp_basicsize = sizeof(Kernel),
     .tp_itemsize = 0,
     .tp_flags = Py_TPFLAGS_DEFAULT,

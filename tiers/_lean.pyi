@@ -4,7 +4,13 @@ import numpy as np
 
 class Kernel:
     def __init__(
-        self, weights: np.ndarray, intercept: np.ndarray, idf: np.ndarray, sublinear: tuple[bool, ...]
+        self,
+        weights: np.ndarray,
+        intercept: np.ndarray,
+        idf: np.ndarray,
+        sublinear: tuple[bool, ...],
+        pieces: np.ndarray | None = None,
+        scale: float = 0.0,
     ) -> None: ...
     def probabilities(self, parts: tuple[list[int], ...], out: np.ndarray) -> None: ...
     def decide(self, parts: tuple[list[int], ...], excluded: int) -> tuple[int, float]: ...

@@ -5,7 +5,9 @@ A fitted scikit-learn pipeline takes milliseconds for one text; serving goes thr
 that computes the same probabilities from the fitted parts (vocabularies, idf weights,
 coefficients): a dictionary walk for the text's feature ids, then a compiled kernel
 (tiers/_lean.c) for the weighting, the coefficients and the softmax, about 10 µs in all for a
-short text (NumPy does the same when the kernel is not built, about three times slower). Model
+short text (NumPy does the same when the kernel is not built, about three times slower). A model
+may add a dense view of the text, static word-piece embeddings (tiers/embeddings.py, `tiergate
+train --embeddings`), whose coefficients follow the TF-IDF features'. Model
 files hold only those parts, as plain values and NumPy arrays, so a gateway that serves a model
 never imports scikit-learn. They are written with joblib (a pickle): load only files you made or
 trust.
@@ -29,12 +31,14 @@ except ImportError:  # not built: the NumPy path computes the same
     _lean = None  # type: ignore[assignment]
 
 from tiers.base import TierRequest
+from tiers.embeddings import EmbeddingsError, StaticEmbeddings
 from tiers.tfidf import StackedTfidf, TfidfFeatures
 from tiers.types import Answer, Escalate
 
 log = logging.getLogger("tiergate.classifier")
 
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3  # 3 added the optional embeddings; format 2 files (without) still load
+READABLE_FORMATS = (2, 3)
 OUT_OF_SCOPE = "__out_of_scope__"
 # Texts longer than this are scored in a worker thread so the event loop never waits on them.
 INLINE_CHARS = 2000
@@ -57,6 +61,18 @@ def sklearn_version() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class DenseView:
+    """The embeddings a model adds to its TF-IDF features, and their weight next to them."""
+
+    embeddings: StaticEmbeddings
+    scale: float
+
+    def features(self, text: str) -> np.ndarray:
+        """The view's features of one text, as training sees them."""
+        return self.scale * self.embeddings.embed(text)
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     label: str | None  # None: out of scope, or not confident enough
     confidence: float
@@ -69,11 +85,18 @@ class LeanClassifier:
     compiled kernel when it is built (`compiled`), with NumPy otherwise."""
 
     def __init__(
-        self, features: tuple[TfidfFeatures, ...], coef: np.ndarray, intercept: np.ndarray, classes: list[str]
+        self,
+        features: tuple[TfidfFeatures, ...],
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        classes: list[str],
+        dense: DenseView | None = None,
     ):
         self._features = StackedTfidf(features)
-        if coef.shape[1] != self._features.size:
-            raise ValueError(f"{coef.shape[1]} coefficients per class for {self._features.size} features")
+        self._dense = dense
+        size = self._features.size + (dense.embeddings.dims if dense else 0)
+        if coef.shape[1] != size:
+            raise ValueError(f"{coef.shape[1]} coefficients per class for {size} features")
         if coef.shape[0] == 1:  # binary: sklearn's sigmoid equals a softmax over (0, logit)
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
@@ -83,7 +106,14 @@ class LeanClassifier:
         self._kernel = (
             None
             if _lean is None
-            else _lean.Kernel(self._weights, self._intercept, self._features.idf, self._features.sublinear)
+            else _lean.Kernel(
+                self._weights,
+                self._intercept,
+                self._features.idf,
+                self._features.sublinear,
+                None if dense is None else dense.embeddings.weights.view(np.uint16),
+                0.0 if dense is None else dense.scale,
+            )
         )
         if self._kernel is None:
             log.warning("tiers/_lean.c is not built: the classifier runs in NumPy, about 3x slower")
@@ -92,10 +122,16 @@ class LeanClassifier:
     def compiled(self) -> bool:
         return self._kernel is not None
 
+    def _kernel_input(self, text: str) -> tuple[list[int], ...]:
+        ids = self._features.term_ids(text)
+        if self._dense is None:
+            return ids
+        return (*ids, self._dense.embeddings.pieces.text_ids(text))
+
     def probabilities(self, text: str) -> np.ndarray:
         if self._kernel is not None:
             probs = np.empty(len(self._intercept))
-            self._kernel.probabilities(self._features.term_ids(text), probs)
+            self._kernel.probabilities(self._kernel_input(text), probs)
             return probs
         return self.numpy_probabilities(text)
 
@@ -104,9 +140,7 @@ class LeanClassifier:
         probability minus the largest other one, `excluded` included (with one class: its
         probability)."""
         if self._kernel is not None:
-            best, margin = self._kernel.decide(
-                self._features.term_ids(text), -1 if excluded is None else excluded
-            )
+            best, margin = self._kernel.decide(self._kernel_input(text), -1 if excluded is None else excluded)
             return best, margin
         probs = self.numpy_probabilities(text)
         if excluded is not None:
@@ -128,6 +162,8 @@ class LeanClassifier:
             logits = self._intercept.copy()
         else:
             logits = found[1] @ self._weights[found[0]] + self._intercept
+        if self._dense is not None:
+            logits = logits + self._dense.features(text) @ self._weights[self._features.size :]
         logits -= logits.max()
         exp = np.exp(logits)
         probs: np.ndarray = exp / exp.sum()
@@ -147,9 +183,28 @@ class ClassifierModel:
     data_sha256: str
     sklearn_version: str
     target_precision: float
+    # {"source", "scale", "sha256"} of the embeddings added to the TF-IDF features; None: none
+    embeddings: dict[str, Any] | None = None
 
-    def lean(self) -> LeanClassifier:
-        return LeanClassifier(self.features, self.coef, self.intercept, self.classes)
+    def dense_view(self, loaded: StaticEmbeddings | None = None) -> DenseView | None:
+        """The model's embeddings (`loaded` if given), checked against the ones it was trained on."""
+        if self.embeddings is None:
+            return None
+        try:
+            embeddings = loaded or StaticEmbeddings.load(str(self.embeddings["source"]))
+        except EmbeddingsError as exc:
+            raise ModelError(f"the model uses embeddings that cannot be loaded: {exc}") from None
+        if embeddings.sha256 != self.embeddings["sha256"]:
+            raise ModelError(
+                f"the model was trained on other {self.embeddings['source']} embeddings than the installed"
+                " ones (their files differ); retrain the model or install the wordllama version it used"
+            )
+        return DenseView(embeddings, float(self.embeddings["scale"]))
+
+    def lean(self, embeddings: StaticEmbeddings | None = None) -> LeanClassifier:
+        return LeanClassifier(
+            self.features, self.coef, self.intercept, self.classes, self.dense_view(embeddings)
+        )
 
     def save(self, path: str | Path) -> None:
         joblib.dump(
@@ -165,6 +220,7 @@ class ClassifierModel:
                 "data_sha256": self.data_sha256,
                 "sklearn_version": self.sklearn_version,
                 "target_precision": self.target_precision,
+                "embeddings": self.embeddings,
             },
             path,
             compress=3,
@@ -180,9 +236,10 @@ class ClassifierModel:
             raise ModelError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
         if not isinstance(stored, dict) or stored.get("kind") != "tiergate-classifier":
             raise ModelError(f"{path}: not a tiergate classifier model")
-        if stored.get("format") != ARTIFACT_FORMAT:
+        if stored.get("format") not in READABLE_FORMATS:
             raise ModelError(
-                f"{path}: model format {stored.get('format')}, this tiergate reads {ARTIFACT_FORMAT};"
+                f"{path}: model format {stored.get('format')}, this tiergate reads formats"
+                f" {', '.join(map(str, READABLE_FORMATS))};"
                 " retrain the model with this version"
             )
         installed = sklearn_version()
@@ -202,14 +259,21 @@ class ClassifierModel:
                 data_sha256=str(stored["data_sha256"]),
                 sklearn_version=str(stored["sklearn_version"]),
                 target_precision=float(stored["target_precision"]),
+                embeddings=None if stored.get("embeddings") is None else dict(stored["embeddings"]),
             )
             model.check_shapes()
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: a damaged model file ({type(exc).__name__}: {exc})") from None
+        try:
+            model.dense_view()  # embeddings missing or changed: said now, not at the first request
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
         return model
 
     def check_shapes(self) -> None:
         features = sum(f.size for f in self.features)
+        if self.embeddings is not None:
+            features += int(self.embeddings["dims"])
         rows = 1 if len(self.classes) == 2 else len(self.classes)
         if self.coef.shape != (rows, features) or self.intercept.shape != (rows,):
             raise ValueError(
@@ -228,8 +292,13 @@ class Predictor:
     first, the margin is negative and the text always escalates.
     """
 
-    def __init__(self, model: ClassifierModel, min_confidence: float | None = None) -> None:
-        self.lean = model.lean()
+    def __init__(
+        self,
+        model: ClassifierModel,
+        min_confidence: float | None = None,
+        embeddings: StaticEmbeddings | None = None,
+    ) -> None:
+        self.lean = model.lean(embeddings)
         self.threshold = model.threshold if min_confidence is None else min_confidence
         self._oos = model.classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in model.classes else None
 

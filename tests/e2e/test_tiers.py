@@ -157,3 +157,22 @@ def test_a_complex_request_skips_the_small_model(simulator: tuple[str, Any]) -> 
         record = decision(url, hard)
     assert record["complexity"] > 0.3
     assert record["attempts"][0]["outcome"] == "skipped" and "complexity" in record["attempts"][0]["reason"]
+
+
+def test_routes_serve_a_model_with_embeddings(
+    simulator: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("models") / "embedded.joblib"
+    train(make_rows(), target_precision=0.95, embeddings=True).save(path)
+    routes = [{"name": name, "classifier": {"model": str(path)}, "llm": ["small"]} for name in ("one", "two")]
+    agents = [{"id": "agent", "api_key": DEMO_KEY}]
+    before = simulator[1].stats.requests
+    with gateway_server(make_config(simulator[0], routes=routes, agents=agents)) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        for route in ("one", "two"):
+            raw = client.chat.completions.with_raw_response.create(
+                model=route, messages=[{"role": "user", "content": "hi, my card has not arrived yet?"}]
+            )
+            assert raw.headers["x-tiergate-tier"] == "classifier"
+            assert raw.parse().choices[0].message.content == "card_arrival"
+    assert simulator[1].stats.requests == before

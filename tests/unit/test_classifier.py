@@ -14,7 +14,16 @@ from scipy import sparse
 
 from tests.intents import make_rows, write_csv, write_jsonl
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
-from tiers.classifier_training import _fit, calibrate_threshold, evaluate, load_rows, model_of, train
+from tiers.classifier_training import (
+    DataError,
+    _fit,
+    calibrate_threshold,
+    calibration_folds,
+    evaluate,
+    load_rows,
+    model_of,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +89,31 @@ def test_calibration_picks_the_largest_set_that_reaches_the_target() -> None:
     assert calibrate_threshold(confidences, correct, 1.0) == 0.9
     assert calibrate_threshold(confidences, correct, 0.8) == 0.7
     assert calibrate_threshold([0.5], [False], 0.9) == 1.0
+
+
+def test_calibration_folds_hold_every_row_out_exactly_once() -> None:
+    labels = ["a"] * 12 + ["b"] * 9 + [OUT_OF_SCOPE] * 6
+    splits = calibration_folds(labels, 5, seed=0)
+    assert len(splits) == 5
+    held = np.concatenate([h for _, h in splits])
+    assert sorted(held.tolist()) == list(range(len(labels)))
+    for fit, held_rows in splits:
+        assert not set(fit) & set(held_rows) and len(fit) + len(held_rows) == len(labels)
+        assert {labels[i] for i in held_rows} == {"a", "b", OUT_OF_SCOPE}  # stratified
+    # a label with fewer rows than folds: plain folds, still a partition
+    sparse_labels = ["a"] * 10 + ["b"] * 2
+    held = np.concatenate([h for _, h in calibration_folds(sparse_labels, 5, seed=0)])
+    assert sorted(held.tolist()) == list(range(12))
+
+
+def test_training_reports_out_of_fold_figures_over_every_row(model: ClassifierModel) -> None:
+    rows = make_rows()
+    metrics = model.metrics["out_of_fold"]
+    assert model.metrics["folds"] == 10 and metrics["rows"] == len(rows)
+    assert metrics["threshold"] == model.threshold
+    assert metrics["accuracy_answered"] >= 0.95  # the target the fixture calibrates for
+    with pytest.raises(DataError, match="at least 2 folds"):
+        train(rows, folds=1)
 
 
 def test_evaluation_reports_accuracy_coverage_escalation_and_the_curve(model: ClassifierModel) -> None:

@@ -71,7 +71,7 @@ class WordPieces:
     The merges are kept as integers, (left id, right id) -> (rank, merged id), packed: about a third
     of the memory of a table of string pairs (61,249 merges)."""
 
-    WORD_CACHE = 50_000
+    WORD_CACHE = 20_000  # words kept with their pieces (then forgotten all at once): at most ~4 MiB
 
     def __init__(self, vocabulary: dict[str, int], merges: list[str] | list[list[str]]) -> None:
         if len(vocabulary) > 1 << 16:

@@ -159,3 +159,14 @@ def test_without_the_package_the_error_says_what_to_install(
 def test_unknown_embeddings_are_refused() -> None:
     with pytest.raises(EmbeddingsError, match="unknown embeddings"):
         StaticEmbeddings.load("glove-840b")
+
+
+def test_the_word_cache_stays_bounded_and_right(loaded: StaticEmbeddings, reference: Tokenizer) -> None:
+    pieces = embeddings.WordPieces.__new__(embeddings.WordPieces)
+    pieces.__dict__.update(loaded.pieces.__dict__)  # the same tables, a cache of its own
+    pieces._words = {}
+    pieces.WORD_CACHE = 5
+    words = [f"word{i}" for i in range(12)]
+    for word in words * 2:
+        assert list(pieces.ids(word)) == reference.encode(word, add_special_tokens=False).ids
+        assert len(pieces._words) <= 5

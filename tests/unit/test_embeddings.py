@@ -170,3 +170,21 @@ def test_the_word_cache_stays_bounded_and_right(loaded: StaticEmbeddings, refere
     for word in words * 2:
         assert list(pieces.ids(word)) == reference.encode(word, add_special_tokens=False).ids
         assert len(pieces._words) <= 5
+
+
+def test_serving_embeddings_imports_neither_wordllama_nor_a_tokenizer_library(
+    model: ClassifierModel, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.joblib"
+    model.save(path)
+    probe = (
+        "import sys; from tiers.classifier import ClassifierModel, Predictor; "
+        f"p = Predictor(ClassifierModel.load({str(path)!r})); p.predict('where is my card'); "
+        "heavy = ('sklearn', 'scipy', 'wordllama', 'tokenizers'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

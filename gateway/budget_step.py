@@ -13,6 +13,7 @@ import msgspec
 
 from budgets.ledger import Ledger, StateError
 from budgets.policy import Denied, Estimate, Reservation
+from budgets.tokens import PromptTokens
 from gateway.budget_alerts import BudgetAlerts
 from gateway.errors import RateLimited, Unavailable
 from gateway.route_table import ResolvedRoute
@@ -63,7 +64,7 @@ class BudgetStep:
         )
 
     async def reserve(
-        self, turn: Turn, route: ResolvedRoute, prompt_tokens: int
+        self, turn: Turn, route: ResolvedRoute, prompt: PromptTokens
     ) -> tuple[ChatRequest, Ladder]:
         """Hold the most this request can cost; return the request with its completion cap lowered
         to what was granted (so the upstream can never spend more than was reserved), and the
@@ -76,6 +77,7 @@ class BudgetStep:
         if route.max_output_tokens is not None:
             cap = min(cap or route.max_output_tokens, route.max_output_tokens)
         wanted = cap if cap is not None else budget.default_completion_tokens
+        prompt_tokens = prompt()  # counted only here, for an agent with limits
         began = time.perf_counter()
         try:
             outcome = await self._hold(

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from budgets.ledger import Ledger
-from budgets.tokens import TokenCounter
+from budgets.tokens import PromptTokens, TokenCounter
 from gateway.budget_alerts import BudgetAlerts
 from gateway.budget_step import AgentBudget, BudgetStep
 from gateway.cache import Cache, CachedAnswer, cache_key
@@ -199,7 +199,7 @@ class ChatService:
         except GatewayError as exc:
             self._record(turn, exc.status, error=exc.message)
             raise
-        prompt_tokens = self._prompt_tokens(request)
+        prompt_tokens = PromptTokens(lambda: self._prompt_tokens(request))
         try:
             outgoing, ladder = await self._budget.reserve(turn, route, prompt_tokens)
         except GatewayError as exc:
@@ -223,7 +223,7 @@ class ChatService:
             )
             skip = None
             if route.complexity is not None and ladder is route.ladder:
-                turn.complexity, skip = route.complexity.skip(request, prompt_tokens)
+                turn.complexity, skip = route.complexity.skip(request, prompt_tokens())
             began = time.perf_counter()
             reviewer = _Review(check, route.output_schema, request) if check is not None else None
             result = await ladder.run(tier_request, skip, reviewer, route.repair)
@@ -288,7 +288,7 @@ class ChatService:
         turn: Turn,
         route: ResolvedRoute,
         result: LadderResult,
-        prompt_tokens: int,
+        prompt_tokens: PromptTokens,
         control: CacheControl,
         flight: Flight | None,
     ) -> ChatResult:
@@ -299,7 +299,7 @@ class ChatService:
             usage = Usage()  # rules and classifier answers cost no tokens
             body = completion_body(f"chatcmpl-{turn.id}", answer.content or "", turn.request.model, usage)
         else:
-            usage = answer.usage or Usage.of(prompt_tokens, self._counter.count(answer.content or ""))
+            usage = answer.usage or Usage.of(prompt_tokens(), self._counter.count(answer.content or ""))
             body = answer.body or b""
             if counted:
                 body = with_usage(body, usage)

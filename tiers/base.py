@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -14,7 +15,7 @@ class TierRequest(msgspec.Struct, kw_only=True):
 
     chat: ChatRequest
     agent: str
-    prompt_tokens: int
+    prompt_tokens: Callable[[], int]  # counted on first use (budgets.tokens.PromptTokens)
     include_usage: bool = False
     max_repeated_chunks: int | None = None  # the agent's own limit, over the upstream's
 

@@ -93,7 +93,7 @@ class SSERelay:
         *,
         upstream: str,
         include_usage: bool,
-        prompt_tokens: int,
+        prompt_tokens: Callable[[], int],
         count_tokens: Callable[[str], int],
         deadline: float,
         first_token_deadline: float,
@@ -245,7 +245,7 @@ class SSERelay:
         """What the upstream reported, or what the gateway counted of what was generated so far."""
         if self._upstream_usage is not None:
             return self._upstream_usage
-        return Usage.of(self._prompt_tokens, self._count("".join(self._generated)))
+        return Usage.of(self._prompt_tokens(), self._count("".join(self._generated)))
 
     def usage_reported(self) -> bool:
         return self._upstream_usage is not None

@@ -30,7 +30,12 @@ class Upstream(Protocol):
     async def complete(self, request: ChatRequest) -> Completion: ...
 
     async def stream(
-        self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int, max_repeats: int | None = None
+        self,
+        request: ChatRequest,
+        *,
+        include_usage: bool,
+        prompt_tokens: Callable[[], int],
+        max_repeats: int | None = None,
     ) -> SSERelay: ...
 
 
@@ -214,7 +219,12 @@ class OpenAICompatibleUpstream:
         )
 
     async def stream(
-        self, request: ChatRequest, *, include_usage: bool, prompt_tokens: int, max_repeats: int | None = None
+        self,
+        request: ChatRequest,
+        *,
+        include_usage: bool,
+        prompt_tokens: Callable[[], int],
+        max_repeats: int | None = None,
     ) -> SSERelay:
         started = time.monotonic()
         try:

@@ -85,7 +85,7 @@ async def relay_once(url: str, plan: dict[str, Any], include_usage: bool) -> tup
     async with aiohttp.ClientSession(headers={"x-plan": json.dumps(plan)}) as session:
         upstream = OpenAICompatibleUpstream(UpstreamSettings(name="u", base_url=url, model="m"), session, len)
         request = ChatRequest(model="m", messages=[Message(role="user", content="hi")], stream=True)
-        relay = await upstream.stream(request, include_usage=include_usage, prompt_tokens=5)
+        relay = await upstream.stream(request, include_usage=include_usage, prompt_tokens=lambda: 5)
         frames = [frame async for frame in relay]
         return frames, relay
 

@@ -38,7 +38,7 @@ def request(text: str = "hi", **extra: object) -> ChatRequest:
 
 
 def tier_request(text: str = "hi") -> TierRequest:
-    return TierRequest(chat=request(text), agent="a", prompt_tokens=5)
+    return TierRequest(chat=request(text), agent="a", prompt_tokens=lambda: 5)
 
 
 async def test_the_ladder_stops_at_the_first_answer_and_records_every_step() -> None:

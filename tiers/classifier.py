@@ -31,7 +31,7 @@ except ImportError:  # not built: the NumPy path computes the same
     _lean = None  # type: ignore[assignment]
 
 from tiers.base import TierRequest
-from tiers.embeddings import EmbeddingsError, StaticEmbeddings
+from tiers.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
 from tiers.tfidf import StackedTfidf, TfidfFeatures
 from tiers.types import Answer, Escalate
 
@@ -183,7 +183,7 @@ class ClassifierModel:
     data_sha256: str
     sklearn_version: str
     target_precision: float
-    # {"source", "scale", "sha256"} of the embeddings added to the TF-IDF features; None: none
+    # {"source", "scale", "sha256", "dims"} of the embeddings added to the TF-IDF features, or None
     embeddings: dict[str, Any] | None = None
 
     def dense_view(self, loaded: StaticEmbeddings | None = None) -> DenseView | None:
@@ -194,12 +194,27 @@ class ClassifierModel:
             embeddings = loaded or StaticEmbeddings.load(str(self.embeddings["source"]))
         except EmbeddingsError as exc:
             raise ModelError(f"the model uses embeddings that cannot be loaded: {exc}") from None
-        if embeddings.sha256 != self.embeddings["sha256"]:
+        self._check_embeddings(embeddings.sha256)
+        return DenseView(embeddings, float(self.embeddings["scale"]))
+
+    def check_embeddings(self) -> None:
+        """Refuses a model whose embeddings are missing or differ from the installed ones, without
+        loading them."""
+        if self.embeddings is None:
+            return
+        try:
+            installed = installed_sha256(str(self.embeddings["source"]))
+        except EmbeddingsError as exc:
+            raise ModelError(f"the model uses embeddings that cannot be loaded: {exc}") from None
+        self._check_embeddings(installed)
+
+    def _check_embeddings(self, installed: str) -> None:
+        assert self.embeddings is not None
+        if installed != self.embeddings["sha256"]:
             raise ModelError(
                 f"the model was trained on other {self.embeddings['source']} embeddings than the installed"
                 " ones (their files differ); retrain the model or install the wordllama version it used"
             )
-        return DenseView(embeddings, float(self.embeddings["scale"]))
 
     def lean(self, embeddings: StaticEmbeddings | None = None) -> LeanClassifier:
         return LeanClassifier(
@@ -265,7 +280,7 @@ class ClassifierModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: a damaged model file ({type(exc).__name__}: {exc})") from None
         try:
-            model.dense_view()  # embeddings missing or changed: said now, not at the first request
+            model.check_embeddings()  # missing or changed: said now, not at the first request
         except ModelError as exc:
             raise ModelError(f"{path}: {exc}") from None
         return model

@@ -167,9 +167,7 @@ class StaticEmbeddings:
 
     @classmethod
     def load(cls, source: str = SOURCE) -> StaticEmbeddings:
-        if source != SOURCE:
-            raise EmbeddingsError(f"unknown embeddings {source!r}; this tiergate knows {SOURCE!r}")
-        root = _package_dir()
+        root = _source_dir(source)
         weights_path, tokenizer_path = root / _WEIGHTS, root / _TOKENIZER
         weights = _mapped_weights(weights_path)
         try:
@@ -178,8 +176,27 @@ class StaticEmbeddings:
             pieces = WordPieces(model["vocab"], model["merges"])
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise EmbeddingsError(f"{tokenizer_path}: not a readable tokenizer ({exc})") from None
-        digest = hashlib.sha256()
-        with weights_path.open("rb") as handle:
+        return cls(pieces, weights, _file_sha256(weights_path))
+
+
+def installed_sha256(source: str = SOURCE) -> str:
+    """The sha256 of the installed vectors, without loading them (a model file records the one it
+    was trained on)."""
+    return _file_sha256(_source_dir(source) / _WEIGHTS)
+
+
+def _source_dir(source: str) -> Path:
+    if source != SOURCE:
+        raise EmbeddingsError(f"unknown embeddings {source!r}; this tiergate knows {SOURCE!r}")
+    return _package_dir()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-        return cls(pieces, weights, digest.hexdigest())
+    except OSError as exc:
+        raise EmbeddingsError(f"{path}: not readable ({exc})") from None
+    return digest.hexdigest()

@@ -71,10 +71,6 @@ class PromptTokens:
             self._value = self._count()
         return self._value
 
-    @property
-    def counted(self) -> bool:
-        return self._value is not None
-
 
 class TokenCounter:
     """Counts tokens of texts and chat messages; counts of repeated texts come from a cache, so a

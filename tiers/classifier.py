@@ -79,6 +79,13 @@ class Prediction:
     escalate: bool
     best: str  # the most likely in-scope label, even when escalating
 
+    @classmethod
+    def at(cls, best: str, confidence: float, threshold: float) -> Prediction:
+        """Answered with `best`, or escalated when the confidence is below the threshold or not
+        positive (the out-of-scope class came first)."""
+        escalate = confidence <= 0.0 or confidence < threshold
+        return cls(None if escalate else best, confidence, escalate, best)
+
 
 class LeanClassifier:
     """The fitted model's probabilities without scikit-learn's per-call overhead: through the
@@ -319,9 +326,7 @@ class Predictor:
 
     def predict(self, text: str) -> Prediction:
         best, confidence = self.lean.decide(text, self._oos)
-        label = self.lean.classes[best]
-        escalate = confidence <= 0.0 or confidence < self.threshold
-        return Prediction(None if escalate else label, confidence, escalate, label)
+        return Prediction.at(self.lean.classes[best], confidence, self.threshold)
 
 
 class ClassifierTier:

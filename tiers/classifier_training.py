@@ -14,7 +14,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +193,6 @@ def calibration_folds(labels: Sequence[str], folds: int, seed: int) -> list[tupl
     return list(splitter.split(np.zeros(len(labels)), labels))
 
 
-def at_threshold(prediction: Prediction, threshold: float) -> Prediction:
-    """The same scores, answered or escalated as a predictor at `threshold` would."""
-    escalate = prediction.confidence <= 0.0 or prediction.confidence < threshold
-    return replace(prediction, label=None if escalate else prediction.best, escalate=escalate)
-
-
 def train(
     rows: Sequence[Row],
     *,
@@ -255,7 +248,7 @@ def train(
     )
     step(f"threshold {threshold:.4f} reaches precision {target_precision} out of fold")
     metrics = report(
-        [at_threshold(p, threshold) for p in out_of_fold],
+        [Prediction.at(p.best, p.confidence, threshold) for p in out_of_fold],
         [None if y == OUT_OF_SCOPE else y for y in labels],
         threshold,
     )

@@ -15,9 +15,9 @@ from tiers.types import ChatRequest, Message
 def test_a_prompt_is_counted_once_and_only_when_asked() -> None:
     calls: list[int] = []
     tokens = PromptTokens(lambda: calls.append(1) or 42)
-    assert not tokens.counted and calls == []
+    assert calls == []
     assert tokens() == 42 and tokens() == 42
-    assert tokens.counted and calls == [1]
+    assert calls == [1]
 
 
 async def test_only_an_agent_with_limits_pays_for_counting_a_rules_answers_prompt(

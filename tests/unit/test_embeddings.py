@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from tests.intents import make_rows
 from tiers import _lean, embeddings
 from tiers.classifier import ClassifierModel, DenseView, ModelError, Predictor
-from tiers.classifier_training import _vectorizers, fit_linear, model_of, train
+from tiers.classifier_training import DataError, _vectorizers, fit_linear, model_of, train
 from tiers.embeddings import EmbeddingsError, StaticEmbeddings
 
 TEXTS = st.lists(
@@ -154,6 +154,8 @@ def test_without_the_package_the_error_says_what_to_install(
         StaticEmbeddings.load()
     with pytest.raises(ModelError, match=r"m.joblib: .*tiergate\[embeddings\]"):
         ClassifierModel.load(path)
+    with pytest.raises(DataError, match=r"tiergate\[embeddings\]"):
+        train(make_rows(), embeddings=True)
 
 
 def test_unknown_embeddings_are_refused() -> None:

@@ -249,8 +249,9 @@ fail:
     return -1;
 }
 
-/* Fills probs (classes doubles) with the softmax of the text's logits. */
-static int fill_probabilities(Kernel *self, PyObject *parts, double *probs) {
+/* Fills probs (classes doubles) with the softmax of the text's logits; *entropy (if not NULL)
+ * with the distribution's entropy in nats, log(sum) - sum(e_k z_k) / sum for e_k = exp(z_k). */
+static int fill_probabilities(Kernel *self, PyObject *parts, double *probs, double *entropy) {
     int expected = self->parts + (self->dims > 0);
     if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != expected) {
         PyErr_Format(PyExc_TypeError, "a tuple of %d lists of feature ids%s is needed", self->parts,
@@ -265,12 +266,15 @@ static int fill_probabilities(Kernel *self, PyObject *parts, double *probs) {
     if (self->dims > 0 && add_dense(self, PyTuple_GET_ITEM(parts, self->parts), probs) < 0) return -1;
     double top = probs[0];
     for (Py_ssize_t k = 1; k < classes; k++) if (probs[k] > top) top = probs[k];
-    double sum = 0.0;
+    double sum = 0.0, weighted = 0.0;
     for (Py_ssize_t k = 0; k < classes; k++) {
-        probs[k] = exp(probs[k] - top);
+        double z = probs[k] - top;
+        probs[k] = exp(z);
         sum += probs[k];
+        weighted += probs[k] * z;
     }
     for (Py_ssize_t k = 0; k < classes; k++) probs[k] /= sum;
+    if (entropy != NULL) *entropy = log(sum) - weighted / sum;
     return 0;
 }
 
@@ -283,15 +287,15 @@ static PyObject *Kernel_probabilities(Kernel *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "out: room for %zd doubles is needed", self->classes);
         return NULL;
     }
-    int status = fill_probabilities(self, parts, (double *)out.buf);
+    int status = fill_probabilities(self, parts, (double *)out.buf, NULL);
     PyBuffer_Release(&out);
     if (status < 0) return NULL;
     Py_RETURN_NONE;
 }
 
-/* (best, margin): the most likely class other than `excluded` (-1: none excluded; ties go to the
- * first), and its probability minus the largest other one (the excluded class included); with one
- * class, its probability. */
+/* (best, top, runner_up, entropy): the most likely class other than `excluded` (-1: none excluded;
+ * ties go to the first), its probability, the largest other one (the excluded class included; 0.0
+ * with one class) and the entropy of all the probabilities. */
 static PyObject *Kernel_decide(Kernel *self, PyObject *args) {
     PyObject *parts;
     Py_ssize_t excluded;
@@ -305,20 +309,17 @@ static PyObject *Kernel_decide(Kernel *self, PyObject *args) {
     double *probs = classes <= 256 ? small : malloc((size_t)classes * sizeof(double));
     if (probs == NULL) return PyErr_NoMemory();
     PyObject *result = NULL;
-    if (fill_probabilities(self, parts, probs) == 0) {
+    double entropy;
+    if (fill_probabilities(self, parts, probs, &entropy) == 0) {
         Py_ssize_t best = excluded == 0 ? 1 : 0;
         for (Py_ssize_t k = best + 1; k < classes; k++) {
             if (k != excluded && probs[k] > probs[best]) best = k;
         }
-        double margin = probs[best];
-        if (classes > 1) {
-            double runner = -1.0;
-            for (Py_ssize_t k = 0; k < classes; k++) {
-                if (k != best && probs[k] > runner) runner = probs[k];
-            }
-            margin -= runner;
+        double runner = 0.0;
+        for (Py_ssize_t k = 0; k < classes; k++) {
+            if (k != best && probs[k] > runner) runner = probs[k];
         }
-        result = Py_BuildValue("nd", best, margin);
+        result = Py_BuildValue("nddd", best, probs[best], runner, entropy);
     }
     if (probs != small) free(probs);
     return result;
@@ -328,8 +329,8 @@ static PyMethodDef Kernel_methods[] = {
     {"probabilities", (PyCFunction)Kernel_probabilities, METH_VARARGS,
      "probabilities(parts, out): the class probabilities of a text into out (float64, one per class)."},
     {"decide", (PyCFunction)Kernel_decide, METH_VARARGS,
-     "decide(parts, excluded) -> (best, margin): the best class other than excluded (-1: none) and its"
-     " probability minus the runner-up's."},
+     "decide(parts, excluded) -> (best, top, runner_up, entropy): the best class other than excluded"
+     " (-1: none), its probability, the largest other one and the probabilities' entropy."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,9 +1,9 @@
 """Training and evaluating the classifier tier's model, from CSV or JSON-lines rows of text and label.
 
 A row whose label is empty (CSV) or null (JSONL) is out of scope: the model learns to escalate it.
-The confidence threshold is calibrated on out-of-fold predictions (every row, the out-of-scope ones
-included, scored by a model fitted without it) to reach a target precision, then the model is
-fitted on all rows. With `embeddings`, each text's static
+Out-of-fold predictions (every row, the out-of-scope ones included, scored by a model fitted
+without it) fit the confidence model (tiers/reliability.py) and calibrate the confidence threshold
+to reach a target precision, then the model is fitted on all rows. With `embeddings`, each text's static
 word-piece embedding (tiers/embeddings.py), scaled, is added to its TF-IDF features.
 """
 
@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, DenseView, Prediction, Predictor
 from tiers.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
+from tiers.reliability import SIGNALS, Reliability, Summary, signals, word_count
 from tiers.tfidf import TfidfFeatures
 
 Row = tuple[str, str | None]
@@ -226,34 +228,52 @@ def train(
 
     texts = [t for t, _ in in_scope] + out_of_scope
     labels = [str(lab) for _, lab in in_scope] + [OUT_OF_SCOPE] * len(out_of_scope)
+    classes = sorted(set(labels))  # the final model's, as scikit-learn orders them
     splits = calibration_folds(labels, folds, seed)
-    scored: list[Prediction | None] = [None] * len(texts)
+    scored: list[Summary | None] = [None] * len(texts)
     for number, (fit_rows, held_rows) in enumerate(splits, 1):
         step(f"fold {number}/{len(splits)}: fitting on {len(fit_rows)} rows, scoring {len(held_rows)}")
         vectorizers, estimator = _fit(
             [texts[i] for i in fit_rows], [labels[i] for i in fit_rows], c, seed, dense
         )
-        # at threshold 0 a prediction escalates only what the out-of-scope class claims
-        predictor = Predictor(model_of(vectorizers, estimator, dense, threshold=0.0), embeddings=loaded)
+        predictor = Predictor(model_of(vectorizers, estimator, dense), embeddings=loaded)
         for i in held_rows:
-            scored[i] = predictor.predict(texts[i])
-    out_of_fold = [p for p in scored if p is not None]
-    # Rows the out-of-scope class claims are never answered whatever the threshold, so the
-    # threshold is chosen over the rest.
-    answerable = [
-        (p.confidence, p.best == y) for p, y in zip(out_of_fold, labels, strict=True) if not p.escalate
+            summary = predictor.summary(texts[i])
+            # a fold may lack a rare label: index the best one among all the classes
+            scored[i] = replace(summary, best=classes.index(predictor.lean.classes[summary.best]))
+    out_of_fold = [s for s in scored if s is not None]
+    words = [word_count(t) for t in texts]
+    # Rows the out-of-scope class claims are never answered whatever the threshold: the confidence
+    # model and the threshold are fitted on the rest.
+    answerable = [i for i, s in enumerate(out_of_fold) if s.ahead]
+    correct = [classes[s.best] == y for s, y in zip(out_of_fold, labels, strict=True)]
+    reliability = fit_reliability(
+        [out_of_fold[i] for i in answerable],
+        [words[i] for i in answerable],
+        [correct[i] for i in answerable],
+        len(classes),
+    )
+    confidences = [
+        s.top - s.runner_up if reliability is None else reliability.probability(s, n)
+        for s, n in zip(out_of_fold, words, strict=True)
     ]
     threshold = calibrate_threshold(
-        [c for c, _ in answerable], [ok for _, ok in answerable], target_precision
+        [confidences[i] for i in answerable], [correct[i] for i in answerable], target_precision
     )
     step(f"threshold {threshold:.4f} reaches precision {target_precision} out of fold")
     metrics = report(
-        [Prediction.at(p.best, p.confidence, threshold) for p in out_of_fold],
+        [
+            Prediction.at(classes[s.best], confidence, threshold, s.ahead)
+            for s, confidence in zip(out_of_fold, confidences, strict=True)
+        ],
         [None if y == OUT_OF_SCOPE else y for y in labels],
         threshold,
     )
+    metrics["confidence"] = "margin" if reliability is None else "reliability"
     step(f"fitting on all {len(texts)} rows")
     vectorizers, estimator = _fit(texts, labels, c, seed, dense)
+    if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
+        raise RuntimeError("the fitted classes are not in the order the confidence model assumed")
     step("done")
     return model_of(
         vectorizers,
@@ -263,6 +283,29 @@ def train(
         metrics={"out_of_fold": metrics, "folds": len(splits)},
         data_sha256=data_sha256(rows),
         target_precision=target_precision,
+        reliability=reliability,
+    )
+
+
+def fit_reliability(
+    summaries: Sequence[Summary], words: Sequence[int], correct: Sequence[bool], classes: int
+) -> Reliability | None:
+    """The confidence model (tiers/reliability.py) fitted on out-of-fold predictions, or None when
+    they are all right or all wrong (nothing to tell apart; the margin is the confidence then).
+
+    On Banking77 (with embeddings), against the margin alone: 85.3 % of the test rows answered at
+    98.3 % accuracy instead of 83.3 % at 98.2 %; without the label term 83.8 %. L2 strength C = 1."""
+    if len(set(correct)) < 2:
+        return None
+    onehot = np.zeros((len(summaries), classes))
+    onehot[np.arange(len(summaries)), [s.best for s in summaries]] = 1.0
+    x = np.hstack([np.array([signals(s, n) for s, n in zip(summaries, words, strict=True)]), onehot])
+    fitted = LogisticRegression(C=1.0, max_iter=5000).fit(x, np.asarray(correct, dtype=int))
+    coef = fitted.coef_[0]
+    return Reliability(
+        weights=tuple(float(w) for w in coef[: len(SIGNALS)]),
+        label_bias=tuple(float(b) for b in coef[len(SIGNALS) :]),
+        intercept=float(fitted.intercept_[0]),
     )
 
 

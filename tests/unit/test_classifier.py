@@ -16,6 +16,7 @@ from scipy import sparse
 from tests.intents import make_rows, write_csv, write_jsonl
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
 from tiers.classifier_training import (
+    DEFAULT_FOLDS,
     DataError,
     _fit,
     calibrate_threshold,
@@ -112,7 +113,7 @@ def test_calibration_folds_hold_every_row_out_exactly_once() -> None:
 def test_training_reports_out_of_fold_figures_over_every_row(model: ClassifierModel) -> None:
     rows = make_rows()
     metrics = model.metrics["out_of_fold"]
-    assert model.metrics["folds"] == 10 and metrics["rows"] == len(rows)
+    assert model.metrics["folds"] == DEFAULT_FOLDS and metrics["rows"] == len(rows)
     assert metrics["threshold"] == model.threshold
     assert metrics["accuracy_answered"] >= 0.95  # the target the fixture calibrates for
     with pytest.raises(DataError, match="at least 2 folds"):

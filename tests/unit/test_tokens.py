@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import shutil
 from pathlib import Path
 
 import pytest
+import tiktoken
+import tiktoken.load
 import tiktoken_ext
 
 from budgets.tokens import OFFLINE_ENCODING, TokenCounter, is_cached, load_encoding
@@ -59,3 +62,25 @@ def test_the_count_cache_is_bounded_by_the_characters_it_keeps() -> None:
     assert [counter.count(text) for text in texts] == counts  # evicted texts are counted again
     huge = "token " * 5_000  # bigger than a quarter of the cache: counted, never kept
     assert counter.count(huge) == len(counter.encoding.encode(huge)) and huge not in kept
+
+
+def test_the_encoding_works_without_tiktokens_python_copy_of_the_ranks() -> None:
+    encoding = load_encoding(None)
+    assert encoding._mergeable_ranks == {}  # freed: the Rust tables do the work
+    fresh = tiktoken.Encoding(
+        name="fresh-cl100k",
+        pat_str=encoding._pat_str,
+        mergeable_ranks=tiktoken.load.load_tiktoken_bpe(str(BUNDLED)),
+        special_tokens=encoding._special_tokens,
+    )
+    texts = ["hello world", "Ünïcode ✓ 😀 tabs\tand\nlines", "def f(x):\n    return x ** 2", "a" * 500, ""]
+    for text in texts:
+        assert encoding.encode(text) == fresh.encode(text)
+        assert encoding.decode(encoding.encode(text)) == text
+    assert encoding.encode("<|endoftext|>", allowed_special="all") == fresh.encode(
+        "<|endoftext|>", allowed_special="all"
+    )
+    assert encoding.max_token_value == fresh.max_token_value
+    pickled = pickle.dumps(encoding)
+    assert len(pickled) < 200  # registered: pickled by name, not by its ranks
+    assert pickle.loads(pickled).encode("hello world") == encoding.encode("hello world")

@@ -32,7 +32,7 @@ except ImportError:  # not built: the NumPy path computes the same
 
 from tiers.base import TierRequest
 from tiers.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
-from tiers.reliability import Reliability, Summary, word_count
+from tiers.reliability import Reliability, Summary, confidence, word_count
 from tiers.tfidf import StackedTfidf, TfidfFeatures
 from tiers.types import Answer, Escalate
 
@@ -338,15 +338,13 @@ class Predictor:
     def summary(self, text: str) -> Summary:
         return self.lean.decide(text, self._oos)
 
-    def confidence(self, summary: Summary, text: str) -> float:
-        if self._reliability is None:
-            return summary.top - summary.runner_up
-        return self._reliability.probability(summary, word_count(text))
-
     def predict(self, text: str) -> Prediction:
         summary = self.summary(text)
         return Prediction.at(
-            self.lean.classes[summary.best], self.confidence(summary, text), self.threshold, summary.ahead
+            self.lean.classes[summary.best],
+            confidence(self._reliability, summary, word_count(text)),
+            self.threshold,
+            summary.ahead,
         )
 
 

@@ -27,7 +27,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, DenseView, Prediction, Predictor
 from tiers.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
-from tiers.reliability import SIGNALS, Reliability, Summary, signals, word_count
+from tiers.reliability import SIGNALS, Reliability, Summary, confidence, signals, word_count
 from tiers.tfidf import TfidfFeatures
 
 Row = tuple[str, str | None]
@@ -233,6 +233,7 @@ def train(
     texts = [t for t, _ in in_scope] + out_of_scope
     labels = [str(lab) for _, lab in in_scope] + [OUT_OF_SCOPE] * len(out_of_scope)
     classes = sorted(set(labels))  # the final model's, as scikit-learn orders them
+    position = {label: k for k, label in enumerate(classes)}
     splits = calibration_folds(labels, folds, seed)
     scored: list[Summary | None] = [None] * len(texts)
     for number, (fit_rows, held_rows) in enumerate(splits, 1):
@@ -244,7 +245,7 @@ def train(
         for i in held_rows:
             summary = predictor.summary(texts[i])
             # a fold may lack a rare label: index the best one among all the classes
-            scored[i] = replace(summary, best=classes.index(predictor.lean.classes[summary.best]))
+            scored[i] = replace(summary, best=position[predictor.lean.classes[summary.best]])
     out_of_fold = [s for s in scored if s is not None]
     words = [word_count(t) for t in texts]
     # Rows the out-of-scope class claims are never answered whatever the threshold: the confidence
@@ -257,18 +258,15 @@ def train(
         [correct[i] for i in answerable],
         len(classes),
     )
-    confidences = [
-        s.top - s.runner_up if reliability is None else reliability.probability(s, n)
-        for s, n in zip(out_of_fold, words, strict=True)
-    ]
+    confidences = [confidence(reliability, s, n) for s, n in zip(out_of_fold, words, strict=True)]
     threshold = calibrate_threshold(
         [confidences[i] for i in answerable], [correct[i] for i in answerable], target_precision
     )
     step(f"threshold {threshold:.4f} reaches precision {target_precision} out of fold")
     metrics = report(
         [
-            Prediction.at(classes[s.best], confidence, threshold, s.ahead)
-            for s, confidence in zip(out_of_fold, confidences, strict=True)
+            Prediction.at(classes[s.best], score, threshold, s.ahead)
+            for s, score in zip(out_of_fold, confidences, strict=True)
         ],
         [None if y == OUT_OF_SCOPE else y for y in labels],
         threshold,

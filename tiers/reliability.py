@@ -88,3 +88,11 @@ class Reliability:
                 f" {len(SIGNALS)} signals and {classes} classes"
             )
         return cls(weights, bias, float(plain["intercept"]))
+
+
+def confidence(reliability: Reliability | None, summary: Summary, words: int) -> float:
+    """The classifier's confidence in its best label: the reliability model's probability, or
+    without one the margin (the best label's probability minus the runner-up's)."""
+    if reliability is None:
+        return summary.top - summary.runner_up
+    return reliability.probability(summary, words)

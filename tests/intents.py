@@ -71,3 +71,20 @@ def write_csv(path: Path, rows: list[tuple[str, str | None]]) -> Path:
 def write_jsonl(path: Path, rows: list[tuple[str, str | None]]) -> Path:
     path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
     return path
+
+
+VAGUE_CARD_TEXTS = [
+    "something is wrong with my card",
+    "my card problem",
+    "card issue again",
+    "help with card",
+]
+
+
+def noisy_rows() -> list[tuple[str, str | None]]:
+    """`make_rows()` plus vague card texts labelled either card intent at random: some out-of-fold
+    answers are wrong, so training fits a confidence model."""
+    rng = random.Random(4)
+    return make_rows() + [
+        (rng.choice(VAGUE_CARD_TEXTS), rng.choice(["card_arrival", "lost_card"])) for _ in range(40)
+    ]

@@ -81,13 +81,14 @@ class Prediction:
     confidence: float
     escalate: bool
     best: str  # the most likely in-scope label, even when escalating
+    ahead: bool = True  # `best` leads every other class, the out-of-scope one included
 
     @classmethod
     def at(cls, best: str, confidence: float, threshold: float, ahead: bool) -> Prediction:
         """Answered with `best`, or escalated when the confidence is below the threshold or `best`
         does not lead every other class (the out-of-scope class came first, or a tie)."""
         escalate = not ahead or confidence < threshold
-        return cls(None if escalate else best, confidence, escalate, best)
+        return cls(None if escalate else best, confidence, escalate, best, ahead)
 
 
 class LeanClassifier:
@@ -361,10 +362,12 @@ class ClassifierTier:
         else:
             prediction = self._predictor.predict(text)
         if prediction.escalate:
-            return Escalate(
-                tier=self.name,
-                reason=f"confidence {prediction.confidence:.3f} below {self._predictor.threshold:.3f}"
-                f" (best guess {prediction.best!r})",
-                confidence=prediction.confidence,
+            reason = (
+                f"confidence {prediction.confidence:.3f} below {self._predictor.threshold:.3f}"
+                f" (best guess {prediction.best!r})"
+                if prediction.ahead
+                else f"out of scope: the best label {prediction.best!r} does not lead the out-of-scope"
+                " class (or ties another label)"
             )
+            return Escalate(tier=self.name, reason=reason, confidence=prediction.confidence)
         return Answer(tier=self.name, content=prediction.label, confidence=prediction.confidence)

@@ -12,17 +12,26 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
-from tests.intents import make_rows
+from tests.intents import make_rows, noisy_rows
 from tests.servers import gateway_server
+from tiers.classifier import ClassifierModel, Predictor
 from tiers.classifier_training import train
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def gateway(simulator: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "intents.joblib"
-    train(make_rows(), target_precision=0.95).save(path)
+    model = train(noisy_rows(), target_precision=0.95)
+    assert model.reliability is not None  # the gateway serves a confidence model, as trained by default
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(simulator: tuple[str, Any], model_path: Path) -> Iterator[str]:
+    path = model_path
     routes = [
         {
             "name": "support",
@@ -64,13 +73,15 @@ def decision(gateway: str, raw: Any) -> dict[str, Any]:
 
 
 def test_a_confident_classifier_answers_without_the_upstream(
-    gateway: str, simulator: tuple[str, Any]
+    gateway: str, simulator: tuple[str, Any], model_path: Path
 ) -> None:
     before = simulator[1].stats.requests
-    raw = ask(gateway, "hi, my card has not arrived yet?")
+    text = "hi, my card has not arrived yet?"
+    raw = ask(gateway, text)
     assert raw.parse().choices[0].message.content == "card_arrival"
     assert raw.headers["x-tiergate-tier"] == "classifier"
-    assert 0.5 < float(raw.headers["x-tiergate-confidence"]) <= 1.0
+    expected = Predictor(ClassifierModel.load(model_path)).predict(text).confidence
+    assert raw.headers["x-tiergate-confidence"] == f"{expected:.4f}"
     assert simulator[1].stats.requests == before
     record = decision(gateway, raw)
     assert [a["tier"] for a in record["attempts"]] == ["rules", "classifier"]
@@ -89,7 +100,19 @@ def test_out_of_scope_text_escalates_to_the_llm_with_the_reason_recorded(
     assert simulator[1].stats.requests == before + 1
     attempts = decision(gateway, raw)["attempts"]
     assert [a["outcome"] for a in attempts] == ["escalated", "escalated", "answered"]
+    assert attempts[1]["tier"] == "classifier" and attempts[1]["reason"].startswith("out of scope")
+
+
+def test_an_unsure_in_scope_text_escalates_below_the_threshold(
+    gateway: str, simulator: tuple[str, Any]
+) -> None:
+    before = simulator[1].stats.requests
+    raw = ask(gateway, "card issue again")  # labelled either card intent in training
+    assert raw.headers["x-tiergate-tier"] == "llm:small"
+    assert simulator[1].stats.requests == before + 1
+    attempts = decision(gateway, raw)["attempts"]
     assert attempts[1]["tier"] == "classifier" and "below" in attempts[1]["reason"]
+    assert "best guess 'card_arrival'" in attempts[1]["reason"] or "'lost_card'" in attempts[1]["reason"]
 
 
 def test_a_structured_request_gets_the_label_in_the_routes_schema(gateway: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from tests.intents import make_rows, write_csv, write_jsonl
+from tests.intents import make_rows, noisy_rows, write_csv, write_jsonl
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
 from tiers.classifier_training import (
     DEFAULT_FOLDS,
@@ -216,13 +216,6 @@ def test_training_with_embeddings_from_the_command_line(tmp_path: Path) -> None:
     test = write_jsonl(tmp_path / "test.jsonl", make_rows(n_per_intent=5, seed=3))
     report = json.loads(run_cli("eval", "--model", str(out), "--data", str(test), "--json").stdout)
     assert report["top1_accuracy"] >= 0.8
-
-
-def noisy_rows() -> list[tuple[str, str | None]]:
-    """The intents plus vague card texts labelled either card intent: some answers must be wrong."""
-    rng = random.Random(4)
-    vague = ["something is wrong with my card", "my card problem", "card issue again", "help with card"]
-    return make_rows() + [(rng.choice(vague), rng.choice(["card_arrival", "lost_card"])) for _ in range(40)]
 
 
 @pytest.fixture(scope="module")

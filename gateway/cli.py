@@ -161,6 +161,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"rows {report['rows']}, threshold {report['threshold']:.4f}")
+    kind = "confidence model" if report["confidence"] == "reliability" else "margin (top - runner-up)"
+    print(f"confidence                {kind}")
     print(f"top-1 accuracy            {report['top1_accuracy']:.4f}")
     print(f"coverage at threshold     {report['coverage']:.4f}")
     print(f"accuracy of answered rows {report['accuracy_answered']:.4f}")

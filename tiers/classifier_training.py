@@ -320,9 +320,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Top-1 accuracy, coverage and accuracy at the threshold, out-of-scope escalation, and the curve."""
     predictor = Predictor(model, min_confidence, embeddings)
-    return report(
+    figures = report(
         [predictor.predict(text) for text, _ in rows], [lab for _, lab in rows], predictor.threshold
     )
+    figures["confidence"] = "margin" if model.reliability is None else "reliability"
+    return figures
 
 
 def report(

@@ -181,6 +181,7 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     agree = sum(line["label"] == label for line, (_, label) in zip(lines, test_rows, strict=True) if label)
     assert agree >= 0.8 * sum(1 for _, label in test_rows if label)
     report = json.loads(run_cli("eval", "--model", str(out), "--data", str(test), "--json").stdout)
+    assert report["confidence"] == "margin"  # every out-of-fold answer right: no confidence model
     assert {"top1_accuracy", "coverage", "accuracy_answered", "out_of_scope_escalated", "curve"} <= set(
         report
     )

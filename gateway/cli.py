@@ -108,7 +108,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"{args.out}: {len(model.classes)} classes, threshold {model.threshold:.4f}; out of fold: "
         f"top-1 {held['top1_accuracy']:.4f}, coverage {held['coverage']:.4f} "
-        f"at accuracy {held['accuracy_answered']:.4f}"
+        f"at accuracy {held['accuracy_answered']:.4f}; confidence: "
+        + (
+            "confidence model"
+            if model.reliability is not None
+            else "margin (the out-of-fold answers were all right or all wrong)"
+        )
     )
     return 0
 

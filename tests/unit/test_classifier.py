@@ -174,6 +174,7 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr
     assert "threshold" in trained.stderr  # progress lines
     assert f"fold {DEFAULT_FOLDS}/{DEFAULT_FOLDS}" in trained.stderr
+    assert "confidence: margin" in trained.stdout  # every out-of-fold answer right
     predicted = run_cli("predict", "--model", str(out), "--data", str(test))
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert len(lines) == len(test_rows)

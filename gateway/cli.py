@@ -108,12 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"{args.out}: {len(model.classes)} classes, threshold {model.threshold:.4f}; out of fold: "
         f"top-1 {held['top1_accuracy']:.4f}, coverage {held['coverage']:.4f} "
-        f"at accuracy {held['accuracy_answered']:.4f}; confidence: "
-        + (
-            "confidence model"
-            if model.reliability is not None
-            else "margin (the out-of-fold answers were all right or all wrong)"
-        )
+        f"at accuracy {held['accuracy_answered']:.4f}; confidence: {_confidence_words(held['confidence'])}"
     )
     return 0
 
@@ -154,6 +149,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confidence_words(kind: str) -> str:
+    """A report's `confidence` ("reliability" or "margin") for people."""
+    return "confidence model" if kind == "reliability" else "margin (top minus runner-up probability)"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from tiers.classifier_training import evaluate
 
@@ -166,8 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"rows {report['rows']}, threshold {report['threshold']:.4f}")
-    kind = "confidence model" if report["confidence"] == "reliability" else "margin (top - runner-up)"
-    print(f"confidence                {kind}")
+    print(f"confidence                {_confidence_words(report['confidence'])}")
     print(f"top-1 accuracy            {report['top1_accuracy']:.4f}")
     print(f"coverage at threshold     {report['coverage']:.4f}")
     print(f"accuracy of answered rows {report['accuracy_answered']:.4f}")

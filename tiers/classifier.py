@@ -32,7 +32,7 @@ except ImportError:  # not built: the NumPy path computes the same
 
 from tiers.base import TierRequest
 from tiers.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
-from tiers.reliability import Reliability, Summary, confidence, word_count
+from tiers.reliability import Reliability, Summary, confidence
 from tiers.tfidf import StackedTfidf, TfidfFeatures
 from tiers.types import Answer, Escalate
 
@@ -81,7 +81,7 @@ class Prediction:
     confidence: float
     escalate: bool
     best: str  # the most likely in-scope label, even when escalating
-    ahead: bool = True  # `best` leads every other class, the out-of-scope one included
+    ahead: bool  # `best` leads every other class, the out-of-scope one included
 
     @classmethod
     def at(cls, best: str, confidence: float, threshold: float, ahead: bool) -> Prediction:
@@ -343,7 +343,7 @@ class Predictor:
         summary = self.summary(text)
         return Prediction.at(
             self.lean.classes[summary.best],
-            confidence(self._reliability, summary, word_count(text)),
+            confidence(self._reliability, summary, text),
             self.threshold,
             summary.ahead,
         )

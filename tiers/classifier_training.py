@@ -27,7 +27,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, DenseView, Prediction, Predictor
 from tiers.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
-from tiers.reliability import SIGNALS, Reliability, Summary, confidence, signals, word_count
+from tiers.reliability import SIGNALS, Reliability, Summary, confidence, confidence_kind, signals, word_count
 from tiers.tfidf import TfidfFeatures
 
 Row = tuple[str, str | None]
@@ -258,7 +258,7 @@ def train(
         [correct[i] for i in answerable],
         len(classes),
     )
-    confidences = [confidence(reliability, s, n) for s, n in zip(out_of_fold, words, strict=True)]
+    confidences = [confidence(reliability, s, t) for s, t in zip(out_of_fold, texts, strict=True)]
     threshold = calibrate_threshold(
         [confidences[i] for i in answerable], [correct[i] for i in answerable], target_precision
     )
@@ -271,7 +271,7 @@ def train(
         [None if y == OUT_OF_SCOPE else y for y in labels],
         threshold,
     )
-    metrics["confidence"] = "margin" if reliability is None else "reliability"
+    metrics["confidence"] = confidence_kind(reliability)
     step(f"fitting on all {len(texts)} rows")
     vectorizers, estimator = _fit(texts, labels, c, seed, dense)
     if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
@@ -323,7 +323,7 @@ def evaluate(
     figures = report(
         [predictor.predict(text) for text, _ in rows], [lab for _, lab in rows], predictor.threshold
     )
-    figures["confidence"] = "margin" if model.reliability is None else "reliability"
+    figures["confidence"] = confidence_kind(model.reliability)
     return figures
 
 

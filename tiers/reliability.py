@@ -90,9 +90,14 @@ class Reliability:
         return cls(weights, bias, float(plain["intercept"]))
 
 
-def confidence(reliability: Reliability | None, summary: Summary, words: int) -> float:
-    """The classifier's confidence in its best label: the reliability model's probability, or
-    without one the margin (the best label's probability minus the runner-up's)."""
+def confidence(reliability: Reliability | None, summary: Summary, text: str) -> float:
+    """The classifier's confidence in its best label for `text`: the reliability model's
+    probability, or without one the margin (the best label's probability minus the runner-up's)."""
     if reliability is None:
         return summary.top - summary.runner_up
-    return reliability.probability(summary, words)
+    return reliability.probability(summary, word_count(text))
+
+
+def confidence_kind(reliability: Reliability | None) -> str:
+    """What a model's confidence is, as reports name it: "reliability" or "margin"."""
+    return "margin" if reliability is None else "reliability"

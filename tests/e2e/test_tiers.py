@@ -112,7 +112,7 @@ def test_an_unsure_in_scope_text_escalates_below_the_threshold(
     assert simulator[1].stats.requests == before + 1
     attempts = decision(gateway, raw)["attempts"]
     assert attempts[1]["tier"] == "classifier" and "below" in attempts[1]["reason"]
-    assert "best guess 'card_arrival'" in attempts[1]["reason"] or "'lost_card'" in attempts[1]["reason"]
+    assert "best guess" in attempts[1]["reason"]
 
 
 def test_a_structured_request_gets_the_label_in_the_routes_schema(gateway: str) -> None:

@@ -231,6 +231,7 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
 ) -> None:
     reliability = noisy_model.reliability
     assert reliability is not None and noisy_model.metrics["out_of_fold"]["confidence"] == "reliability"
+    assert evaluate(noisy_model, noisy_rows()[:40])["confidence"] == "reliability"
     predictor = Predictor(noisy_model, min_confidence=0.0)
     oos = noisy_model.classes.index(OUT_OF_SCOPE)
     for text in ("hello, my card has not arrived yet?", "card issue again", "i want a refund thanks"):

@@ -6,9 +6,11 @@
   beside the heuristic complexity score and a random router.
 
   python benchmarks/routing_quality.py [--data ../shared/data] [--target-precision 0.98] [--embeddings]
+                                      [--model MODEL]
 
 With --embeddings the classifier also uses static word-piece embeddings (`tiergate train
---embeddings`).
+--embeddings`). With --model it evaluates that model file (trained on Banking77's train.csv with
+`tiergate train`) instead of training one.
 """
 
 from __future__ import annotations
@@ -32,19 +34,24 @@ from tiers.classifier_training import evaluate, load_rows, train
 from tiers.types import ChatRequest, Message
 
 
-def classifier(data: Path, target: float, embeddings: bool) -> None:
+def classifier(data: Path, target: float, embeddings: bool, path: Path | None) -> None:
     began = time.monotonic()
-    model = train(
-        load_rows(data / "banking77" / "train.csv"),
-        target_precision=target,
-        embeddings=embeddings,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    trained = time.monotonic() - began
+    if path is None:
+        model = train(
+            load_rows(data / "banking77" / "train.csv"),
+            target_precision=target,
+            embeddings=embeddings,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        trained = f"trained in {time.monotonic() - began:.0f} s"
+    else:
+        model = ClassifierModel.load(path)
+        trained = f"model {path}"
     test = load_rows(data / "banking77" / "test.csv")
     report = evaluate(model, test)
-    view = " with embeddings" if embeddings else ""
-    print(f"## Classifier tier{view}, Banking77 ({len(test)} test rows; trained in {trained:.0f} s)\n")
+    view = "" if model.embeddings is None else " with embeddings"
+    view += "" if model.head is None else " and a head"
+    print(f"## Classifier tier{view}, Banking77 ({len(test)} test rows; {trained})\n")
     print("| threshold | coverage | accuracy of answered |\n| --- | --- | --- |")
     for point in report["curve"]:
         print(f"| {point['threshold']:.2f} | {point['coverage']:.4f} | {point['accuracy']:.4f} |")
@@ -65,7 +72,7 @@ def classifier(data: Path, target: float, embeddings: bool) -> None:
         f"Lean path per decision ({'compiled kernel' if predictor.lean.compiled else 'kernel NOT built'}):"
         f" p50 {compiled[0]:.0f} µs, p99 {compiled[1]:.0f} µs; the same arithmetic in NumPy: p50"
         f" {numpy_path[0]:.0f} µs, p99 {numpy_path[1]:.0f} µs; scikit-learn transform + predict_proba"
-        f" for one text: p50 {features:.0f} µs.\n"
+        f" for one text{'' if model.head is None else ' (the linear part)'}: p50 {features:.0f} µs.\n"
     )
 
 
@@ -175,10 +182,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["classifier", "router"])
     parser.add_argument("--embeddings", action="store_true", help="the classifier with embeddings too")
+    parser.add_argument("--model", type=Path, help="evaluate this model file instead of training one")
     args = parser.parse_args()
     print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     if args.only != "router":
-        classifier(args.data, args.target_precision, args.embeddings)
+        classifier(args.data, args.target_precision, args.embeddings, args.model)
     if args.only != "classifier":
         router(args.data, args.seed)
 

@@ -9,7 +9,9 @@
  *
  * A model may add a dense view of the text (tiers/embeddings.py): the sum of its word pieces'
  * half-precision vectors, l2-normalised and scaled, whose coefficients are the last rows of the
- * weights. The pieces' ids then come as one more list after the vectorizers' lists.
+ * weights. The pieces' ids then come as one more list after the vectorizers' lists. It may also
+ * have a head over that view (tiers/dense_head.py): one hidden layer (ReLU) on the unit embedding
+ * whose class scores are added to the logits.
  *
  * The model's arrays are borrowed through the buffer protocol and held for the kernel's lifetime;
  * every id is checked against the number of features (or pieces) before it is used.
@@ -32,6 +34,10 @@ typedef struct {
     Py_buffer intercept; /* float64, classes */
     Py_buffer idf;       /* float64, features */
     Py_buffer pieces;    /* float16 bits (uint16), pieces x dims; held when dims > 0 */
+    Py_buffer head[4];   /* hidden weights (float32, dims x hidden), hidden bias (float32), out
+                            weights (float32, hidden x classes), out bias (float64); held: heads */
+    int heads;           /* how many of head[] are held (4: the model has a head) */
+    Py_ssize_t hidden;
     Py_ssize_t features;
     Py_ssize_t classes;
     Py_ssize_t dims;     /* the dense view's size (0: none); its weights are the last dims rows */
@@ -59,15 +65,40 @@ static void Kernel_dealloc(Kernel *self) {
     if (self->held > 1) PyBuffer_Release(&self->intercept);
     if (self->held > 2) PyBuffer_Release(&self->idf);
     if (self->dims > 0) PyBuffer_Release(&self->pieces);
+    for (int i = 0; i < self->heads; i++) PyBuffer_Release(&self->head[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Holds a head's four arrays after checking them against the dense view and the classes. */
+static int init_head(Kernel *self, PyObject *head) {
+    static const char *formats[] = {"f", "f", "f", "d"};
+    static const int ndims[] = {2, 1, 2, 1};
+    static const char *names[] = {"head hidden weights", "head hidden bias", "head out weights", "head out bias"};
+    if (self->dims == 0 || !PyTuple_Check(head) || PyTuple_GET_SIZE(head) != 4) {
+        PyErr_SetString(PyExc_ValueError, "head: a tuple of four arrays, with pieces, is needed");
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (get_buffer(PyTuple_GET_ITEM(head, i), &self->head[i], formats[i], ndims[i], names[i]) < 0) return -1;
+        self->heads = i + 1;
+    }
+    self->hidden = self->head[1].shape[0];
+    if (self->hidden < 1 || self->head[0].shape[0] != self->dims || self->head[0].shape[1] != self->hidden ||
+        self->head[2].shape[0] != self->hidden || self->head[2].shape[1] != self->classes ||
+        self->head[3].shape[0] != self->classes) {
+        PyErr_Format(PyExc_ValueError, "a head of %zd hidden units does not fit %zd dimensions and %zd classes",
+                     self->hidden, self->dims, self->classes);
+        return -1;
+    }
+    return 0;
+}
+
 static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
-    static char *keywords[] = {"weights", "intercept", "idf", "sublinear", "pieces", "scale", NULL};
-    PyObject *weights, *intercept, *idf, *sublinear, *pieces = Py_None;
+    static char *keywords[] = {"weights", "intercept", "idf", "sublinear", "pieces", "scale", "head", NULL};
+    PyObject *weights, *intercept, *idf, *sublinear, *pieces = Py_None, *head = Py_None;
     double scale = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!|Od", keywords, &weights, &intercept, &idf,
-                                     &PyTuple_Type, &sublinear, &pieces, &scale)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!|OdO", keywords, &weights, &intercept, &idf,
+                                     &PyTuple_Type, &sublinear, &pieces, &scale, &head)) {
         return -1;
     }
     if (self->held) {
@@ -106,6 +137,7 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "1 to %d vectorizers, not %zd", MAX_PARTS, parts);
         return -1;
     }
+    if (head != Py_None && init_head(self, head) < 0) return -1;
     self->parts = (int)parts;
     for (Py_ssize_t i = 0; i < parts; i++) {
         int flag = PyObject_IsTrue(PyTuple_GET_ITEM(sublinear, i));
@@ -202,16 +234,56 @@ static inline float half_to_float(uint16_t half) {
     return bits.f;
 }
 
+/* Adds the head's class scores for the unit embedding `unit` (dims floats) to logits: both layers
+ * in single precision (as tiers/dense_head.py computes them, so that the loops vectorise), the
+ * scores added in double. */
+/* Compiled twice where the compiler can (GCC on x86-64): for CPUs with AVX2 and FMA, chosen when
+ * the module loads if the CPU has them, and for any x86-64. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static int add_head(Kernel *self, const float *unit, double *logits) {
+    Py_ssize_t dims = self->dims, hidden = self->hidden, classes = self->classes;
+    float small[2048];
+    float *layer = hidden + classes <= 2048 ? small : malloc((size_t)(hidden + classes) * sizeof(float));
+    if (layer == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    float *restrict hid = layer, *restrict scores = layer + hidden;
+    const float *restrict hidden_weights = (const float *)self->head[0].buf;
+    memcpy(hid, self->head[1].buf, (size_t)hidden * sizeof(float));
+    for (Py_ssize_t d = 0; d < dims; d++) {
+        float x = unit[d];
+        if (x == 0.0f) continue;
+        const float *restrict row = hidden_weights + d * hidden;
+        for (Py_ssize_t h = 0; h < hidden; h++) hid[h] += x * row[h];
+    }
+    const float *restrict out_weights = (const float *)self->head[2].buf;
+    memset(scores, 0, (size_t)classes * sizeof(float));
+    for (Py_ssize_t h = 0; h < hidden; h++) {
+        float x = hid[h];
+        if (x <= 0.0f) continue; /* ReLU */
+        const float *restrict row = out_weights + h * classes;
+        for (Py_ssize_t k = 0; k < classes; k++) scores[k] += x * row[k];
+    }
+    const double *out_bias = (const double *)self->head[3].buf;
+    for (Py_ssize_t k = 0; k < classes; k++) logits[k] += out_bias[k] + (double)scores[k];
+    if (layer != small) free(layer);
+    return 0;
+}
+
 /* Adds the dense view to logits: the pieces' vectors summed in single precision (in order, as
  * tiers/embeddings.py sums them), l2-normalised in double, times scale and the last dims rows of
- * the weights. No pieces: a zero vector, which adds nothing. */
+ * the weights, then the head's scores if the model has one. No pieces: a zero vector, which adds
+ * nothing to the linear part (the head still adds its scores for it). */
 static int add_dense(Kernel *self, PyObject *ids, double *logits) {
     if (!PyList_Check(ids)) {
         PyErr_SetString(PyExc_TypeError, "the word pieces' ids come as a list");
         return -1;
     }
     Py_ssize_t n = PyList_GET_SIZE(ids), dims = self->dims, rows = self->pieces.shape[0];
-    if (n == 0) return 0;
+    if (n == 0 && self->heads == 0) return 0;
     float small[1024];
     float *total = dims <= 1024 ? small : malloc((size_t)dims * sizeof(float));
     if (total == NULL) {
@@ -233,17 +305,19 @@ static int add_dense(Kernel *self, PyObject *ids, double *logits) {
     double squares = 0.0;
     for (Py_ssize_t d = 0; d < dims; d++) squares += (double)total[d] * (double)total[d];
     if (squares > 0.0) {
-        double factor = self->scale / sqrt(squares);
+        double norm = sqrt(squares), factor = self->scale / norm;
         const float *weights = (const float *)self->weights.buf + (self->features - dims) * self->classes;
         Py_ssize_t classes = self->classes;
         for (Py_ssize_t d = 0; d < dims; d++) {
             double x = (double)total[d] * factor;
             const float *row = weights + d * classes;
             for (Py_ssize_t k = 0; k < classes; k++) logits[k] += x * (double)row[k];
+            total[d] = (float)((double)total[d] / norm); /* the unit embedding, for the head */
         }
     }
+    int status = self->heads ? add_head(self, total, logits) : 0;
     if (total != small) free(total);
-    return 0;
+    return status;
 fail:
     if (total != small) free(total);
     return -1;
@@ -338,11 +412,12 @@ static PyTypeObject KernelType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tiers._lean.Kernel",
     .tp_doc = PyDoc_STR(
-        "Kernel(weights, intercept, idf, sublinear, pieces=None, scale=0.0): a fitted linear model over"
+        "Kernel(weights, intercept, idf, sublinear, pieces=None, scale=0.0, head=None): a fitted linear model over"
         " stacked tf-idf features. weights: float32 features x classes; intercept: float64 per class;"
         " idf: float64 per tf-idf feature; sublinear: one flag per vectorizer; pieces: float16 word"
         " piece vectors (as uint16 bits) for a dense view weighted by scale, whose coefficients are the"
-        " weights' last rows. A text is passed as a tuple with one list of feature ids per vectorizer"
+        " weights' last rows; head: (hidden weights, hidden bias, out weights, out bias) of a network"
+        " over the unit embedding whose scores are added. A text is passed as a tuple with one list of feature ids per vectorizer"
         " (ids offset into the stacked features, repeats included), then, with pieces, its word"
         " pieces' ids."),
     .tp_basicsize = sizeof(Kernel),

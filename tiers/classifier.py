@@ -7,7 +7,8 @@ coefficients): a dictionary walk for the text's feature ids, then a compiled ker
 (tiers/_lean.c) for the weighting, the coefficients and the softmax, about 10 µs in all for a
 short text (NumPy does the same when the kernel is not built, about three times slower). A model
 may add a dense view of the text, static word-piece embeddings (tiers/embeddings.py, `tiergate
-train --embeddings`), whose coefficients follow the TF-IDF features'. Model
+train --embeddings`), whose coefficients follow the TF-IDF features', and a small network over
+them whose class scores join the linear model's (tiers/dense_head.py). Model
 files hold only those parts, as plain values and NumPy arrays, so a gateway that serves a model
 never imports scikit-learn. They are written with joblib (a pickle): load only files you made or
 trust.
@@ -31,6 +32,7 @@ except ImportError:  # not built: the NumPy path computes the same
     _lean = None  # type: ignore[assignment]
 
 from tiers.base import TierRequest
+from tiers.dense_head import DenseHead
 from tiers.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
 from tiers.reliability import Reliability, Summary, confidence
 from tiers.tfidf import StackedTfidf, TfidfFeatures
@@ -38,10 +40,10 @@ from tiers.types import Answer, Escalate
 
 log = logging.getLogger("tiergate.classifier")
 
-# 3 added the optional embeddings, 4 the confidence model; format 2 and 3 files still load (their
-# confidence is the margin)
-ARTIFACT_FORMAT = 4
-READABLE_FORMATS = (2, 3, 4)
+# 3 added the optional embeddings, 4 the confidence model, 5 the head over the embeddings; format 2
+# and 3 files still load (their confidence is the margin)
+ARTIFACT_FORMAT = 5
+READABLE_FORMATS = (2, 3, 4, 5)
 OUT_OF_SCOPE = "__out_of_scope__"
 # Texts longer than this are scored in a worker thread so the event loop never waits on them.
 INLINE_CHARS = 2000
@@ -65,10 +67,12 @@ def sklearn_version() -> str:
 
 @dataclass(frozen=True, slots=True)
 class DenseView:
-    """The embeddings a model adds to its TF-IDF features, and their weight next to them."""
+    """The embeddings a model adds to its TF-IDF features, their weight next to them, and the
+    head over them if the model has one."""
 
     embeddings: StaticEmbeddings
     scale: float
+    head: DenseHead | None = None
 
     def features(self, text: str) -> np.ndarray:
         """The view's features of one text, as training sees them."""
@@ -89,6 +93,26 @@ class Prediction:
         does not lead every other class (the out-of-scope class came first, or a tie)."""
         escalate = not ahead or confidence < threshold
         return cls(None if escalate else best, confidence, escalate, best, ahead)
+
+
+def summarise(probabilities: np.ndarray, excluded: int | None) -> Summary:
+    """What `LeanClassifier.decide` reports of a text's class probabilities (the kernel computes
+    the same)."""
+    probs = np.array(probabilities, dtype=np.float64)
+    positive = probs[probs > 0]
+    entropy = float(-(positive * np.log(positive)).sum())
+    if excluded is not None:
+        probs[excluded] = -1.0
+    best = int(probs.argmax())
+    if excluded is not None:
+        probs[excluded] = probabilities[excluded]
+    top = float(probs[best])
+    probs[best] = -1.0
+    return Summary(best, top, max(0.0, float(probs.max())), entropy)
+
+
+def _head_arrays(head: DenseHead) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (head.hidden_weights, head.hidden_bias, head.out_weights, head.out_bias)
 
 
 class LeanClassifier:
@@ -124,6 +148,7 @@ class LeanClassifier:
                 self._features.sublinear,
                 None if dense is None else dense.embeddings.weights.view(np.uint16),
                 0.0 if dense is None else dense.scale,
+                None if dense is None or dense.head is None else _head_arrays(dense.head),
             )
         )
         if self._kernel is None:
@@ -153,18 +178,7 @@ class LeanClassifier:
             return Summary(
                 *self._kernel.decide(self._kernel_input(text), -1 if excluded is None else excluded)
             )
-        probs = self.numpy_probabilities(text)
-        positive = probs[probs > 0]
-        entropy = float(-(positive * np.log(positive)).sum())
-        if excluded is not None:
-            held = probs[excluded]
-            probs[excluded] = -1.0
-        best = int(probs.argmax())
-        if excluded is not None:
-            probs[excluded] = held
-        top = float(probs[best])
-        probs[best] = -1.0
-        return Summary(best, top, max(0.0, float(probs.max())), entropy)
+        return summarise(self.numpy_probabilities(text), excluded)
 
     def numpy_probabilities(self, text: str) -> np.ndarray:
         """The same probabilities with NumPy: the reference the kernel is tested against."""
@@ -174,7 +188,10 @@ class LeanClassifier:
         else:
             logits = found[1] @ self._weights[found[0]] + self._intercept
         if self._dense is not None:
-            logits = logits + self._dense.features(text) @ self._weights[self._features.size :]
+            unit = self._dense.embeddings.embed(text)
+            logits = logits + (self._dense.scale * unit) @ self._weights[self._features.size :]
+            if self._dense.head is not None:
+                logits = logits + self._dense.head.scores(unit)
         logits -= logits.max()
         exp = np.exp(logits)
         probs: np.ndarray = exp / exp.sum()
@@ -198,6 +215,8 @@ class ClassifierModel:
     embeddings: dict[str, Any] | None = None
     # the confidence model (tiers/reliability.py); None: the confidence is the margin (format 2, 3)
     reliability: Reliability | None = None
+    # the network over the embeddings (tiers/dense_head.py); None: the linear model alone
+    head: DenseHead | None = None
 
     def dense_view(self, loaded: StaticEmbeddings | None = None) -> DenseView | None:
         """The model's embeddings (`loaded` if given), checked against the ones it was trained on."""
@@ -208,7 +227,7 @@ class ClassifierModel:
         except EmbeddingsError as exc:
             raise ModelError(f"the model uses embeddings that cannot be loaded: {exc}") from None
         self._check_embeddings(embeddings.sha256)
-        return DenseView(embeddings, float(self.embeddings["scale"]))
+        return DenseView(embeddings, float(self.embeddings["scale"]), self.head)
 
     def check_embeddings(self) -> None:
         """Refuses a model whose embeddings are missing or differ from the installed ones, without
@@ -250,6 +269,7 @@ class ClassifierModel:
                 "target_precision": self.target_precision,
                 "embeddings": self.embeddings,
                 "reliability": None if self.reliability is None else self.reliability.to_plain(),
+                "head": None if self.head is None else self.head.to_plain(),
             },
             path,
             compress=3,
@@ -292,6 +312,11 @@ class ClassifierModel:
                 reliability=None
                 if stored.get("reliability") is None
                 else Reliability.from_plain(stored["reliability"], len(stored["classes"])),
+                head=None
+                if stored.get("head") is None
+                else DenseHead.from_plain(
+                    stored["head"], int(stored["embeddings"]["dims"]), len(stored["classes"])
+                ),
             )
             model.check_shapes()
         except (KeyError, TypeError, ValueError) as exc:

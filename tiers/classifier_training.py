@@ -4,7 +4,9 @@ A row whose label is empty (CSV) or null (JSONL) is out of scope: the model lear
 Out-of-fold predictions (every row, the out-of-scope ones included, scored by a model fitted
 without it) fit the confidence model (tiers/reliability.py) and calibrate the confidence threshold
 to reach a target precision, then the model is fitted on all rows. With `embeddings`, each text's static
-word-piece embedding (tiers/embeddings.py), scaled, is added to its TF-IDF features.
+word-piece embedding (tiers/embeddings.py), scaled, is added to its TF-IDF features, and a small
+network over the embedding (tiers/dense_head.py) adds its class scores, weighted as the out-of-fold
+predictions say.
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ import csv
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sklearn
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.neural_network import MLPClassifier
 
-from tiers.classifier import OUT_OF_SCOPE, WEIGHTS, ClassifierModel, DenseView, Prediction, Predictor
+from tiers.classifier import (
+    OUT_OF_SCOPE,
+    WEIGHTS,
+    ClassifierModel,
+    DenseView,
+    Prediction,
+    Predictor,
+    summarise,
+)
+from tiers.dense_head import DenseHead
 from tiers.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
 from tiers.reliability import SIGNALS, Reliability, Summary, confidence, confidence_kind, signals, word_count
 from tiers.tfidf import TfidfFeatures
@@ -38,6 +51,15 @@ CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 EMBEDDING_SCALE = 0.75
 # Out-of-fold scorings for the confidence model and the threshold (see `train`).
 DEFAULT_FOLDS = 20
+# The head over the embeddings (tiers/dense_head.py): HEAD_UNITS hidden units, L2 strength
+# HEAD_ALPHA, HEAD_EPOCHS passes of Adam, fed HEAD_INPUT_SCALE times the unit embedding (whose
+# entries are about 0.06; the optimiser's defaults suit inputs near 1). Its scores count
+# HEAD_WEIGHTS[i] times, whichever gives the lowest out-of-fold log loss (0: no head).
+HEAD_UNITS = 256
+HEAD_ALPHA = 0.01
+HEAD_EPOCHS = 50
+HEAD_INPUT_SCALE = 10.0
+HEAD_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5)
 
 
 class DataError(Exception):
@@ -235,18 +257,29 @@ def train(
     classes = sorted(set(labels))  # the final model's, as scikit-learn orders them
     position = {label: k for k, label in enumerate(classes)}
     splits = calibration_folds(labels, folds, seed)
-    scored: list[Summary | None] = [None] * len(texts)
+    units = None if dense is None else np.array([dense.embeddings.embed(t) for t in texts])
+    # out of fold, over all the classes (a fold may lack a rare label: its columns stay 0)
+    linear = np.zeros((len(texts), len(classes)))  # the linear model's probabilities
+    network = None if units is None else np.zeros((len(texts), len(classes)))  # the head's log-probabilities
     for number, (fit_rows, held_rows) in enumerate(splits, 1):
         step(f"fold {number}/{len(splits)}: fitting on {len(fit_rows)} rows, scoring {len(held_rows)}")
-        vectorizers, estimator = _fit(
-            [texts[i] for i in fit_rows], [labels[i] for i in fit_rows], c, seed, dense
-        )
-        predictor = Predictor(model_of(vectorizers, estimator, dense), embeddings=loaded)
+        fit_labels = [labels[i] for i in fit_rows]
+        vectorizers, estimator = _fit([texts[i] for i in fit_rows], fit_labels, c, seed, dense)
+        lean = model_of(vectorizers, estimator, dense).lean(loaded)
+        columns = [position[label] for label in lean.classes]
         for i in held_rows:
-            summary = predictor.summary(texts[i])
-            # a fold may lack a rare label: index the best one among all the classes
-            scored[i] = replace(summary, best=position[predictor.lean.classes[summary.best]])
-    out_of_fold = [s for s in scored if s is not None]
+            linear[i, columns] = lean.probabilities(texts[i])
+        if network is not None and units is not None:
+            fitted = _fit_head(units[fit_rows], fit_labels, seed)
+            columns = [position[str(label)] for label in fitted.classes_]
+            network[np.ix_(held_rows, np.array(columns))] = fitted.predict_log_proba(
+                (HEAD_INPUT_SCALE * units[held_rows]).astype(np.float32)
+            )
+    weight, probabilities = head_weight(linear, network, [position[y] for y in labels])
+    if network is not None:
+        step(f"head weight {weight} (lowest out-of-fold log loss of {HEAD_WEIGHTS})")
+    excluded = position.get(OUT_OF_SCOPE)
+    out_of_fold = [summarise(p, excluded) for p in probabilities]
     words = [word_count(t) for t in texts]
     # Rows the out-of-scope class claims are never answered whatever the threshold: the confidence
     # model and the threshold are fitted on the rest.
@@ -272,8 +305,16 @@ def train(
         threshold,
     )
     metrics["confidence"] = confidence_kind(reliability)
+    if network is not None:
+        metrics["head_weight"] = weight
     step(f"fitting on all {len(texts)} rows")
     vectorizers, estimator = _fit(texts, labels, c, seed, dense)
+    head = None
+    if weight > 0 and units is not None:
+        fitted = _fit_head(units, labels, seed)
+        if [str(k) for k in fitted.classes_] != classes:
+            raise RuntimeError("the head's classes are not in the linear model's order")
+        head = DenseHead.folded(fitted.coefs_, fitted.intercepts_, HEAD_INPUT_SCALE, weight)
     if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
         raise RuntimeError("the fitted classes are not in the order the confidence model assumed")
     step("done")
@@ -286,7 +327,40 @@ def train(
         data_sha256=data_sha256(rows),
         target_precision=target_precision,
         reliability=reliability,
+        head=head,
     )
+
+
+def _fit_head(units: np.ndarray, labels: Sequence[str], seed: int) -> MLPClassifier:
+    """The head's network, fitted for HEAD_EPOCHS passes (a budget, not a convergence test)."""
+    network = MLPClassifier((HEAD_UNITS,), alpha=HEAD_ALPHA, max_iter=HEAD_EPOCHS, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return network.fit((HEAD_INPUT_SCALE * units).astype(np.float32), list(labels))
+
+
+def head_weight(
+    linear: np.ndarray, network: np.ndarray | None, truth: Sequence[int]
+) -> tuple[float, np.ndarray]:
+    """The weight of HEAD_WEIGHTS whose combined probabilities (the linear model's times the
+    head's to that power, renormalised) have the lowest log loss on the true classes, and those
+    probabilities. Without a head: 0 and the linear model's."""
+    if network is None:
+        return 0.0, linear
+    rows = np.arange(len(truth))
+    with np.errstate(divide="ignore"):
+        base = np.log(linear)
+    best: tuple[float, float, np.ndarray] | None = None
+    for weight in HEAD_WEIGHTS:
+        logits = base + weight * network
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        loss = float(-np.log(np.maximum(probabilities[rows, truth], 1e-300)).mean())
+        if best is None or loss < best[0]:
+            best = (loss, weight, probabilities)
+    assert best is not None
+    return best[1], best[2]
 
 
 def fit_reliability(

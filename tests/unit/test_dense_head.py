@@ -44,7 +44,9 @@ def network(loaded: StaticEmbeddings, rows: list[tuple[str, str | None]]):  # ty
 
 @pytest.fixture(scope="module")
 def model(
-    loaded: StaticEmbeddings, network, rows: list[tuple[str, str | None]]  # type: ignore[no-untyped-def]
+    loaded: StaticEmbeddings,
+    network,
+    rows: list[tuple[str, str | None]],  # type: ignore[no-untyped-def]
 ) -> ClassifierModel:
     """The embeddings model trained on the rows, with a head of weight 0.5 fitted on them (set
     here, whatever weight training chose, so the head is surely there)."""
@@ -54,7 +56,9 @@ def model(
 
 
 def test_the_heads_scores_are_scikit_learns_network(
-    loaded: StaticEmbeddings, network, rows: list[tuple[str, str | None]]  # type: ignore[no-untyped-def]
+    loaded: StaticEmbeddings,
+    network,
+    rows: list[tuple[str, str | None]],  # type: ignore[no-untyped-def]
 ) -> None:
     head = DenseHead.folded(network.coefs_, network.intercepts_, HEAD_INPUT_SCALE, 1.0)
     units = np.array([loaded.embed(t) for t, _ in rows[:200]] + [np.zeros(loaded.dims)])
@@ -83,7 +87,7 @@ def test_served_probabilities_are_the_linear_models_times_the_heads(
 ) -> None:
     assert model.head is not None
     with_head, linear = model.lean(loaded), replace(model, head=None).lean(loaded)
-    for text, _ in make_rows(seed=9)[:100] + [("", None)]:
+    for text, _ in [*make_rows(seed=9)[:100], ("", None)]:
         combined = linear.probabilities(text) * np.exp(model.head.scores(loaded.embed(text)))
         combined /= combined.sum()
         assert np.allclose(with_head.probabilities(text), combined, rtol=0, atol=1e-6)
@@ -138,7 +142,7 @@ def test_a_head_round_trips_and_a_damaged_one_is_refused(model: ClassifierModel,
     stored = joblib.load(tmp_path / "m.joblib")
     head = stored["head"]
     joblib.dump({**stored, "head": {**head, "out_bias": head["out_bias"][:-1]}}, tmp_path / "bad.joblib")
-    with pytest.raises(ModelError, match="damaged model file.*head"):
+    with pytest.raises(ModelError, match=r"damaged model file.*head"):
         ClassifierModel.load(tmp_path / "bad.joblib")
     joblib.dump({**stored, "format": 4, "head": None}, tmp_path / "old.joblib")
     assert ClassifierModel.load(tmp_path / "old.joblib").head is None
@@ -160,4 +164,5 @@ def test_the_kernel_refuses_a_head_that_does_not_fit(model: ClassifierModel) -> 
     with pytest.raises(ValueError, match="format 'f'"):
         _lean.Kernel(*args, (head.hidden_weights.astype(np.float64), *arrays[1:]))
     with pytest.raises(ValueError, match="with pieces"):
-        _lean.Kernel(np.ascontiguousarray(weights[: -pieces.shape[1]]), lean._intercept, idf, lean._features.sublinear, None, 0.0, arrays)
+        linear_only = np.ascontiguousarray(weights[: -pieces.shape[1]])
+        _lean.Kernel(linear_only, lean._intercept, idf, lean._features.sublinear, None, 0.0, arrays)

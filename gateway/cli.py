@@ -98,6 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             folds=DEFAULT_FOLDS if args.folds is None else args.folds,
             embeddings=args.embeddings,
+            jobs=args.jobs,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except DataError as exc:
@@ -257,7 +258,14 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--embeddings",
         action="store_true",
-        help="add static word-piece embeddings to the features (needs tiergate[embeddings]; see docs)",
+        help="add static word-piece embeddings to the features and a small network over them (needs"
+        " tiergate[embeddings]; see docs)",
+    )
+    train.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="fit this many folds at a time, in worker processes (default 1; the model is the same)",
     )
     train.set_defaults(run=cmd_train)
 

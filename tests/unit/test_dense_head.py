@@ -1,6 +1,6 @@
 """The head over the embeddings: its NumPy scores equal scikit-learn's network, the kernel's equal
 NumPy's, the served probabilities are the linear model's times the head's, the weight is the one
-with the lowest log loss, and model files keep and check it."""
+with the lowest log loss, model files keep and check it, and folds fitted in parallel change nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.intents import make_rows
 from tiers import _lean
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError
-from tiers.classifier_training import HEAD_INPUT_SCALE, _fit_head, head_weight, train
+from tiers.classifier_training import HEAD_INPUT_SCALE, DataError, _fit_head, head_weight, train
 from tiers.dense_head import DenseHead
 from tiers.embeddings import StaticEmbeddings
 
@@ -166,3 +166,16 @@ def test_the_kernel_refuses_a_head_that_does_not_fit(model: ClassifierModel) -> 
     with pytest.raises(ValueError, match="with pieces"):
         linear_only = np.ascontiguousarray(weights[: -pieces.shape[1]])
         _lean.Kernel(linear_only, lean._intercept, idf, lean._features.sublinear, None, 0.0, arrays)
+
+
+def test_folds_fitted_in_worker_processes_give_the_same_model(rows: list[tuple[str, str | None]]) -> None:
+    one = train(rows, target_precision=0.95, embeddings=True, folds=4, jobs=1)
+    two = train(rows, target_precision=0.95, embeddings=True, folds=4, jobs=2)
+    assert one.threshold == two.threshold and one.metrics == two.metrics
+    assert one.reliability == two.reliability
+    assert np.array_equal(one.coef, two.coef)
+    assert (one.head is None) == (two.head is None)
+    if one.head is not None and two.head is not None:
+        assert np.array_equal(one.head.out_weights, two.head.out_weights)
+    with pytest.raises(DataError, match="at least 1 job"):
+        train(rows, jobs=0)

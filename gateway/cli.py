@@ -265,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=1,
-        help="fit this many folds at a time, in worker processes (default 1; the model is the same)",
+        help="fit this many folds at a time, in worker processes (default 1; the same model, up to rounding)",
     )
     train.set_defaults(run=cmd_train)
 

@@ -236,10 +236,10 @@ static inline float half_to_float(uint16_t half) {
 
 /* Adds the head's class scores for the unit embedding `unit` (dims floats) to logits: both layers
  * in single precision (as tiers/dense_head.py computes them, so that the loops vectorise), the
- * scores added in double. */
-/* Compiled twice where the compiler can (GCC on x86-64): for CPUs with AVX2 and FMA, chosen when
- * the module loads if the CPU has them, and for any x86-64. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+ * scores added in double. Where the compiler can (GCC, x86-64, glibc) it is compiled twice, for
+ * CPUs with AVX2 and FMA and for any x86-64, and the first is chosen when the module loads if the
+ * CPU has them. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 static int add_head(Kernel *self, const float *unit, double *logits) {

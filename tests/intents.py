@@ -7,6 +7,8 @@ import json
 import random
 from pathlib import Path
 
+from hypothesis import strategies as st
+
 INTENTS = {
     "card_arrival": [
         "where is my new card",
@@ -88,3 +90,13 @@ def noisy_rows() -> list[tuple[str, str | None]]:
     return make_rows() + [
         (rng.choice(VAGUE_CARD_TEXTS), rng.choice(["card_arrival", "lost_card"])) for _ in range(40)
     ]
+
+
+# Short texts of letters, accents, digits, punctuation, whitespace, other scripts, an emoji and a
+# ligature: what word pieces and embeddings must handle beyond the intents' plain English.
+MIXED_TEXTS = st.lists(
+    st.sampled_from(
+        [*"abcdeiknorstuwy XYZ é12.,!?'\t\n", "card ", "refund ", "ünïcödé ", "日本 ", "😀", "ﬁ", "--"]
+    ),
+    max_size=40,
+).map("".join)

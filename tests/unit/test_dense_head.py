@@ -13,22 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.intents import make_rows
+from tests.intents import MIXED_TEXTS, make_rows
 from tiers import _lean
 from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError
 from tiers.classifier_training import HEAD_INPUT_SCALE, DataError, _fit_head, head_weight, train
 from tiers.dense_head import DenseHead
 from tiers.embeddings import StaticEmbeddings
-
-TEXTS = st.lists(
-    st.sampled_from([*"abcdeiknorstuwy XYZ é12.,!?'\t\n", "card ", "refund ", "ünïcödé ", "日本 ", "😀"]),
-    max_size=40,
-).map("".join)
-
-
-@pytest.fixture(scope="module")
-def loaded() -> StaticEmbeddings:
-    return StaticEmbeddings.load()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +60,7 @@ def test_the_heads_scores_are_scikit_learns_network(
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=TEXTS | st.sampled_from([t for t, _ in make_rows(seed=6)]))
+@given(text=MIXED_TEXTS | st.sampled_from([t for t, _ in make_rows(seed=6)]))
 def test_with_a_head_the_kernel_equals_numpy(model: ClassifierModel, text: str) -> None:
     lean = model.lean()
     assert lean.compiled and model.head is not None

@@ -16,23 +16,11 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from tokenizers import Tokenizer
 
-from tests.intents import make_rows
+from tests.intents import MIXED_TEXTS, make_rows
 from tiers import _lean, embeddings
 from tiers.classifier import ClassifierModel, DenseView, ModelError, Predictor
 from tiers.classifier_training import DataError, _vectorizers, fit_linear, model_of, train
 from tiers.embeddings import EmbeddingsError, StaticEmbeddings
-
-TEXTS = st.lists(
-    st.sampled_from(
-        [*"abcdeiknorstuwy XYZ é12.,!?'\t\n", "card ", "refund ", "ünïcödé ", "日本 ", "😀", "ﬁ", "--"]
-    ),
-    max_size=40,
-).map("".join)
-
-
-@pytest.fixture(scope="module")
-def loaded() -> StaticEmbeddings:
-    return StaticEmbeddings.load()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +34,7 @@ def model() -> ClassifierModel:
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=TEXTS | st.sampled_from([t for t, _ in make_rows(seed=4)]))
+@given(text=MIXED_TEXTS | st.sampled_from([t for t, _ in make_rows(seed=4)]))
 def test_word_pieces_equal_the_reference_tokenizers(
     loaded: StaticEmbeddings, reference: Tokenizer, text: str
 ) -> None:
@@ -99,7 +87,7 @@ def test_the_kernel_refuses_bad_pieces() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=TEXTS | st.sampled_from([t for t, _ in make_rows(seed=6)]))
+@given(text=MIXED_TEXTS | st.sampled_from([t for t, _ in make_rows(seed=6)]))
 def test_with_embeddings_the_kernel_equals_numpy(model: ClassifierModel, text: str) -> None:
     lean = replace(model, head=None).lean()  # the linear part, exactly (the head: test_dense_head.py)
     assert lean.compiled

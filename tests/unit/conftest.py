@@ -1,0 +1,13 @@
+"""Fixtures the unit tests share."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiers.embeddings import StaticEmbeddings
+
+
+@pytest.fixture(scope="session")
+def loaded() -> StaticEmbeddings:
+    """The installed static word-piece embeddings, loaded once."""
+    return StaticEmbeddings.load()

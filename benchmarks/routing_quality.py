@@ -6,7 +6,7 @@
   beside the heuristic complexity score and a random router.
 
   python benchmarks/routing_quality.py [--data ../shared/data] [--target-precision 0.98] [--embeddings]
-                                      [--model MODEL]
+                                      [--model MODEL] [--jobs N]
 
 With --embeddings the classifier also uses static word-piece embeddings (`tiergate train
 --embeddings`). With --model it evaluates that model file (trained on Banking77's train.csv with
@@ -34,13 +34,14 @@ from tiers.classifier_training import evaluate, load_rows, train
 from tiers.types import ChatRequest, Message
 
 
-def classifier(data: Path, target: float, embeddings: bool, path: Path | None) -> None:
+def classifier(data: Path, target: float, embeddings: bool, path: Path | None, jobs: int) -> None:
     began = time.monotonic()
     if path is None:
         model = train(
             load_rows(data / "banking77" / "train.csv"),
             target_precision=target,
             embeddings=embeddings,
+            jobs=jobs,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
         trained = f"trained in {time.monotonic() - began:.0f} s"
@@ -183,10 +184,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["classifier", "router"])
     parser.add_argument("--embeddings", action="store_true", help="the classifier with embeddings too")
     parser.add_argument("--model", type=Path, help="evaluate this model file instead of training one")
+    parser.add_argument("--jobs", type=int, default=1, help="folds fitted at a time when training")
     args = parser.parse_args()
     print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     if args.only != "router":
-        classifier(args.data, args.target_precision, args.embeddings, args.model)
+        classifier(args.data, args.target_precision, args.embeddings, args.model, args.jobs)
     if args.only != "classifier":
         router(args.data, args.seed)
 

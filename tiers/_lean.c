@@ -312,7 +312,9 @@ static int add_dense(Kernel *self, PyObject *ids, double *logits) {
             double x = (double)total[d] * factor;
             const float *row = weights + d * classes;
             for (Py_ssize_t k = 0; k < classes; k++) logits[k] += x * (double)row[k];
-            total[d] = (float)((double)total[d] / norm); /* the unit embedding, for the head */
+        }
+        if (self->heads) { /* the unit embedding, which the head reads */
+            for (Py_ssize_t d = 0; d < dims; d++) total[d] = (float)((double)total[d] / norm);
         }
     }
     int status = self->heads ? add_head(self, total, logits) : 0;
@@ -412,13 +414,13 @@ static PyTypeObject KernelType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tiers._lean.Kernel",
     .tp_doc = PyDoc_STR(
-        "Kernel(weights, intercept, idf, sublinear, pieces=None, scale=0.0, head=None): a fitted linear model over"
-        " stacked tf-idf features. weights: float32 features x classes; intercept: float64 per class;"
+        "Kernel(weights, intercept, idf, sublinear, pieces=None, scale=0.0, head=None): a fitted linear"
+        " model over stacked tf-idf features. weights: float32 features x classes; intercept: float64 per class;"
         " idf: float64 per tf-idf feature; sublinear: one flag per vectorizer; pieces: float16 word"
         " piece vectors (as uint16 bits) for a dense view weighted by scale, whose coefficients are the"
         " weights' last rows; head: (hidden weights, hidden bias, out weights, out bias) of a network"
-        " over the unit embedding whose scores are added. A text is passed as a tuple with one list of feature ids per vectorizer"
-        " (ids offset into the stacked features, repeats included), then, with pieces, its word"
+        " over the unit embedding whose scores are added. A text is passed as a tuple with one list of"
+        " feature ids per vectorizer (ids offset into the stacked features, repeats included), then, with pieces, its word"
         " pieces' ids."),
     .tp_basicsize = sizeof(Kernel),
     .tp_itemsize = 0,

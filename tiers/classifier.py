@@ -297,6 +297,8 @@ class ClassifierModel:
                 f"{path}: trained with scikit-learn {stored['sklearn_version']}, "
                 f"this is {installed}; retrain the model with this version"
             )
+        if stored.get("head") is not None and stored.get("embeddings") is None:
+            raise ModelError(f"{path}: a damaged model file (a head over embeddings, but no embeddings)")
         try:
             model = cls(
                 features=tuple(TfidfFeatures.from_plain(plain) for plain in stored["features"]),

@@ -186,7 +186,9 @@ def test_routes_serve_a_model_with_embeddings(
     simulator: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     path = tmp_path_factory.mktemp("models") / "embedded.joblib"
-    train(make_rows(), target_precision=0.95, embeddings=True).save(path)
+    model = train(make_rows(), target_precision=0.95, embeddings=True)
+    assert model.head is not None  # the gateway serves the head too
+    model.save(path)
     routes = [{"name": name, "classifier": {"model": str(path)}, "llm": ["small"]} for name in ("one", "two")]
     agents = [{"id": "agent", "api_key": DEMO_KEY}]
     before = simulator[1].stats.requests

@@ -134,6 +134,9 @@ def test_a_head_round_trips_and_a_damaged_one_is_refused(model: ClassifierModel,
     joblib.dump({**stored, "head": {**head, "out_bias": head["out_bias"][:-1]}}, tmp_path / "bad.joblib")
     with pytest.raises(ModelError, match=r"damaged model file.*head"):
         ClassifierModel.load(tmp_path / "bad.joblib")
+    joblib.dump({**stored, "embeddings": None}, tmp_path / "headless.joblib")
+    with pytest.raises(ModelError, match=r"damaged model file \(a head over embeddings, but no embeddings"):
+        ClassifierModel.load(tmp_path / "headless.joblib")
     joblib.dump({**stored, "format": 4, "head": None}, tmp_path / "old.joblib")
     assert ClassifierModel.load(tmp_path / "old.joblib").head is None
 

@@ -1,5 +1,5 @@
 # tiergate: the gateway as a container. Mount a config at /etc/tiergate/config.yaml.
-# The wheel is built in a stage with a C compiler (the classifier's kernel, tiers/_lean.c); the
+# The wheel is built in a stage with a C compiler (the classifier's kernel, tiers/classifier/_lean.c); the
 # image that runs has none.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \

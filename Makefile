@@ -10,11 +10,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml tiers/_lean.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml tiers/classifier/_lean.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml tiers/_lean.c | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml tiers/classifier/_lean.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
@@ -38,4 +38,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info tiers/*.so
+	rm -rf $(VENV) build *.egg-info tiers/classifier/*.so

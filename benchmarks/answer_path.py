@@ -1,5 +1,5 @@
 """In-process cost of one rules answer whose messages are new (as most agents' prompts are), through
-the whole request path (`ChatService.complete`) without HTTP: what the gateway itself spends.
+the whole request path (`RequestPath.complete`) without HTTP: what the gateway itself spends.
 
     python benchmarks/answer_path.py [--requests 3000] [--words 150]
 
@@ -18,8 +18,8 @@ from contextlib import AsyncExitStack
 
 import yaml
 
-from gateway.assembly import build_gateway
-from gateway.config_loading import parse_config
+from gateway.config.loading import parse_config
+from gateway.runtime.build import build_gateway
 from tiers.types import ChatRequest, Message
 
 WORDS = [

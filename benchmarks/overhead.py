@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from harness import ROOT, chat_body, gateway, paired_latency, redis_server, simulator, throughput
 
-from tiers.classifier import ClassifierModel, Predictor
+from tiers.classifier.model import ClassifierModel, Predictor
 
 FREE, BUDGETED = "sk-bench-free", "sk-bench-budgeted"
 

@@ -29,8 +29,8 @@ from harness import ROOT
 from routing.complexity import HeuristicScorer
 from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
 from routing.router_training import train_router
-from tiers.classifier import ClassifierModel, Predictor
-from tiers.classifier_training import evaluate, load_rows, train
+from tiers.classifier.model import ClassifierModel, Predictor
+from tiers.classifier.training import evaluate, load_rows, train
 from tiers.types import ChatRequest, Message
 
 

@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.config import AgentConfig
+from gateway.config.models import AgentConfig
 from gateway.errors import Unauthorized
 
 

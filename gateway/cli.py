@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gateway.config import GatewayConfig
-from gateway.config_loading import ConfigError, load_config
+from gateway.config.loading import ConfigError, load_config
+from gateway.config.models import GatewayConfig
 
 if TYPE_CHECKING:  # the classifier (and scikit-learn) load only for the commands that use them
-    from tiers.classifier import ClassifierModel
+    from tiers.classifier.model import ClassifierModel
 
 
 def _load_or_exit(path: str | None) -> GatewayConfig:
@@ -28,7 +28,7 @@ def _load_or_exit(path: str | None) -> GatewayConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server import serve
+    from gateway.runtime.workers import serve
 
     config = _load_or_exit(args.config)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
@@ -72,7 +72,7 @@ def cmd_config_schema(_: argparse.Namespace) -> int:
 
 def cmd_simulate_upstream(args: argparse.Namespace) -> int:
     from budgets.tokens import TokenCounter, load_encoding
-    from tiers.simulator import SimulatorSettings, run_simulator
+    from tiers.llm.simulator import SimulatorSettings, run_simulator
 
     faults = dict(item.split("=", 1) for item in args.fault or [])
     settings = SimulatorSettings(
@@ -87,7 +87,7 @@ def cmd_simulate_upstream(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tiers.classifier_training import DEFAULT_FOLDS, DataError, load_rows, train
+    from tiers.classifier.training import DEFAULT_FOLDS, DataError, load_rows, train
 
     try:
         rows = load_rows(args.data)
@@ -116,8 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _model_and_rows(args: argparse.Namespace) -> tuple[ClassifierModel, list[tuple[str, str | None]]] | None:
     """The model and rows a predict or eval command names; None (with the reason printed) if unusable."""
-    from tiers.classifier import ClassifierModel, ModelError
-    from tiers.classifier_training import DataError, load_rows
+    from tiers.classifier.model import ClassifierModel, ModelError
+    from tiers.classifier.training import DataError, load_rows
 
     try:
         return ClassifierModel.load(args.model), load_rows(args.data)
@@ -127,7 +127,7 @@ def _model_and_rows(args: argparse.Namespace) -> tuple[ClassifierModel, list[tup
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tiers.classifier import Predictor
+    from tiers.classifier.model import Predictor
 
     loaded = _model_and_rows(args)
     if loaded is None:
@@ -156,7 +156,7 @@ def _confidence_words(kind: str) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tiers.classifier_training import evaluate
+    from tiers.classifier.training import evaluate
 
     loaded = _model_and_rows(args)
     if loaded is None:
@@ -194,7 +194,7 @@ def cmd_train_router(args: argparse.Namespace) -> int:
 def cmd_eval_router(args: argparse.Namespace) -> int:
     from routing.complexity import HeuristicScorer
     from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
-    from tiers.classifier import ClassifierModel, ModelError
+    from tiers.classifier.model import ClassifierModel, ModelError
     from tiers.types import ChatRequest, Message
 
     rows = load_router_rows(args.data)

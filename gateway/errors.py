@@ -7,7 +7,9 @@ GatewayError
 ├── Forbidden (403)           model, tool or parameter not allowed; a rule's deny
 ├── NotFound (404)            unknown model or resource
 ├── PayloadTooLarge (413)
-├── RateLimited (429)         budget or rate exhausted; carries Retry-After
+├── MethodNotAllowed (405)
+├── RateLimited (429)         rate exhausted, loop stopped; carries Retry-After
+│   └── BudgetExhausted       a token, cost or request budget is spent
 ├── UpstreamFailed (502)      every tier that was tried failed
 ├── Unavailable (503)         state backend down (fail-closed), circuits open; carries Retry-After
 └── UpstreamTimeout (504)
@@ -100,6 +102,16 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class BudgetExhausted(RateLimited):
+    code = "budget_exhausted"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class UpstreamFailed(GatewayError):
     status = 502
     type = "api_error"
@@ -116,6 +128,15 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "api_error"
     code = "upstream_timeout"
+
+
+class StatusError(GatewayError):
+    """An error of a status no other class stands for (as the HTTP framework reports them)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message, code=None)
+        self.status = status
+        self.type = "invalid_request_error" if status < 500 else "api_error"
 
 
 def error_for_status(status: int, message: str, retry_after_s: float | None = None) -> GatewayError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -66,7 +66,7 @@ class Ladder:
     async def run(
         self,
         request: TierRequest,
-        skip: dict[str, str] | None = None,
+        skip: Mapping[str, str] | None = None,
         reviewer: Reviewer | None = None,
         repair: bool = False,
     ) -> LadderResult:

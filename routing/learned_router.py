@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiers.classifier import ClassifierModel, LeanClassifier
+from tiers.classifier.model import ClassifierModel, LeanClassifier
 from tiers.types import ChatRequest
 
 STRONG = "strong"

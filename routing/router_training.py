@@ -8,8 +8,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from routing.learned_router import STRONG, WEAK, RouterRow
-from tiers.classifier import ClassifierModel
-from tiers.classifier_training import fit_linear, model_of
+from tiers.classifier.model import ClassifierModel
+from tiers.classifier.training import fit_linear, model_of
 
 
 def train_router(rows: Sequence[RouterRow], c: float = 0.3) -> ClassifierModel:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.config_loading import parse_config
+from gateway.config.loading import parse_config
+from gateway.config.models import GatewayConfig
 from tests.servers import simulator_server
 
 DEMO_KEY = "sk-test-agent"

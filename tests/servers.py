@@ -14,9 +14,9 @@ import uvicorn
 from aiohttp import web
 
 from budgets.tokens import TokenCounter, load_encoding
-from gateway.app import create_app
-from gateway.config import GatewayConfig
-from tiers.simulator import SimulatedUpstream, SimulatorSettings
+from gateway.config.models import GatewayConfig
+from gateway.http.app import create_app
+from tiers.llm.simulator import SimulatedUpstream, SimulatorSettings
 
 
 def free_port() -> int:

@@ -120,6 +120,18 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             return self.max_completion_tokens
         return self.max_tokens
 
+    def with_completion_cap(self, cap: int) -> ChatRequest:
+        """The request with every completion cap it gave lowered to `cap` (`max_tokens` when it
+        gave none), so no field the upstream reads lets it spend more than was granted."""
+        changes: dict[str, int] = {}
+        if self.max_completion_tokens is not None and self.max_completion_tokens > cap:
+            changes["max_completion_tokens"] = cap
+        if self.max_tokens is not None and self.max_tokens > cap:
+            changes["max_tokens"] = cap
+        if self.max_tokens is None and self.max_completion_tokens is None:
+            changes["max_tokens"] = cap
+        return msgspec.structs.replace(self, **changes) if changes else self
+
 
 class Usage(msgspec.Struct, omit_defaults=False):
     prompt_tokens: int = 0

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import DEMO_KEY, OTHER_KEY, make_config
 from tests.integration.test_shared_budget import gateway_process
 from tests.servers import gateway_server, simulator_server
-from tiers.simulator import SimulatorSettings
+from tiers.llm.simulator import SimulatorSettings
 
 pytestmark = pytest.mark.e2e
 ASK = [{"role": "user", "content": "Classify: my parcel never came"}]

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.config import GatewayConfig
+from gateway.config.models import GatewayConfig
 from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
 from tests.servers import gateway_server, simulator_server
 

@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import DEMO_KEY, make_config
 from tests.servers import free_port, simulator_server
-from tiers.simulator import SimulatorSettings
+from tiers.llm.simulator import SimulatorSettings
 
 pytestmark = pytest.mark.e2e
 

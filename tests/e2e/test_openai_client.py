@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
 from tests.servers import gateway_server, simulator_server
-from tiers.simulator import SimulatorSettings
+from tiers.llm.simulator import SimulatorSettings
 
 pytestmark = pytest.mark.e2e
 USER = [{"role": "user", "content": "Which queue should this ticket go to?"}]

@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
 from tests.intents import make_rows, noisy_rows
 from tests.servers import gateway_server
-from tiers.classifier import ClassifierModel, Predictor
-from tiers.classifier_training import train
+from tiers.classifier.model import ClassifierModel, Predictor
+from tiers.classifier.training import train
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from budgets.redis_client import connect
-from gateway.cache import Cache, CachedAnswer, MemoryCache, RedisCache, cache_key
-from gateway.cache_step import CacheControl, ResponseCache
+from gateway.cache.backends import Cache, CachedAnswer, MemoryCache, RedisCache, cache_key
+from gateway.cache.flight import CacheControl, ResponseCache
 from gateway.errors import BadRequest
 from tiers.types import ChatRequest, Usage
 

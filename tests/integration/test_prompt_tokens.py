@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from budgets.tokens import PromptTokens
-from gateway.assembly import build_gateway
+from gateway.runtime.build import build_gateway
 from tests.conftest import DEMO_KEY, OTHER_KEY, make_config
 from tiers.types import ChatRequest, Message
 

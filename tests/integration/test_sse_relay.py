@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from tests.servers import aiohttp_server
 from tiers.errors import UpstreamError
+from tiers.llm.upstream import OpenAICompatibleUpstream, UpstreamSettings
 from tiers.types import ChatRequest, Message
-from tiers.upstream import OpenAICompatibleUpstream, UpstreamSettings
 
 WORDS = ["Hel", "lo", " wor", "ld", " — ", "ünï", "cødé", "\\n", ' {"a": 1}', "!"]
 

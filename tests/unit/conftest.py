@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiers.embeddings import StaticEmbeddings
+from tiers.classifier.embeddings import StaticEmbeddings
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tiers.circuit import CircuitBreaker, CircuitSettings
+from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 
 
 class Clock:

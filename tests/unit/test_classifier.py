@@ -14,8 +14,9 @@ import pytest
 from scipy import sparse
 
 from tests.intents import make_rows, noisy_rows, write_csv, write_jsonl
-from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
-from tiers.classifier_training import (
+from tiers.classifier.confidence import Summary
+from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
+from tiers.classifier.training import (
     DEFAULT_FOLDS,
     DataError,
     _fit,
@@ -27,7 +28,6 @@ from tiers.classifier_training import (
     model_of,
     train,
 )
-from tiers.reliability import Summary
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_serving_a_model_does_not_import_scikit_learn(model: ClassifierModel, tm
     path = tmp_path / "m.joblib"
     model.save(path)
     probe = (
-        "import sys; from tiers.classifier import ClassifierModel, Predictor; "
+        "import sys; from tiers.classifier.model import ClassifierModel, Predictor; "
         f"p = Predictor(ClassifierModel.load({str(path)!r})); p.predict('where is my card'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
     )

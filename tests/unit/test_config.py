@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_loading import QUICKSTART, ConfigError, load_config, parse_config
+from gateway.config.loading import QUICKSTART, ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

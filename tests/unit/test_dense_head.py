@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.intents import MIXED_TEXTS, make_rows
-from tiers import _lean
-from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, ModelError
-from tiers.classifier_training import HEAD_INPUT_SCALE, DataError, _fit_head, head_weight, train
-from tiers.dense_head import DenseHead
-from tiers.embeddings import StaticEmbeddings
+from tiers.classifier import _lean
+from tiers.classifier.embeddings import StaticEmbeddings
+from tiers.classifier.head import DenseHead
+from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, ModelError
+from tiers.classifier.training import HEAD_INPUT_SCALE, DataError, _fit_head, head_weight, train
 
 
 @pytest.fixture(scope="module")

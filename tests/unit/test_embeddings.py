@@ -17,10 +17,10 @@ from sklearn.linear_model import LogisticRegression
 from tokenizers import Tokenizer
 
 from tests.intents import MIXED_TEXTS, make_rows
-from tiers import _lean, embeddings
-from tiers.classifier import ClassifierModel, DenseView, ModelError, Predictor
-from tiers.classifier_training import DataError, _vectorizers, fit_linear, model_of, train
-from tiers.embeddings import EmbeddingsError, StaticEmbeddings
+from tiers.classifier import _lean, embeddings
+from tiers.classifier.embeddings import EmbeddingsError, StaticEmbeddings
+from tiers.classifier.model import ClassifierModel, DenseView, ModelError, Predictor
+from tiers.classifier.training import DataError, _vectorizers, fit_linear, model_of, train
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_serving_embeddings_imports_neither_wordllama_nor_a_tokenizer_library(
     path = tmp_path / "m.joblib"
     model.save(path)
     probe = (
-        "import sys; from tiers.classifier import ClassifierModel, Predictor; "
+        "import sys; from tiers.classifier.model import ClassifierModel, Predictor; "
         f"p = Predictor(ClassifierModel.load({str(path)!r})); p.predict('where is my card'); "
         "heavy = ('sklearn', 'scipy', 'wordllama', 'tokenizers'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tiers.guards import Bulkhead, RetryBudget
+from tiers.llm.guards import Bulkhead, RetryBudget
 
 
 def test_retries_are_capped_at_a_share_of_recent_requests() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.reload import GatewayHolder
+from gateway.runtime.holder import GatewayHolder
 from tests.conftest import make_config
 
 

@@ -1,4 +1,5 @@
-"""The compiled kernel (tiers/_lean.c) computes what the NumPy path computes, and refuses bad input."""
+"""The compiled kernel (tiers/classifier/_lean.c) computes what the NumPy path computes, and
+refuses bad input."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.intents import make_rows
-from tiers import _lean, classifier
-from tiers.classifier import OUT_OF_SCOPE, ClassifierModel, LeanClassifier, Predictor
-from tiers.classifier_training import train
+from tiers.classifier import _lean
+from tiers.classifier import model as classifier
+from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, LeanClassifier, Predictor
+from tiers.classifier.training import train
 
 TEXTS = st.lists(
     st.sampled_from([*"abcdeiknorstuwy XYZ é12.,!?'\t", "card ", "refund ", "my ", "lost "]), max_size=40
@@ -30,7 +32,7 @@ def lean(model: ClassifierModel) -> LeanClassifier:
 
 
 def test_this_install_serves_through_the_kernel(lean: LeanClassifier) -> None:
-    assert lean.compiled  # `pip install` builds tiers/_lean.c; without it serving is ~5x slower
+    assert lean.compiled  # `pip install` builds tiers/classifier/_lean.c; without it serving is ~5x slower
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.records import DecisionRecord, RecentRecords
+from gateway.observe.records import DecisionRecord, RecentRecords
 
 
 def line(i: int) -> bytes:

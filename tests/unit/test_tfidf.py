@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from tiers.classifier_training import features_of
-from tiers.tfidf import StackedTfidf, TfidfFeatures, char_wb_analyzer, word_analyzer
+from tiers.classifier.tfidf import StackedTfidf, TfidfFeatures, char_wb_analyzer, word_analyzer
+from tiers.classifier.training import features_of
 
 TEXTS = st.text(
     alphabet=st.sampled_from([*"abcXYZ éÜß 12\t\n\r.,!?'-_", "\xa0", "\u2003", "\x1c"]), max_size=60

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiers.windows import WindowCounts
+from tiers.llm.windows import WindowCounts
 
 
 def test_counts_leave_the_window_a_slice_at_a_time() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
-from gateway.wire import InputLimits, decode_chat_request
+from gateway.http.wire import InputLimits, decode_chat_request
 
 LIMITS = InputLimits(max_body_bytes=10_000, max_messages=5, max_total_chars=1_000)
 

@@ -1,0 +1,97 @@
+"""The admin API under /admin/: one router, one guard (the admin key) for every handler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from gateway.config.loading import ConfigError
+from gateway.errors import BadRequest, NotFound, Unprocessable
+from gateway.http.state import current_gateway
+from gateway.runtime.holder import GatewayHolder
+
+JSON = "application/json"
+
+
+def require_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """The guard: the admin key, checked in constant time; 401 without it, 403 when disabled."""
+    current_gateway(connection).admin.check(connection.headers.get("authorization"))
+
+
+@get("/usage")
+async def admin_usage(request: Request) -> Response[bytes]:
+    gateway = current_gateway(request)
+    agent = request.query_params.get("agent")
+    if not agent:
+        raise BadRequest("give the agent: /admin/usage?agent=ID", param="agent")
+    if agent not in {a.id for a in gateway.config.agents}:
+        raise NotFound(f"no agent {agent!r}", param="agent", code="agent_not_found")
+    windows = []
+    micro_usd = 0
+    for w in await gateway.ledger.usage(agent):
+        entry: dict[str, object] = {"subject": w.subject, "window": w.window, "metric": w.metric}
+        if w.metric == "tokens":
+            entry.update(used_tokens=w.used, limit_tokens=w.limit, remaining_tokens=w.remaining)
+        elif w.metric == "usd":
+            entry.update(used_usd=w.used / 1e6, limit_usd=w.limit / 1e6, remaining_usd=w.remaining / 1e6)
+            micro_usd = max(micro_usd, w.used)
+        else:
+            entry.update(used_requests=w.used, limit_requests=w.limit, remaining_requests=w.remaining)
+        entry["resets_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.resets_at))
+        windows.append(entry)
+    body = {"agent": agent, "windows": windows, "usd_used": micro_usd / 1e6}
+    return Response(msgspec.json.encode(body), media_type=JSON)
+
+
+@get("/circuits")
+async def admin_circuits(request: Request) -> Response[bytes]:
+    gateway = current_gateway(request)
+    body = {
+        name: {"state": b.state, "retry_after_s": round(b.retry_after(), 3), "times_opened": b.opened_count}
+        for name, b in gateway.circuits.items()
+    }
+    return Response(msgspec.json.encode(body), media_type=JSON)
+
+
+@get("/decisions/{record_id:str}")
+async def admin_decision(request: Request) -> Response[bytes]:
+    gateway = current_gateway(request)
+    record_id = request.path_params["record_id"]
+    record = gateway.recent.get(record_id)
+    if record is None:
+        raise NotFound(
+            f"no decision {record_id!r} in this process's recent records", code="decision_not_found"
+        )
+    return Response(record, media_type=JSON)
+
+
+@post("/reload", status_code=200)
+async def admin_reload(request: Request) -> Response[bytes]:
+    """Re-read the config: refused with every problem listed when it is invalid."""
+    holder: GatewayHolder = request.app.state.holder
+    try:
+        holder.check()
+    except ConfigError as exc:
+        raise Unprocessable(
+            "the config cannot be loaded: " + "; ".join(exc.problems), code="invalid_config"
+        ) from None
+    if request.app.state.reload_via_parent:
+        os.kill(os.getppid(), signal.SIGHUP)  # the supervisor passes it to every worker
+        return Response(b'{"status":"reloading"}', media_type=JSON)
+    problems = await holder.reload()
+    if problems:
+        raise Unprocessable("the config cannot be loaded: " + "; ".join(problems), code="invalid_config")
+    return Response(b'{"status":"reloaded"}', media_type=JSON)
+
+
+admin_router = Router(
+    path="/admin",
+    route_handlers=[admin_usage, admin_circuits, admin_decision, admin_reload],
+    guards=[require_admin],
+)

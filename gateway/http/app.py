@@ -1,0 +1,192 @@
+"""The HTTP edge: a Litestar app built by a factory from the config; handlers translate and delegate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import msgspec
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.types import Receive, Scope, Send
+
+from gateway.admin.routes import admin_router
+from gateway.config.models import GatewayConfig
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    StatusError,
+    Unauthorized,
+)
+from gateway.http.chat_completions import CHAT_PATH, chat_completions, serve_chat
+from gateway.http.openapi import openapi_document
+from gateway.http.state import current_gateway
+from gateway.runtime.build import Gateway
+from gateway.runtime.holder import GatewayHolder
+
+log = logging.getLogger("tiergate")
+JSON = "application/json"
+
+
+def _gateway(request: Request) -> Gateway:
+    return current_gateway(request)
+
+
+class _Model(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "tiergate"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_Model]
+    object: str = "list"
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> Response[bytes]:
+    gateway = _gateway(request)
+    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    names = gateway.chat.routes.visible_to(agent)
+    return Response(msgspec.json.encode(_ModelList([_Model(n) for n in names])), media_type=JSON)
+
+
+@get("/v1/models/{name:str}")
+async def get_model(request: Request) -> Response[bytes]:
+    gateway = _gateway(request)
+    name = request.path_params["name"]
+    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    if name not in gateway.chat.routes.visible_to(agent):
+        raise NotFound(f"the model {name!r} does not exist", param="model")
+    return Response(msgspec.json.encode(_Model(name)), media_type=JSON)
+
+
+@get("/healthz")
+async def healthz() -> Response[bytes]:
+    return Response(msgspec.json.encode({"status": "ok", "worker": os.getpid()}), media_type=JSON)
+
+
+@get("/openapi.json")
+async def openapi(request: Request) -> Response[bytes]:
+    return Response(request.app.state.openapi, media_type=JSON)
+
+
+@get("/readyz")
+async def readyz(request: Request) -> Response[bytes]:
+    gateway = _gateway(request)
+    checks = {"config": True, "state": await gateway.ledger.ping()}
+    circuits = {name: breaker.state for name, breaker in gateway.circuits.items()}
+    # ready while the state backend answers and at least one upstream would take a request
+    checks["upstreams"] = not circuits or any(state != "open" for state in circuits.values())
+    ready = all(checks.values())
+    body = msgspec.json.encode(
+        {"status": "ready" if ready else "not ready", "checks": checks, "circuits": circuits}
+    )
+    return Response(body, media_type=JSON, status_code=200 if ready else 503)
+
+
+@get("/metrics")
+async def metrics(request: Request) -> Response[bytes]:
+    return Response(_gateway(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _gateway_error(_: Request, exc: GatewayError) -> Response[bytes]:
+    return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=exc.headers())
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[bytes]:
+    error: GatewayError
+    if exc.status_code == 413:
+        error = PayloadTooLarge("request body is over the size limit")
+    elif exc.status_code == 404:
+        error = NotFound(f"no such endpoint: {request.method} {request.url.path}", code="not_found")
+    elif exc.status_code == 401:
+        error = Unauthorized(exc.detail)
+    elif exc.status_code == 400:
+        error = BadRequest(exc.detail or "bad request")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(exc.detail or "method not allowed")
+    else:
+        error = StatusError(exc.status_code, exc.detail or "error")
+    return _gateway_error(request, error)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _gateway_error(request, GatewayError("internal error; see the gateway's log"))
+
+
+class GatewayApp:
+    """The ASGI app: `POST /v1/chat/completions` goes straight to its handler; everything else
+    (lifespan, admin, health, metrics, and unusual spellings of the chat path) through Litestar."""
+
+    def __init__(self, framework: Litestar) -> None:
+        self.framework = framework
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH:
+            await serve_chat(self.framework.state.holder.current, scope, receive, send)
+        else:
+            await self.framework(scope, receive, send)
+
+
+def create_app(
+    config: GatewayConfig,
+    load: Callable[[], GatewayConfig] | None = None,
+    reload_via_parent: bool = False,
+    freeze_heap: bool = False,
+) -> GatewayApp:
+    """The app for one worker. `load` re-reads the config for hot reload (SIGHUP or POST
+    /admin/reload); with several workers a reload request is passed to the supervisor.
+    `freeze_heap`: for a process that only serves this app (see gateway/runtime/holder.py)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        holder = GatewayHolder(config, load, config.server.shutdown_grace_s, freeze_heap)
+        await holder.start()
+        app.state.holder = holder
+        app.state.openapi = msgspec.json.encode(openapi_document())
+        app.state.reload_via_parent = reload_via_parent
+        loop = asyncio.get_running_loop()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        if on_main_thread:  # signals reach only the main thread (an app embedded in a thread has none)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
+        try:
+            yield
+        finally:
+            if on_main_thread:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await holder.close()
+
+    framework = Litestar(
+        route_handlers=[
+            chat_completions,
+            list_models,
+            get_model,
+            healthz,
+            readyz,
+            openapi,
+            metrics,
+            admin_router,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        request_max_body_size=config.server.max_body_bytes,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    return GatewayApp(framework)

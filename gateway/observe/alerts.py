@@ -1,0 +1,76 @@
+"""Soft-limit alerts: one structured event per window crossing, as a log line, a metric and an
+optional webhook POST (sent in the background, bounded by a timeout, never delaying a request)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+import msgspec
+
+from budgets.policy import MICRO_USD, WindowUsage
+from gateway.observe.metrics import Metrics
+
+log = logging.getLogger("tiergate.budget")
+
+
+class BudgetAlert(msgspec.Struct):
+    event: str
+    agent: str
+    subject: str
+    window: str
+    metric: str
+    used: float
+    limit: float
+    time: float
+
+
+class BudgetAlerts:
+    def __init__(
+        self, metrics: Metrics, session: aiohttp.ClientSession, webhook_url: str | None, timeout_s: float
+    ) -> None:
+        self._metrics = metrics
+        self._session = session
+        self._url = webhook_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def crossed(self, agent: str, crossings: tuple[WindowUsage, ...]) -> None:
+        for usage in crossings:
+            scale = MICRO_USD if usage.metric == "usd" else 1
+            alert = BudgetAlert(
+                event="budget.soft_limit_crossed",
+                agent=agent,
+                subject=usage.subject,
+                window=usage.window,
+                metric=usage.metric,
+                used=usage.used / scale,
+                limit=usage.limit / scale,
+                time=time.time(),
+            )
+            log.warning("%s", msgspec.json.encode(alert).decode())
+            self._metrics.budget_warnings.labels(usage.subject, usage.window, usage.metric).inc()
+            if self._url is not None:
+                task = asyncio.ensure_future(self._post(alert))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def _post(self, alert: BudgetAlert) -> None:
+        assert self._url is not None
+        try:
+            async with self._session.post(
+                self._url,
+                data=msgspec.json.encode(alert),
+                headers={"content-type": "application/json"},
+                timeout=self._timeout,
+            ) as response:
+                if response.status >= 300:
+                    log.warning("budget webhook answered %d", response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("budget webhook failed: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=2)

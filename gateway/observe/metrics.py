@@ -1,0 +1,117 @@
+"""Prometheus metrics, one registry per worker, fed from decision records and budget events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.observe.records import DecisionRecord
+from tiers.llm.circuit import CircuitBreaker
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+CIRCUIT_READING = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+
+def _circuit_reading(breaker: CircuitBreaker) -> Callable[[], float]:
+    return lambda: CIRCUIT_READING[breaker.state]
+
+
+UNKNOWN_ROUTE = "unknown"
+
+
+class Metrics:
+    def __init__(self, circuits: Mapping[str, CircuitBreaker], routes: Iterable[str]) -> None:
+        self.registry = CollectorRegistry()
+        # A request for a model that is no route is labelled `unknown`: label values come only from
+        # the config, so no client can grow the registry (or the children below) without bound.
+        self._routes = frozenset(routes)
+        state = Gauge(
+            "tiergate_circuit_open",
+            "1 while an upstream's circuit is open (0.5 half-open)",
+            ["upstream"],
+            registry=self.registry,
+        )
+        for name, breaker in circuits.items():
+            state.labels(name).set_function(_circuit_reading(breaker))
+        # Label lookups cost more than the counting: each labelled child is looked up once.
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self.requests = Counter(
+            "tiergate_requests",
+            "Chat requests by route, answering tier and HTTP status",
+            ["route", "tier", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tiergate_request_latency_seconds",
+            "Time in the gateway per request, to the answer or its first byte",
+            ["route", "tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tiergate_tokens",
+            "Tokens by route, tier and kind",
+            ["route", "tier", "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "tiergate_cost_usd", "Spend by route and tier", ["route", "tier"], registry=self.registry
+        )
+        self.escalations = Counter(
+            "tiergate_escalations",
+            "Tiers that declined, by route and tier",
+            ["route", "tier"],
+            registry=self.registry,
+        )
+        self.cache = Counter("tiergate_cache", "Cache lookups by result", ["result"], registry=self.registry)
+        self.budget_refusals = Counter(
+            "tiergate_budget_refusals",
+            "Requests refused for budget, by agent",
+            ["agent"],
+            registry=self.registry,
+        )
+        self.loops_stopped = Counter(
+            "tiergate_loops_stopped",
+            "Requests stopped as agent loops, by agent and kind",
+            ["agent", "kind"],
+            registry=self.registry,
+        )
+        self.budget_warnings = Counter(
+            "tiergate_budget_warnings",
+            "Soft-limit crossings, by subject, window and metric",
+            ["subject", "window", "metric"],
+            registry=self.registry,
+        )
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe(self, record: DecisionRecord) -> None:
+        route = record.route if record.route in self._routes else UNKNOWN_ROUTE
+        tier = record.tier or "none"
+        self._child(self.requests, route, tier, str(record.status)).inc()
+        self._child(self.latency, route, tier).observe(record.latency_ms.get("total", 0.0) / 1000)
+        if record.prompt_tokens:
+            self._child(self.tokens, route, tier, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self._child(self.tokens, route, tier, "completion").inc(record.completion_tokens)
+        if record.cost_usd:
+            self._child(self.cost, route, tier).inc(record.cost_usd)
+        for attempt in record.attempts:
+            if attempt.outcome == "escalated":
+                self._child(self.escalations, route, attempt.tier).inc()
+        if record.cache != "bypass":
+            self._child(self.cache, record.cache).inc()
+        if record.error_code == "budget_exhausted":
+            self._child(self.budget_refusals, record.agent).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,49 @@
+"""The guards at the start of the request path: the route the agent may call, the parameters and
+tools it may use, loop detection, and the checks its structured answers must pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config.models import AgentConfig
+from gateway.errors import Forbidden
+from gateway.pipeline.loops import LoopGuard, LoopLimits
+from gateway.pipeline.review import OutputCheck, SchemaValidators, output_check
+from gateway.pipeline.routes import ResolvedRoute, RouteTable
+from tiers.types import ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    route: ResolvedRoute
+    check: OutputCheck | None  # None: nothing about the answers is structured
+
+
+class Admission:
+    def __init__(self, routes: RouteTable, loops: LoopGuard, loop_limits: dict[str, LoopLimits]) -> None:
+        self.routes = routes
+        self._loops = loops
+        self._loop_limits = loop_limits
+        self._validators = SchemaValidators()
+
+    def admit(self, agent: AgentConfig, request: ChatRequest, conversation: str | None) -> Admitted:
+        """The request's route and output checks, or the GatewayError that refuses it."""
+        route = self.routes.resolve(agent, request.model)
+        check_permissions(agent, request)
+        self._loops.check(agent.id, self._loop_limits[agent.id], request, conversation)
+        return Admitted(route, output_check(self._validators, request, route.output_schema))
+
+
+def check_permissions(agent: AgentConfig, request: ChatRequest) -> None:
+    if request.logprobs and not agent.allow_logprobs:
+        raise Forbidden(f"agent {agent.id!r} may not request logprobs", param="logprobs")
+    if request.logit_bias and not agent.allow_logit_bias:
+        raise Forbidden(f"agent {agent.id!r} may not set logit_bias", param="logit_bias")
+    if agent.tools is not None:
+        for i, tool in enumerate(request.tools or ()):
+            if tool.function.name not in agent.tools:
+                raise Forbidden(
+                    f"agent {agent.id!r} may not use the tool {tool.function.name!r}",
+                    param=f"tools[{i}].function.name",
+                    code="tool_not_allowed",
+                )

@@ -1,0 +1,205 @@
+"""The budget stage of the request path: reserve before the ladder (lowering the completion cap to
+what is granted, or downgrading to a cheaper ladder), settle after it with what was actually spent."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from budgets.ledger import Ledger, StateError
+from budgets.policy import Denied, Estimate, Reservation
+from budgets.tokens import PromptTokens
+from gateway.config.models import AgentConfig
+from gateway.errors import BudgetExhausted, GatewayError, Unavailable
+from gateway.observe.alerts import BudgetAlerts
+from gateway.pipeline.routes import ResolvedRoute
+from routing.ladder import Ladder
+from tiers.llm.circuit import CircuitBreaker, CircuitSettings
+from tiers.types import Answer, ChatRequest, Usage
+
+log = logging.getLogger("tiergate")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBudget:
+    """What the request path needs to know of an agent's budget to lower `max_tokens` safely."""
+
+    limited: bool  # a token or cost limit applies (to the agent or its team)
+    default_completion_tokens: int
+    fail_open: bool
+    downgrade: bool = False
+    has_limits: bool = True  # any limit at all; without one there is nothing to reserve or settle
+
+
+def budget_exhausted(denied: Denied) -> BudgetExhausted:
+    return BudgetExhausted(
+        f"budget exhausted: {denied.message}; resets in {denied.retry_after_s:.0f}s",
+        retry_after_s=denied.retry_after_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What the budget allows a request: the request as it may go upstream (its completion cap
+    lowered to what was reserved), the ladder it may walk, and the reservation to settle."""
+
+    request: ChatRequest
+    ladder: Ladder
+    reservation: Reservation | None = None
+    downgraded: str | None = None  # why a shorter ladder than the route's is walked
+    denial: GatewayError | None = None  # what stands if a downgrade to free tiers cannot answer
+    ms: float = 0.0
+
+
+class BudgetStep:
+    def __init__(
+        self,
+        ledger: Ledger,
+        budgets: dict[str, AgentBudget],
+        alerts: BudgetAlerts,
+        prices: dict[str, tuple[float, float]],
+    ) -> None:
+        self._ledger = ledger
+        self._budgets = budgets
+        self._alerts = alerts
+        self._prices = prices  # upstream -> micro-dollars per (input, output) token
+        self._state_ok = True
+        # A breaker around a remote state backend: once it keeps failing, requests stop waiting out
+        # its timeout one by one and get the configured behaviour at once, until a probe succeeds.
+        self._state_breaker = (
+            CircuitBreaker(CircuitSettings(failures=3, cooldown_s=2.0)) if ledger.remote else None
+        )
+
+    async def reserve(
+        self, agent: AgentConfig, route: ResolvedRoute, request: ChatRequest, prompt: PromptTokens
+    ) -> Grant:
+        """Hold the most this request can cost, or raise `BudgetExhausted` (or `Unavailable` when
+        the state backend is down and the gateway fails closed)."""
+        budget = self._budgets[agent.id]
+        if not budget.has_limits:  # no budget state is touched, so no state outage refuses it
+            return Grant(request, route.ladder)
+        cap = request.completion_cap()
+        if route.max_output_tokens is not None:
+            cap = min(cap or route.max_output_tokens, route.max_output_tokens)
+        wanted = cap if cap is not None else budget.default_completion_tokens
+        prompt_tokens = prompt()  # counted only here, for an agent with limits
+        began = time.perf_counter()
+        try:
+            estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
+            grant = await self._hold(agent.id, estimate, Grant(request, route.ladder))
+            if isinstance(grant, Denied) and budget.downgrade and grant.limit.metric != "requests":
+                grant = await self._downgrade(agent.id, route, request, prompt_tokens, wanted, grant)
+        except StateError as exc:
+            self._state_changed(ok=False, detail=str(exc), fail_open=budget.fail_open)
+            if not budget.fail_open:
+                raise Unavailable(f"budget state is unavailable: {exc}", retry_after_s=1) from None
+            return Grant(request, route.ladder, ms=(time.perf_counter() - began) * 1000)
+        self._state_changed(ok=True)
+        if isinstance(grant, Denied):
+            raise budget_exhausted(grant)
+        assert grant.reservation is not None
+        if budget.limited and grant.reservation.completion_tokens > 0:
+            request = request.with_completion_cap(grant.reservation.completion_tokens)
+        return replace(grant, request=request, ms=(time.perf_counter() - began) * 1000)
+
+    async def _reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
+        breaker = self._state_breaker
+        if breaker is None:  # an in-process ledger has nothing to fail
+            return await self._ledger.reserve(agent, estimate)
+        if not breaker.allow():
+            raise StateError(f"state backend circuit open (retry in {breaker.retry_after():.0f}s)")
+        try:
+            outcome = await self._ledger.reserve(agent, estimate)
+        except StateError:
+            breaker.record(failed=True)
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.record(failed=False)
+        return outcome
+
+    async def _hold(self, agent: str, estimate: Estimate, grant: Grant) -> Grant | Denied:
+        outcome = await self._reserve(agent, estimate)
+        if isinstance(outcome, Denied):
+            return outcome
+        if outcome.crossed:
+            self._alerts.crossed(agent, outcome.crossed)
+        return replace(grant, reservation=outcome)
+
+    async def _downgrade(
+        self,
+        agent: str,
+        route: ResolvedRoute,
+        request: ChatRequest,
+        prompt_tokens: int,
+        wanted: int,
+        denied: Denied,
+    ) -> Grant | Denied:
+        """`on_exhausted: downgrade`: the cheapest upstream that still fits, else the tiers that
+        cost nothing (rules, classifier), else the denial stands."""
+        for option in route.cheapest_first:
+            estimate = Estimate(prompt_tokens, wanted, option.input_micro_usd, option.output_micro_usd)
+            ladder = Ladder([*route.free_tiers, option.tier])
+            grant = await self._hold(
+                agent, estimate, Grant(request, ladder, downgraded=f"budget: {option.tier.name}")
+            )
+            if isinstance(grant, Grant):
+                return grant
+        if route.free_tiers:
+            free = Grant(
+                request,
+                Ladder(route.free_tiers),
+                downgraded="budget: free tiers only",
+                denial=budget_exhausted(denied),
+            )
+            grant = await self._hold(agent, Estimate(0, 0), free)
+            if isinstance(grant, Grant):
+                return grant
+        return denied
+
+    def _state_changed(self, ok: bool, detail: str = "", fail_open: bool = False) -> None:
+        """One log line per change of the state backend's health, not one per request."""
+        if ok == self._state_ok:
+            return
+        self._state_ok = ok
+        if ok:
+            log.warning("budget state is reachable again")
+        else:
+            behaviour = "admitting requests (fail_open)" if fail_open else "refusing requests (fail_closed)"
+            log.error("budget state unavailable, %s: %s", behaviour, detail)
+
+    def cost(self, usage: Usage, answer: Answer | None, rejected: Sequence[Answer]) -> tuple[Usage, int]:
+        """Tokens and micro-dollars spent: the answer's (nothing for answers that cost no tokens)
+        plus those of answers that failed validation, which were generated all the same."""
+        micro = 0
+        price = self.price_of(answer) if answer is not None else None
+        if price is not None:
+            micro = round(usage.prompt_tokens * price[0] + usage.completion_tokens * price[1])
+        for spent in rejected:
+            if spent.usage is not None:
+                spent_price = self.price_of(spent) or (0.0, 0.0)
+                usage = Usage.of(
+                    usage.prompt_tokens + spent.usage.prompt_tokens,
+                    usage.completion_tokens + spent.usage.completion_tokens,
+                )
+                micro += round(
+                    spent.usage.prompt_tokens * spent_price[0]
+                    + spent.usage.completion_tokens * spent_price[1]
+                )
+        return usage, micro
+
+    async def settle(self, reservation: Reservation | None, tokens: int, micro_usd: int) -> None:
+        """Charge what was spent against what was held. Spending can pass the reservation (answers
+        that failed validation and were retried): the overage is charged, never forgiven. On a
+        state error the reservation stays held until its window ends: never an overspend."""
+        if reservation is None:
+            return
+        with contextlib.suppress(StateError):
+            await self._ledger.settle(reservation, tokens, micro_usd)
+
+    def price_of(self, answer: Answer) -> tuple[float, float] | None:
+        return None if answer.upstream is None else self._prices.get(answer.upstream)

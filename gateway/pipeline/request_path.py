@@ -1,0 +1,126 @@
+"""The request path of one chat completion (ARCHITECTURE.md §1), as its list of stages:
+
+    admission   the route the agent may call, its permissions, loop detection, output checks
+    plan        who may answer: the budget held (or downgraded), the complexity skip
+    ----------  from here the request holds a Settlement, finished exactly once
+    cache       a stored answer, or a place in the key's single flight
+    ladder      the planned tiers, cheapest first, each whole answer reviewed
+    respond     a whole answer (or replay) as JSON or frames; or a relayed stream
+
+Each stage is an object with one job; results travel as return values. A request refused before
+its plan holds nothing and gets only its decision record; after that, its settlement settles the
+budget, lands the cache flight and writes the record, from one place for whole answers, one for
+streams, and the guard below for every other way out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from budgets.tokens import PromptTokens, TokenCounter
+from gateway.cache.flight import DEFAULT_CONTROL, CacheControl
+from gateway.config.models import AgentConfig
+from gateway.errors import GatewayError
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.budget import BudgetStep
+from gateway.pipeline.cache_lookup import CacheLookup
+from gateway.pipeline.plan import Planner
+from gateway.pipeline.relay import Relay
+from gateway.pipeline.respond import Respond
+from gateway.pipeline.results import STREAM_HEADERS, ChatResult
+from gateway.pipeline.routes import RouteTable
+from gateway.pipeline.settlement import Draft, Ending, Records, Settlement
+from gateway.pipeline.walk import LadderWalk
+from tiers.base import TierRequest
+from tiers.types import ChatRequest
+
+
+class RequestPath:
+    def __init__(
+        self,
+        *,
+        admission: Admission,
+        budget: BudgetStep,
+        cache: CacheLookup,
+        counter: TokenCounter,
+        records: Records,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._admission = admission
+        self._planner = Planner(budget)
+        self._budget = budget
+        self._cache = cache
+        self._ladder = LadderWalk()
+        self._respond = Respond(counter)
+        self._counter = counter
+        self._records = records
+        self._clock = clock
+        # Decision ids: a random per-process prefix and a counter, unique across workers and far
+        # cheaper than uuid4 on the hot path.
+        self._id_prefix = secrets.token_hex(11)
+        self._id_counter = itertools.count()
+
+    @property
+    def routes(self) -> RouteTable:
+        return self._admission.routes
+
+    async def complete(
+        self,
+        agent: AgentConfig,
+        request: ChatRequest,
+        control: CacheControl = DEFAULT_CONTROL,
+        conversation: str | None = None,
+    ) -> ChatResult:
+        draft = Draft(
+            f"{self._id_prefix}{next(self._id_counter):010x}",
+            agent,
+            request,
+            time.perf_counter(),
+            self._clock(),
+        )
+        prompt = PromptTokens(lambda: self._prompt_tokens(request))
+        try:
+            admitted = self._admission.admit(agent, request, conversation)
+            plan = await self._planner.plan(agent, admitted.route, request, prompt)
+        except GatewayError as exc:
+            self._records.refused(draft, request.model, exc)
+            raise
+        settlement = Settlement(draft, plan, control, self._budget, self._records)
+        try:
+            cached = await self._cache.lookup(settlement, control)
+            if cached is not None:
+                return await self._respond.replay(settlement, cached)
+            answer = await self._ladder.walk(
+                settlement, admitted, self._tier_request(agent, plan.request, prompt)
+            )
+            if answer.stream is not None:
+                relay = Relay(settlement, answer, admitted.check)
+                return ChatResult(headers={**settlement.headers(answer), **STREAM_HEADERS}, stream=relay)
+            return await self._respond.whole(settlement, answer, prompt)
+        except BaseException as exc:
+            if not settlement.finished:  # failed, declined or cancelled before it handed off
+                await settlement.finish(Ending.failed(exc))
+            raise
+
+    @staticmethod
+    def _tier_request(agent: AgentConfig, outgoing: ChatRequest, prompt: PromptTokens) -> TierRequest:
+        return TierRequest(
+            chat=outgoing,
+            agent=agent.id,
+            prompt_tokens=prompt,
+            include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
+            max_repeated_chunks=agent.loops.max_repeated_chunks,
+        )
+
+    def _prompt_tokens(self, request: ChatRequest) -> int:
+        tokens = self._counter.count_messages((m.text(), m.name) for m in request.messages)
+        if request.tools:
+            tokens += self._counter.count(msgspec.json.encode(request.tools).decode())
+        if request.response_format is not None and request.response_format.json_schema is not None:
+            tokens += self._counter.count(msgspec.json.encode(request.response_format.json_schema).decode())
+        return tokens

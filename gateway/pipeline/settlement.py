@@ -1,0 +1,198 @@
+"""What a request must release, owned by one object and released exactly once.
+
+Every request that got past its budget holds a `Settlement`: its reservation, its place in a
+cache flight, and its draft decision record. `finish(ending)` settles the budget with what was
+spent, lands the flight (storing the answer when it may be reused) and writes the record, once,
+whichever way the request ends: a whole answer, a stream however it stops, or a failure. A
+request refused before anything was held gets only its record (`Records.refused`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.cache.backends import CachedAnswer
+from gateway.cache.flight import CacheControl, Flight
+from gateway.config.models import AgentConfig
+from gateway.errors import GatewayError
+from gateway.observe.records import DecisionRecord, Recorder
+from gateway.pipeline.budget import BudgetStep
+from gateway.pipeline.plan import Plan
+from routing.ladder import Attempt, LadderResult
+from tiers.types import Answer, ChatRequest, Usage
+
+log = logging.getLogger("tiergate")
+
+LAST_MESSAGE_CHARS = 2000  # of the last user message kept in a record
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """Who asked what, and when: what every decision record starts from."""
+
+    id: str
+    agent: AgentConfig
+    request: ChatRequest
+    started: float  # perf_counter
+    time: float  # wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a request ended, as its settlement needs to know it."""
+
+    status: int
+    answer: Answer | None = None  # charged at its upstream's price
+    usage: Usage = field(default_factory=Usage)  # the answer's
+    cache_entry: CachedAnswer | None = None  # stored, when the request leads its cache flight
+    usage_counted: bool = False  # the gateway counted the usage (the upstream reported none)
+    validation: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> Ending:
+        if isinstance(exc, GatewayError):
+            return cls(status=exc.status, error=exc.message, error_code=exc.code)
+        return cls(status=499 if _is_cancel(exc) else 500, error=_describe(exc))
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return not isinstance(exc, Exception)  # CancelledError, GeneratorExit: the client went away
+
+
+def _describe(exc: BaseException) -> str:
+    return "client disconnected" if _is_cancel(exc) else f"internal error ({type(exc).__name__})"
+
+
+class Records:
+    """Decision records: one per request, whatever its ending."""
+
+    def __init__(self, recorder: Recorder, redact: bool) -> None:
+        self._recorder = recorder
+        self._redact = redact
+
+    def refused(self, draft: Draft, route: str, error: GatewayError) -> None:
+        """A request refused before anything was held for it."""
+        self.write(draft, route, error.status, error=error.message, error_code=error.code)
+
+    def write(
+        self,
+        draft: Draft,
+        route: str,
+        status: int,
+        *,
+        latency_ms: dict[str, float] | None = None,
+        **fields: Any,
+    ) -> None:
+        request = draft.request
+        record = DecisionRecord(
+            id=draft.id,
+            time=draft.time,
+            agent=draft.agent.id,
+            route=route,
+            status=status,
+            stream=request.stream,
+            latency_ms={**(latency_ms or {}), "total": (time.perf_counter() - draft.started) * 1000},
+            last_user_message=None if self._redact else request.last_user_text()[:LAST_MESSAGE_CHARS],
+            **fields,
+        )
+        self._recorder.write(record)
+
+
+class Settlement:
+    def __init__(
+        self, draft: Draft, plan: Plan, control: CacheControl, budget: BudgetStep, records: Records
+    ) -> None:
+        self.draft = draft
+        self.plan = plan
+        self._control = control
+        self._budget = budget
+        self._records = records
+        self._flight: Flight | None = None
+        self.cache = "bypass"  # "hit" | "miss" | "bypass", as the headers and the record say
+        self._attempts: list[Attempt] = []
+        self._rejected: list[Answer] = []  # answers that failed review: their tokens were spent
+        self._ladder_ms: float | None = None
+        self._spent_tokens: int | None = None
+        self.finished = False
+
+    def joined(self, flight: Flight | None, cache: str) -> None:
+        """The request's place in its cache key's flight, landed when the request finishes."""
+        self._flight, self.cache = flight, cache
+
+    def tried(self, result: LadderResult, ms: float) -> None:
+        """The ladder's walk: its attempts are recorded, its rejected answers charged."""
+        self._attempts, self._rejected, self._ladder_ms = result.attempts, result.rejected, ms
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        """Tokens left in the agent's tightest window: held tokens count until the request finishes,
+        then only what it spent."""
+        reservation = self.plan.reservation
+        if reservation is None or reservation.remaining_tokens is None:
+            return None
+        if self._spent_tokens is None:
+            return reservation.remaining_tokens
+        return reservation.remaining_tokens + reservation.tokens - self._spent_tokens
+
+    async def finish(self, ending: Ending) -> None:
+        """Settle the budget, land the cache flight, write the record: once, whatever happens in
+        between (each step runs even when the one before it fails)."""
+        if self.finished:  # a second ending would charge twice
+            log.error("request %s finished twice; the second ending is ignored", self.draft.id)
+            return
+        self.finished = True
+        usage, micro_usd = self._budget.cost(ending.usage, ending.answer, self._rejected)
+        self._spent_tokens = usage.total_tokens
+        try:
+            await self._budget.settle(self.plan.reservation, usage.total_tokens, micro_usd)
+        finally:
+            try:
+                if self._flight is not None:
+                    await self._flight.land(ending.cache_entry, self._control.ttl_s, self._control.write)
+            finally:
+                self._record(ending, usage, micro_usd / 1_000_000)
+
+    def _record(self, ending: Ending, usage: Usage, cost_usd: float) -> None:
+        answer = ending.answer
+        latency = {"budget": self.plan.budget_ms} if self.plan.budget_ms else {}
+        if self._ladder_ms is not None:
+            latency["ladder"] = self._ladder_ms
+        self._records.write(
+            self.draft,
+            self.plan.route.name,
+            ending.status,
+            latency_ms=latency,
+            cache=self.cache,
+            complexity=self.plan.complexity,
+            tier=None if answer is None else answer.tier,
+            upstream=None if answer is None else answer.upstream,
+            confidence=None if answer is None else answer.confidence,
+            attempts=self._attempts,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            usage_counted=ending.usage_counted,
+            cost_usd=cost_usd,
+            validation=ending.validation,
+            error=ending.error,
+            error_code=ending.error_code,
+        )
+
+    def headers(self, answer: Answer) -> dict[str, str]:
+        """The decision's response headers."""
+        headers = {
+            "x-tiergate-decision-id": self.draft.id,
+            "x-tiergate-tier": answer.tier,
+            "x-tiergate-confidence": f"{answer.confidence:.4f}",
+            "x-tiergate-cache": self.cache,
+        }
+        remaining = self.remaining_tokens
+        if remaining is not None:
+            headers["x-tiergate-budget-remaining-tokens"] = str(max(0, remaining))
+        if self.plan.downgraded is not None:
+            headers["x-tiergate-downgraded"] = self.plan.downgraded
+        return headers

@@ -1,0 +1,374 @@
+"""Building the running gateway from its config: clients, ledger, cache, tiers and routes, once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from budgets.ledger import Ledger
+from budgets.memory import MemoryLedger
+from budgets.policy import MICRO_USD, BudgetPolicy
+from budgets.redis_client import connect
+from budgets.redis_ledger import RedisLedger
+from budgets.tokens import TokenCounter, load_encoding
+from gateway.auth import AdminKey, AgentDirectory, key_digest
+from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
+from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
+from gateway.http.wire import InputLimits
+from gateway.observe.alerts import BudgetAlerts
+from gateway.observe.metrics import Metrics
+from gateway.observe.records import JsonLinesSink, NoSink, RecentRecords, Recorder, RecordSink
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.budget import AgentBudget, BudgetStep
+from gateway.pipeline.cache_lookup import CacheLookup
+from gateway.pipeline.loops import LoopGuard, LoopLimits
+from gateway.pipeline.request_path import RequestPath
+from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
+from gateway.pipeline.settlement import Records
+from routing.complexity import ComplexityScorer, HeuristicScorer
+from routing.ladder import Ladder
+from routing.learned_router import LearnedScorer
+from tiers.base import Tier
+from tiers.classifier.embeddings import StaticEmbeddings
+from tiers.classifier.model import ClassifierModel, ClassifierTier, Predictor
+from tiers.llm.circuit import CircuitBreaker, CircuitSettings
+from tiers.llm.guards import Bulkhead, RetryBudget
+from tiers.llm.tier import LLMTier, RetryPolicy
+from tiers.llm.upstream import OpenAICompatibleUpstream, UpstreamSettings
+from tiers.rules import RuleSpec, RulesTier
+
+
+class Activity:
+    """Requests in flight on one gateway, so a replaced gateway closes only once they are done."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """Everything the HTTP layer hands requests to; built once per worker in the lifespan."""
+
+    config: GatewayConfig
+    chat: RequestPath
+    agents: AgentDirectory
+    admin: AdminKey
+    limits: InputLimits
+    ledger: Ledger
+    cache: Cache
+    recent: RecentRecords
+    counter: TokenCounter
+    metrics: Metrics
+    circuits: dict[str, CircuitBreaker]
+    activity: Activity
+    agent_slots: dict[str, Bulkhead]
+
+
+def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
+    return BudgetPolicy.build(
+        subject,
+        tokens={
+            "minute": budget.tokens_per_minute,
+            "hour": budget.tokens_per_hour,
+            "day": budget.tokens_per_day,
+            "month": budget.tokens_per_month,
+        },
+        usd={"day": budget.usd_per_day, "month": budget.usd_per_month},
+        requests_per_minute=budget.requests_per_minute,
+        on_exhausted=budget.on_exhausted,
+        warn_at=budget.warn_at,
+    )
+
+
+def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
+    facts = {}
+    for agent in config.agents:
+        policies = [policy_of(s, b) for s, b in budget_subjects(config, agent)]
+        facts[agent.id] = AgentBudget(
+            limited=any(limit.metric != "requests" for policy in policies for limit in policy.limits),
+            default_completion_tokens=agent.budget.default_completion_tokens,
+            fail_open=config.state.on_state_error == "fail_open",
+            downgrade=agent.budget.on_exhausted == "downgrade",
+            has_limits=any(policy.limits for policy in policies),
+        )
+    return facts
+
+
+def budget_subjects(config: GatewayConfig, agent: AgentConfig) -> list[tuple[str, BudgetConfig]]:
+    """Whose budgets a request of this agent draws on: its own, and its team's if it has one."""
+    subjects = [(f"agent:{agent.id}", agent.budget)]
+    team = config.team(agent.team) if agent.team else None
+    if team is not None:
+        subjects.append((f"team:{team.id}", team.budget))
+    return subjects
+
+
+def build_ledger(config: GatewayConfig, redis: aioredis.Redis | None) -> Ledger:
+    policies: dict[str, BudgetPolicy] = {}
+    subjects: dict[str, tuple[str, ...]] = {}
+    for agent in config.agents:
+        pairs = budget_subjects(config, agent)
+        for subject, budget in pairs:
+            policies[subject] = policy_of(subject, budget)
+        subjects[agent.id] = tuple(subject for subject, _ in pairs)
+    if redis is None:
+        return MemoryLedger(policies, subjects)
+    tags = {a.id: f"team:{a.team}" if a.team else f"agent:{a.id}" for a in config.agents}
+    return RedisLedger(redis, policies, subjects, tags)
+
+
+def build_cache(config: GatewayConfig, state_redis: aioredis.Redis | None) -> Cache:
+    if config.cache.backend == "memory":
+        return MemoryCache(config.cache.max_entries)
+    if config.cache.backend == "redis":
+        if config.cache.url and config.cache.url != config.state.url:
+            return RedisCache(connect(config.cache.url, config.state.timeout_s), owns_client=True)
+        if state_redis is None:
+            state_redis = connect(config.state.url or "", config.state.timeout_s)
+            return RedisCache(state_redis, owns_client=True)
+        return RedisCache(state_redis, owns_client=False)
+    return NoCache()
+
+
+def build_sink(config: GatewayConfig) -> RecordSink:
+    if config.records.sink == "stdout":
+        return JsonLinesSink.to_stdout()
+    if config.records.sink == "file" and config.records.path:
+        return JsonLinesSink.to_file(config.records.path)
+    return NoSink()
+
+
+def upstream_settings(upstream: UpstreamConfig) -> UpstreamSettings:
+    return UpstreamSettings(
+        name=upstream.name,
+        base_url=upstream.base_url,
+        model=upstream.model,
+        api_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
+        timeout_s=upstream.timeout_s,
+        connect_timeout_s=upstream.connect_timeout_s,
+        first_token_timeout_s=upstream.first_token_timeout_s,
+        max_output_tokens=upstream.max_output_tokens,
+        stream_usage=upstream.stream_usage,
+        headers=tuple(upstream.headers.items()),
+        max_repeated_chunks=upstream.max_repeated_chunks,
+    )
+
+
+def micro_prices(upstream: UpstreamConfig) -> tuple[float, float]:
+    return (
+        upstream.price.input_per_mtok * MICRO_USD / 1e6,
+        upstream.price.output_per_mtok * MICRO_USD / 1e6,
+    )
+
+
+def rule_specs(route: RouteConfig) -> list[RuleSpec]:
+    specs = []
+    for i, rule in enumerate(route.rules):
+        when = rule.when
+        agents = (when.agent,) if isinstance(when.agent, str) else when.agent
+        specs.append(
+            RuleSpec(
+                name=rule.name or f"{route.name}#{i}",
+                last_user_matches=when.last_user_matches,
+                contains_any=tuple(when.contains_any) if when.contains_any else None,
+                agents=tuple(agents) if agents is not None else None,
+                metadata=tuple(when.metadata.items()) if when.metadata is not None else None,
+                user=when.user,
+                min_messages=when.min_messages,
+                max_messages=when.max_messages,
+                has_tools=when.has_tools,
+                answer=rule.answer,
+                escalate_to=rule.escalate_to,
+                deny=rule.deny,
+            )
+        )
+    return specs
+
+
+def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
+    """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up."""
+    loaded: dict[str, ClassifierModel] = {}
+    embeddings: dict[str, StaticEmbeddings] = {}  # one copy of each, whatever the routes
+    tiers: dict[str, Tier] = {}
+    for route in config.routes:
+        if route.classifier is None:
+            continue
+        path = route.classifier.model
+        if path not in loaded:
+            loaded[path] = ClassifierModel.load(path)
+        model = loaded[path]
+        shared = None
+        if model.embeddings is not None:
+            source = str(model.embeddings["source"])
+            if source not in embeddings:
+                embeddings[source] = StaticEmbeddings.load(source)
+            shared = embeddings[source]
+        tiers[route.name] = ClassifierTier(Predictor(model, route.classifier.min_confidence, shared))
+    return tiers
+
+
+def build_routes(
+    config: GatewayConfig, upstream_tiers: dict[str, Tier], classifiers: dict[str, Tier]
+) -> RouteTable:
+    routes: dict[str, ResolvedRoute] = {}
+
+    def resolved(
+        name: str, ladder_names: list[str], first: Sequence[Tier] = (), **extra: Any
+    ) -> ResolvedRoute:
+        upstreams = [u for u in config.upstreams if u.name in ladder_names]
+        prices = [micro_prices(u) for u in upstreams]
+        limits = [u.max_output_tokens for u in upstreams]
+        options = sorted(
+            (UpstreamOption(u.name, upstream_tiers[u.name], *micro_prices(u)) for u in upstreams),
+            key=lambda o: (o.output_micro_usd, o.input_micro_usd),
+        )
+        return ResolvedRoute(
+            name=name,
+            ladder=Ladder([*first, *(upstream_tiers[n] for n in ladder_names)]),
+            free_tiers=tuple(first),
+            cheapest_first=tuple(options),
+            input_micro_usd=max((p[0] for p in prices), default=0.0),
+            output_micro_usd=max((p[1] for p in prices), default=0.0),
+            max_output_tokens=None if None in limits or not limits else max(x for x in limits if x),
+            **extra,
+        )
+
+    for upstream in config.upstreams:
+        routes[upstream.name] = resolved(upstream.name, [upstream.name])
+    for route in config.routes:
+        first: list[Tier] = [RulesTier(rule_specs(route))] if route.rules else []
+        if route.classifier is not None:
+            first.append(classifiers[route.name])
+        complexity = None
+        if route.complexity is not None and len(route.llm) > 1:
+            scorer: ComplexityScorer = (
+                LearnedScorer(ClassifierModel.load(route.complexity.router_model))
+                if route.complexity.router_model
+                else HeuristicScorer()
+            )
+            smaller = tuple(upstream_tiers[n].name for n in route.llm[:-1])
+            complexity = ComplexityRouting(scorer, route.complexity.large_above, smaller)
+        routes[route.name] = resolved(
+            route.name,
+            list(route.llm),
+            first,
+            cache=route.cache,
+            output_schema=route.output_schema,
+            complexity=complexity,
+            repair=route.repair,
+        )
+    return RouteTable(routes)
+
+
+async def build_gateway(
+    config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None = None
+) -> Gateway:
+    """Create every client and component; `stack` closes them when the worker stops. On a reload,
+    in-memory budgets and cache carry over from the `previous` gateway, so a reload never
+    forgets what was spent."""
+    counter = TokenCounter(load_encoding(config.tokenizer.encoding))
+    connector = aiohttp.TCPConnector(
+        limit=sum(u.max_connections for u in config.upstreams) or 100,
+        limit_per_host=0,
+        keepalive_timeout=30,
+        enable_cleanup_closed=True,
+    )
+    # No cookie jar: the session is shared by every agent, and an upstream's Set-Cookie must never
+    # ride along on another agent's request.
+    session = aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=True,
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    stack.push_async_callback(session.close)
+    tiers: dict[str, Tier] = {}
+    circuits: dict[str, CircuitBreaker] = {}
+    for upstream in config.upstreams:
+        client = OpenAICompatibleUpstream(upstream_settings(upstream), session, counter.count)
+        retry = RetryPolicy(upstream.max_retries, upstream.retry_base_s, upstream.retry_max_s)
+        breaker = CircuitBreaker(CircuitSettings(**upstream.circuit.model_dump()))
+        circuits[upstream.name] = breaker
+        tiers[upstream.name] = LLMTier(
+            client,
+            retry,
+            breaker,
+            RetryBudget(ratio=upstream.retry_budget),
+            Bulkhead(upstream.max_concurrency, upstream.queue_timeout_s),
+        )
+    redis = None
+    if config.state.backend == "redis" and config.state.url:
+        redis = connect(config.state.url, config.state.timeout_s)
+        stack.push_async_callback(redis.aclose)
+    ledger = build_ledger(config, redis)
+    if (
+        previous is not None
+        and isinstance(ledger, MemoryLedger)
+        and isinstance(previous.ledger, MemoryLedger)
+    ):
+        ledger.carry_over(previous.ledger)
+    cache = build_cache(config, redis)
+    if previous is not None and isinstance(cache, MemoryCache) and isinstance(previous.cache, MemoryCache):
+        cache = previous.cache
+    stack.push_async_callback(cache.close)
+    sink = build_sink(config)
+    stack.callback(sink.close)
+    recent = RecentRecords(config.records.keep_last)
+    routes = build_routes(config, tiers, load_classifiers(config))
+    metrics = Metrics(circuits, routes.routes)
+    alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
+    stack.push_async_callback(alerts.close)
+    chat = RequestPath(
+        admission=Admission(
+            routes,
+            LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc()),
+            {
+                a.id: LoopLimits(a.loops.max_repeats, a.loops.window_s, a.loops.max_steps)
+                for a in config.agents
+            },
+        ),
+        budget=BudgetStep(
+            ledger, budget_facts(config), alerts, {u.name: micro_prices(u) for u in config.upstreams}
+        ),
+        cache=CacheLookup(cache, config.cache),
+        counter=counter,
+        records=Records(Recorder(recent, sink, metrics.observe), config.records.redact),
+    )
+    admin = config.server.admin_key
+    return Gateway(
+        config=config,
+        chat=chat,
+        agents=AgentDirectory.of(config.agents),
+        admin=AdminKey(key_digest(admin.get_secret_value()) if admin else None),
+        limits=InputLimits(
+            config.server.max_body_bytes, config.server.max_messages, config.server.max_total_chars
+        ),
+        ledger=ledger,
+        cache=cache,
+        recent=recent,
+        counter=counter,
+        metrics=metrics,
+        circuits=circuits,
+        activity=Activity(),
+        agent_slots={a.id: Bulkhead(a.max_concurrency, a.queue_timeout_s) for a in config.agents},
+    )

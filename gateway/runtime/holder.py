@@ -1,0 +1,96 @@
+"""Hot reload: a worker's running gateway is rebuilt from the re-read config and swapped in; the
+old one keeps serving the requests it has and is closed once they finish. An invalid config is
+refused with its problems logged, and the old one stays.
+
+A serving process also freezes its heap (`freeze_heap`) once a gateway is built: everything it
+loaded (a classifier's vocabularies, token ranks, config) moves out of the garbage collector's
+reach, so the collector's full passes no longer walk them. Measured under load with a Banking77
+model loaded: full passes went from about 30 ms each to about 4 ms. When a reload retires a
+gateway, the heap is unfrozen, collected (freeing the old gateway) and frozen again."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+from gateway.config.loading import ConfigError
+from gateway.config.models import GatewayConfig
+from gateway.runtime.build import Gateway, build_gateway
+
+log = logging.getLogger("tiergate")
+
+
+class GatewayHolder:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        load: Callable[[], GatewayConfig] | None,
+        grace_s: float,
+        freeze_heap: bool = False,
+    ) -> None:
+        self._config = config
+        self._load = load
+        self._grace_s = grace_s
+        self._freeze_heap = freeze_heap
+        self._stack = AsyncExitStack()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self.current: Gateway
+
+    async def start(self) -> None:
+        self.current = await build_gateway(self._config, self._stack)
+        self._settle_heap()
+
+    def _settle_heap(self) -> None:
+        if self._freeze_heap:
+            gc.unfreeze()  # what an earlier freeze kept, a retired gateway included, is looked at again
+            gc.collect()
+            gc.freeze()
+
+    def check(self) -> GatewayConfig:
+        """The config as it now reads; raises ConfigError when it cannot be used."""
+        if self._load is None:
+            raise ConfigError("<config>", ["this gateway was started without a config file to re-read"])
+        return self._load()
+
+    async def reload(self) -> list[str]:
+        """Swap in a gateway built from the re-read config; returns the problems if it is invalid."""
+        async with self._lock:
+            try:
+                config = self.check()
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running config: %s", "; ".join(exc.problems))
+                return exc.problems
+            stack = AsyncExitStack()
+            try:
+                gateway = await build_gateway(config, stack, previous=self.current)
+            except Exception as exc:
+                await stack.aclose()
+                log.error("reload refused, keeping the running config: %s", exc)
+                return [str(exc)]
+            old, old_stack = self.current, self._stack
+            self.current, self._stack = gateway, stack
+            task = asyncio.ensure_future(self._retire(old, old_stack))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            log.warning("config reloaded")
+            return []
+
+    async def _retire(self, old: Gateway, stack: AsyncExitStack) -> None:
+        try:
+            await asyncio.wait_for(old.activity.idle(), self._grace_s)
+        except TimeoutError:
+            log.warning(
+                "closing the previous config with requests still in flight after %.0fs", self._grace_s
+            )
+        await stack.aclose()
+        del old
+        self._settle_heap()
+
+    async def close(self) -> None:
+        for task in list(self._retiring):
+            await task
+        await self._stack.aclose()

@@ -1,0 +1,102 @@
+"""Serving: one uvicorn server per worker process, all accepting on one shared socket."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Callable
+from contextlib import suppress
+
+import uvicorn
+
+from gateway.config.models import GatewayConfig, SimulatorConfig
+from gateway.http.app import create_app
+
+log = logging.getLogger("tiergate")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_worker(
+    config: GatewayConfig, load: Callable[[], GatewayConfig] | None, sock: socket.socket, supervised: bool
+) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config, load, reload_via_parent=supervised, freeze_heap=True),
+            loop="auto",
+            http="auto",
+            lifespan="on",
+            access_log=False,
+            proxy_headers=False,
+            log_level="warning",
+            timeout_graceful_shutdown=int(config.server.shutdown_grace_s),
+            backlog=2048,
+        )
+    )
+    server.run(sockets=[sock])
+
+
+def _run_simulator(settings: SimulatorConfig, encoding: str) -> None:
+    from budgets.tokens import TokenCounter, load_encoding
+    from tiers.llm.simulator import SimulatorSettings, run_simulator
+
+    run_simulator(
+        settings.host,
+        settings.port,
+        SimulatorSettings(latency_ms=settings.latency_ms, per_token_ms=settings.per_token_ms),
+        TokenCounter(load_encoding(encoding)),
+    )
+
+
+def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None) -> None:
+    """Run until SIGINT or SIGTERM; in-flight requests are drained before workers exit. SIGHUP
+    reloads the config (re-read with `load`) in every worker."""
+    host, port, workers = config.server.host, config.server.port, config.server.workers
+    context = multiprocessing.get_context("fork")
+    children: list[multiprocessing.process.BaseProcess] = []
+    if config.simulator is not None:
+        simulator = context.Process(
+            target=_run_simulator, args=(config.simulator, config.tokenizer.encoding), daemon=True
+        )
+        simulator.start()
+        children.append(simulator)
+        log.warning("simulated upstream on http://%s:%d/v1", config.simulator.host, config.simulator.port)
+    sock = _bind(host, port)
+    log.warning("tiergate serving on http://%s:%d/v1 with %d worker(s)", host, sock.getsockname()[1], workers)
+    try:
+        if workers == 1:
+            _serve_worker(config, load, sock, supervised=False)
+            return
+        procs = [
+            context.Process(target=_serve_worker, args=(config, load, sock, True)) for _ in range(workers)
+        ]
+        for proc in procs:
+            proc.start()
+
+        def forward(signum: int, _: object) -> None:
+            for proc in procs:
+                if proc.pid is not None:
+                    with suppress(ProcessLookupError):
+                        os.kill(proc.pid, signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGHUP, forward)
+        for proc in procs:
+            proc.join()
+    finally:
+        sock.close()
+        for child in children:
+            child.terminate()
+            child.join(5)

@@ -1,0 +1,17 @@
+"""Types of the compiled kernel (tiers/classifier/_lean.c)."""
+
+import numpy as np
+
+class Kernel:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        intercept: np.ndarray,
+        idf: np.ndarray,
+        sublinear: tuple[bool, ...],
+        pieces: np.ndarray | None = None,
+        scale: float = 0.0,
+        head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None: ...
+    def probabilities(self, parts: tuple[list[int], ...], out: np.ndarray) -> None: ...
+    def decide(self, parts: tuple[list[int], ...], excluded: int) -> tuple[int, float, float, float]: ...

@@ -1,0 +1,252 @@
+"""OpenAI-compatible LLM providers over one shared aiohttp session (OpenAI, Azure, vLLM, Ollama, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import msgspec
+
+from tiers.errors import UpstreamError
+from tiers.llm.sse import SSERelay
+from tiers.types import ChatRequest, StreamOptions, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    body: bytes
+    content: str | None
+    usage: Usage | None
+    tool_calls: tuple[tuple[str, str], ...] = ()
+
+
+class Upstream(Protocol):
+    name: str
+
+    async def complete(self, request: ChatRequest) -> Completion: ...
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        include_usage: bool,
+        prompt_tokens: Callable[[], int],
+        max_repeats: int | None = None,
+    ) -> SSERelay: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    name: str
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float | None = None
+    max_output_tokens: int | None = None
+    stream_usage: bool = True
+    headers: tuple[tuple[str, str], ...] = ()
+    max_repeated_chunks: int = 100
+
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class _FunctionView(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _ToolCallView(msgspec.Struct):
+    function: _FunctionView | None = None
+
+
+class _MessageView(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolCallView] | None = None
+
+
+class _ChoiceView(msgspec.Struct):
+    message: _MessageView | None = None
+
+
+class _CompletionView(msgspec.Struct):
+    choices: list[_ChoiceView] = []
+    usage: Usage | None = None
+
+
+class _ErrorDetail(msgspec.Struct):
+    message: str = ""
+
+
+class _ErrorView(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_message(raw: bytes) -> str:
+    try:
+        view = msgspec.json.decode(raw, type=_ErrorView)
+    except msgspec.DecodeError:
+        return raw[:200].decode("utf-8", "replace")
+    if isinstance(view.error, _ErrorDetail):
+        return view.error.message[:500]
+    return (view.error or "")[:500]
+
+
+class OpenAICompatibleUpstream:
+    """Sends requests to `{base_url}/chat/completions`, with the configured model substituted."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        session: aiohttp.ClientSession,
+        count_tokens: Callable[[str], int],
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._session = session
+        self._count = count_tokens
+        self._url = f"{settings.base_url}/chat/completions"
+        headers = {"content-type": "application/json", **dict(settings.headers)}
+        if settings.api_key:
+            headers["authorization"] = f"Bearer {settings.api_key}"
+        self._headers = headers
+        self._first_token_s = settings.first_token_timeout_s or settings.timeout_s
+        self._connect_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout_s, connect=settings.connect_timeout_s
+        )
+
+    def _outgoing(self, request: ChatRequest, *, stream: bool) -> bytes:
+        cap = request.completion_cap()
+        limit = self._settings.max_output_tokens
+        changes: dict[str, object] = {"model": self._settings.model, "stream": stream}
+        if limit is not None and (cap is None or cap > limit):
+            field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+            changes[field] = limit
+        if stream:
+            changes["stream_options"] = (
+                StreamOptions(include_usage=True) if self._settings.stream_usage else request.stream_options
+            )
+        else:
+            changes["stream_options"] = None
+        return msgspec.json.encode(msgspec.structs.replace(request, **changes))
+
+    async def _open(self, payload: bytes) -> aiohttp.ClientResponse:
+        """Send, and wait for a 200 response head; the caller bounds the wait."""
+        try:
+            response = await self._session.post(
+                self._url, data=payload, headers=self._headers, timeout=self._connect_timeout
+            )
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream {self.name!r} could not be reached ({type(exc).__name__})", retryable=True
+            ) from None
+        if response.status != 200:
+            try:
+                raw = await asyncio.wait_for(response.read(), self._settings.connect_timeout_s)
+            except (TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                response.release()
+            raise UpstreamError(
+                f"upstream {self.name!r} answered {response.status}: {_error_message(raw)}",
+                status=response.status,
+                retryable=response.status in RETRYABLE_STATUSES,
+                retry_after_s=_retry_after(response.headers.get("retry-after")),
+            )
+        return response
+
+    def _timed_out(self, started: bool) -> UpstreamError:
+        if started:
+            message = f"upstream {self.name!r} did not finish within {self._settings.timeout_s:g}s"
+        else:
+            message = f"upstream {self.name!r} sent nothing within {self._first_token_s:g}s"
+        return UpstreamError(message, retryable=True, timeout=True)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        payload = self._outgoing(request, stream=False)
+        response: aiohttp.ClientResponse | None = None
+        # One timer for both limits: first the time to the response head, then the total.
+        try:
+            async with asyncio.timeout(self._first_token_s) as timer:
+                began = asyncio.get_running_loop().time()
+                response = await self._open(payload)
+                timer.reschedule(began + self._settings.timeout_s)
+                body = await response.read()
+        except TimeoutError:
+            if response is not None:
+                response.close()
+            raise self._timed_out(response is not None) from None
+        except aiohttp.ClientError as exc:
+            if response is not None:
+                response.close()
+            raise UpstreamError(
+                f"upstream {self.name!r} broke off its answer ({type(exc).__name__})", retryable=True
+            ) from None
+        finally:
+            if response is not None:
+                response.release()
+        try:
+            view = msgspec.json.decode(body, type=_CompletionView)
+        except msgspec.DecodeError:
+            raise UpstreamError(
+                f"upstream {self.name!r} answered with malformed JSON", status=502, retryable=True
+            ) from None
+        message = view.choices[0].message if view.choices else None
+        return Completion(
+            body=body,
+            content=message.content if message else None,
+            usage=view.usage,
+            tool_calls=tuple(
+                (call.function.name, call.function.arguments)
+                for call in (message.tool_calls or [] if message else [])
+                if call.function is not None
+            ),
+        )
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        include_usage: bool,
+        prompt_tokens: Callable[[], int],
+        max_repeats: int | None = None,
+    ) -> SSERelay:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._first_token_s):
+                response = await self._open(self._outgoing(request, stream=True))
+        except TimeoutError:
+            raise self._timed_out(False) from None
+        relay = SSERelay(
+            response,
+            upstream=self.name,
+            include_usage=include_usage,
+            prompt_tokens=prompt_tokens,
+            count_tokens=self._count,
+            deadline=started + self._settings.timeout_s,
+            first_token_deadline=started + self._first_token_s,
+            max_repeats=max_repeats or self._settings.max_repeated_chunks,
+        )
+        # Wait for the first event here, so failures before any byte reaches the client can still
+        # be retried or escalated instead of breaking a stream that has already begun.
+        try:
+            await relay.prime()
+        except UpstreamError:
+            await relay.aclose()
+            raise
+        return relay

@@ -86,45 +86,57 @@ class Ladder:
             began = time.perf_counter()
             result = await tier.decide(request)
             if isinstance(result, Answer) and reviewer is not None and result.stream is None:
-                checked = reviewer.review(result)
-                if isinstance(checked, str) and repair and result.upstream is not None:
-                    rejected.append(result)
-                    result = await tier.decide(repair_request(request, result, checked))
-                    checked = reviewer.review(result) if isinstance(result, Answer) else checked
-                if isinstance(checked, str):
-                    if isinstance(result, Answer):
-                        rejected.append(result)
-                    result = Escalate(
-                        tier=tier.name, reason=f"output failed validation: {checked}", status=502
-                    )
-                else:
-                    result = checked
-            took = (time.perf_counter() - began) * 1000
-            if isinstance(result, Answer):
-                attempts.append(
-                    Attempt(tier=tier.name, outcome="answered", confidence=result.confidence, latency_ms=took)
+                result = await self._review(
+                    tier, request, result, reviewer, repair and result.upstream is not None, rejected
                 )
+            attempts.append(attempt_of(tier.name, result, (time.perf_counter() - began) * 1000))
+            if isinstance(result, Answer):
                 return LadderResult(answer=result, attempts=attempts, failures=failures, rejected=rejected)
             failures.append(result)
-            attempts.append(
-                Attempt(
-                    tier=tier.name,
-                    outcome="denied" if result.final else "escalated",
-                    reason=result.reason,
-                    confidence=result.confidence,
-                    latency_ms=took,
-                    status=result.status,
-                )
-            )
             if result.final:
                 break
             i += 1
-            if result.skip_to is not None:
-                target = self.index_of(result.skip_to)
-                if target is not None and target > i:
-                    attempts.extend(
-                        Attempt(tier=name, outcome="skipped", reason=f"rule escalated to {result.skip_to}")
-                        for name in self.names[i:target]
-                    )
-                    i = target
+            target = self.index_of(result.skip_to) if result.skip_to is not None else None
+            if target is not None and target > i:
+                attempts.extend(
+                    Attempt(tier=name, outcome="skipped", reason=f"rule escalated to {result.skip_to}")
+                    for name in self.names[i:target]
+                )
+                i = target
         return LadderResult(answer=None, attempts=attempts, failures=failures, rejected=rejected)
+
+    @staticmethod
+    async def _review(
+        tier: Tier,
+        request: TierRequest,
+        answer: Answer,
+        reviewer: Reviewer,
+        repair: bool,
+        rejected: list[Answer],
+    ) -> Answer | Escalate:
+        """The answer as reviewed; a failing one is asked again once with the error (when
+        `repair`), and escalates if it fails again. Failed answers join `rejected`."""
+        checked = reviewer.review(answer)
+        result: Answer | Escalate = answer
+        if isinstance(checked, str) and repair:
+            rejected.append(answer)
+            result = await tier.decide(repair_request(request, answer, checked))
+            checked = reviewer.review(result) if isinstance(result, Answer) else checked
+        if not isinstance(checked, str):
+            return checked
+        if isinstance(result, Answer):
+            rejected.append(result)
+        return Escalate(tier=tier.name, reason=f"output failed validation: {checked}", status=502)
+
+
+def attempt_of(tier: str, result: Answer | Escalate, took_ms: float) -> Attempt:
+    if isinstance(result, Answer):
+        return Attempt(tier=tier, outcome="answered", confidence=result.confidence, latency_ms=took_ms)
+    return Attempt(
+        tier=tier,
+        outcome="denied" if result.final else "escalated",
+        reason=result.reason,
+        confidence=result.confidence,
+        latency_ms=took_ms,
+        status=result.status,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.auth import key_digest
 from gateway.config.models import GatewayConfig
-from gateway.runtime.build import rule_specs
+from gateway.config.rules import rule_specs
 from tiers.rules import RuleError, RulesTier
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -124,7 +124,7 @@ def _cross_check(config: GatewayConfig) -> list[str]:
             if name != "*" and name not in route_names and name not in upstream_names:
                 problems.append(f"agents[{i}].routes[{j}]: unknown route or upstream {name!r}")
         digest = (
-            hashlib.sha256(agent.api_key.get_secret_value().encode()).hexdigest()
+            key_digest(agent.api_key.get_secret_value()).hex()
             if agent.api_key is not None
             else (agent.key_sha256 or "").lower()
         )
@@ -132,7 +132,7 @@ def _cross_check(config: GatewayConfig) -> list[str]:
             problems.append(f"agents[{i}]: same key as agents[{keys[digest]}]; every agent needs its own key")
         keys[digest] = i
     admin = config.server.admin_key
-    if admin is not None and hashlib.sha256(admin.get_secret_value().encode()).hexdigest() in keys:
+    if admin is not None and key_digest(admin.get_secret_value()).hex() in keys:
         problems.append("server.admin_key: the admin key must differ from every agent key")
     if config.cache.backend == "redis" and not (config.cache.url or config.state.url):
         problems.append("cache.url: the redis cache needs a url (or state.url)")

@@ -19,7 +19,8 @@ from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.auth import AdminKey, AgentDirectory, key_digest
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
-from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig, UpstreamConfig
+from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
+from gateway.config.rules import rule_specs
 from gateway.http.wire import InputLimits
 from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
@@ -41,7 +42,7 @@ from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 from tiers.llm.guards import Bulkhead, RetryBudget
 from tiers.llm.tier import LLMTier, RetryPolicy
 from tiers.llm.upstream import OpenAICompatibleUpstream, UpstreamSettings
-from tiers.rules import RuleSpec, RulesTier
+from tiers.rules import RulesTier
 
 
 class Activity:
@@ -181,30 +182,6 @@ def micro_prices(upstream: UpstreamConfig) -> tuple[float, float]:
     )
 
 
-def rule_specs(route: RouteConfig) -> list[RuleSpec]:
-    specs = []
-    for i, rule in enumerate(route.rules):
-        when = rule.when
-        agents = (when.agent,) if isinstance(when.agent, str) else when.agent
-        specs.append(
-            RuleSpec(
-                name=rule.name or f"{route.name}#{i}",
-                last_user_matches=when.last_user_matches,
-                contains_any=tuple(when.contains_any) if when.contains_any else None,
-                agents=tuple(agents) if agents is not None else None,
-                metadata=tuple(when.metadata.items()) if when.metadata is not None else None,
-                user=when.user,
-                min_messages=when.min_messages,
-                max_messages=when.max_messages,
-                has_tools=when.has_tools,
-                answer=rule.answer,
-                escalate_to=rule.escalate_to,
-                deny=rule.deny,
-            )
-        )
-    return specs
-
-
 def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
     """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up."""
     loaded: dict[str, ClassifierModel] = {}
@@ -280,13 +257,8 @@ def build_routes(
     return RouteTable(routes)
 
 
-async def build_gateway(
-    config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None = None
-) -> Gateway:
-    """Create every client and component; `stack` closes them when the worker stops. On a reload,
-    in-memory budgets and cache carry over from the `previous` gateway, so a reload never
-    forgets what was spent."""
-    counter = TokenCounter(load_encoding(config.tokenizer.encoding))
+def upstream_session(config: GatewayConfig) -> aiohttp.ClientSession:
+    """One HTTP session per worker for every upstream call."""
     connector = aiohttp.TCPConnector(
         limit=sum(u.max_connections for u in config.upstreams) or 100,
         limit_per_host=0,
@@ -295,13 +267,18 @@ async def build_gateway(
     )
     # No cookie jar: the session is shared by every agent, and an upstream's Set-Cookie must never
     # ride along on another agent's request.
-    session = aiohttp.ClientSession(
+    return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
         raise_for_status=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    stack.push_async_callback(session.close)
+
+
+def build_llm_tiers(
+    config: GatewayConfig, session: aiohttp.ClientSession, counter: TokenCounter
+) -> tuple[dict[str, Tier], dict[str, CircuitBreaker]]:
+    """Each upstream as a tier, with its retries, circuit breaker, retry budget and bulkhead."""
     tiers: dict[str, Tier] = {}
     circuits: dict[str, CircuitBreaker] = {}
     for upstream in config.upstreams:
@@ -316,6 +293,45 @@ async def build_gateway(
             RetryBudget(ratio=upstream.retry_budget),
             Bulkhead(upstream.max_concurrency, upstream.queue_timeout_s),
         )
+    return tiers, circuits
+
+
+def build_request_path(
+    config: GatewayConfig,
+    routes: RouteTable,
+    ledger: Ledger,
+    cache: Cache,
+    counter: TokenCounter,
+    records: Records,
+    metrics: Metrics,
+    alerts: BudgetAlerts,
+) -> RequestPath:
+    agents = config.agents
+    return RequestPath(
+        admission=Admission(
+            routes,
+            LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc()),
+            {a.id: LoopLimits(a.loops.max_repeats, a.loops.window_s, a.loops.max_steps) for a in agents},
+        ),
+        budget=BudgetStep(
+            ledger, budget_facts(config), alerts, {u.name: micro_prices(u) for u in config.upstreams}
+        ),
+        cache=CacheLookup(cache, config.cache),
+        counter=counter,
+        records=records,
+    )
+
+
+async def build_gateway(
+    config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None = None
+) -> Gateway:
+    """Create every client and component; `stack` closes them when the worker stops. On a reload,
+    in-memory budgets and cache carry over from the `previous` gateway, so a reload never
+    forgets what was spent."""
+    counter = TokenCounter(load_encoding(config.tokenizer.encoding))
+    session = upstream_session(config)
+    stack.push_async_callback(session.close)
+    tiers, circuits = build_llm_tiers(config, session, counter)
     redis = None
     if config.state.backend == "redis" and config.state.url:
         redis = connect(config.state.url, config.state.timeout_s)
@@ -338,22 +354,8 @@ async def build_gateway(
     metrics = Metrics(circuits, routes.routes)
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
-    chat = RequestPath(
-        admission=Admission(
-            routes,
-            LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc()),
-            {
-                a.id: LoopLimits(a.loops.max_repeats, a.loops.window_s, a.loops.max_steps)
-                for a in config.agents
-            },
-        ),
-        budget=BudgetStep(
-            ledger, budget_facts(config), alerts, {u.name: micro_prices(u) for u in config.upstreams}
-        ),
-        cache=CacheLookup(cache, config.cache),
-        counter=counter,
-        records=Records(Recorder(recent, sink, metrics.observe), config.records.redact),
-    )
+    records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)
+    chat = build_request_path(config, routes, ledger, cache, counter, records, metrics, alerts)
     admin = config.server.admin_key
     return Gateway(
         config=config,

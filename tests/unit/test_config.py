@@ -144,3 +144,13 @@ def test_config_schema_is_json_schema() -> None:
 def test_secrets_do_not_appear_in_the_config_repr() -> None:
     config = parse_config(ARCHITECTURE_EXAMPLE, ENV)
     assert "sk-bot" not in repr(config) and "sk-upstream" not in repr(config)
+
+
+def test_checking_a_config_loads_none_of_the_runtime() -> None:
+    code = (
+        "import sys; from gateway.config.loading import load_config; load_config(None, {}); "
+        "heavy = ('aiohttp', 'litestar', 'redis', 'uvicorn', 'numpy', 'tiktoken', 'gateway.runtime'); "
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

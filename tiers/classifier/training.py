@@ -244,40 +244,82 @@ def train(
     """Fits the model on all rows, with its threshold calibrated on out-of-fold predictions: `folds`
     models, each fitted without one fold, score the rows of that fold. Every row is scored once by
     a model that did not see it, so the threshold rests on all rows rather than one held-out
-    share (on Banking77 a single held-out fifth put it anywhere from 78.6 to 83.4 % coverage,
-    sometimes short of the target on the test rows). More folds fit models closer to the final
-    one, which calibrates less cautiously: with embeddings, 84.0 % at 98.5 % with ten folds,
-    84.9 % at 98.2 % with twenty. `jobs` folds are fitted at a time, in worker processes when
-    more than one (the same model, up to rounding: their linear algebra may split sums over
-    fewer threads)."""
-    in_scope = [(t, lab) for t, lab in rows if lab is not None]
-    out_of_scope = [t for t, lab in rows if lab is None]
-    if len({lab for _, lab in in_scope}) < 2:
+    share; more folds fit models closer to the final one. `jobs` folds are fitted at a time, in
+    worker processes when more than one (the same model, up to rounding: their linear algebra may
+    split sums over fewer threads)."""
+    _check_arguments(rows, folds, jobs)
+    began = time.monotonic()
+
+    def step(message: str) -> None:
+        progress(f"[{time.monotonic() - began:6.1f}s] {message}")
+
+    dense = _dense_view() if embeddings else None
+    texts = [t for t, lab in rows if lab is not None] + [t for t, lab in rows if lab is None]
+    labels = [str(lab) for _, lab in rows if lab is not None]
+    labels += [OUT_OF_SCOPE] * (len(texts) - len(labels))
+    classes = sorted(set(labels))  # the final model's, as scikit-learn orders them
+    units = None if dense is None else np.array([dense.embeddings.embed(t) for t in texts])
+    splits = calibration_folds(labels, folds, seed)
+    step(f"{len(splits)} folds, {jobs} at a time")
+    linear, network = _score_out_of_fold(
+        Fold(texts, labels, c, seed, dense, units), splits, classes, jobs, step
+    )
+    weight, probabilities = head_weight(linear, network, [classes.index(y) for y in labels])
+    if network is not None:
+        step(f"head weight {weight} (lowest out-of-fold log loss of {HEAD_WEIGHTS})")
+    calibration = _calibrate(probabilities, texts, labels, classes, target_precision)
+    step(f"threshold {calibration.threshold:.4f} reaches precision {target_precision} out of fold")
+    if network is not None:
+        calibration.metrics["head_weight"] = weight
+    step(f"fitting on all {len(texts)} rows")
+    vectorizers, estimator = _fit(texts, labels, c, seed, dense)
+    if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
+        raise RuntimeError("the fitted classes are not in the order the confidence model assumed")
+    head = _final_head(units, labels, classes, seed, weight)
+    step("done")
+    return model_of(
+        vectorizers,
+        estimator,
+        dense,
+        threshold=calibration.threshold,
+        metrics={"out_of_fold": calibration.metrics, "folds": len(splits)},
+        data_sha256=data_sha256(rows),
+        target_precision=target_precision,
+        reliability=calibration.reliability,
+        head=head,
+    )
+
+
+def _dense_view() -> DenseView:
+    try:
+        return DenseView(StaticEmbeddings.load(), EMBEDDING_SCALE)
+    except EmbeddingsError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _check_arguments(rows: Sequence[Row], folds: int, jobs: int) -> None:
+    if len({lab for _, lab in rows if lab is not None}) < 2:
         raise DataError("training needs at least two labels")
     if folds < 2:
         raise DataError(f"calibration needs at least 2 folds, not {folds}")
     if jobs < 1:
         raise DataError(f"training needs at least 1 job, not {jobs}")
-    began = time.monotonic()
-    try:
-        dense = DenseView(StaticEmbeddings.load(), EMBEDDING_SCALE) if embeddings else None
-    except EmbeddingsError as exc:
-        raise DataError(str(exc)) from None
 
-    def step(message: str) -> None:
-        progress(f"[{time.monotonic() - began:6.1f}s] {message}")
 
-    texts = [t for t, _ in in_scope] + out_of_scope
-    labels = [str(lab) for _, lab in in_scope] + [OUT_OF_SCOPE] * len(out_of_scope)
-    classes = sorted(set(labels))  # the final model's, as scikit-learn orders them
+def _score_out_of_fold(
+    fold: Fold,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    classes: list[str],
+    jobs: int,
+    step: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every row's probabilities from the model that did not see it: the linear model's, and the
+    head's log-probabilities when there are embeddings. They cover all the classes (a fold may lack
+    a rare label: its columns stay 0)."""
     position = {label: k for k, label in enumerate(classes)}
-    splits = calibration_folds(labels, folds, seed)
-    units = None if dense is None else np.array([dense.embeddings.embed(t) for t in texts])
-    # out of fold, over all the classes (a fold may lack a rare label: its columns stay 0)
-    linear = np.zeros((len(texts), len(classes)))  # the linear model's probabilities
-    network = None if units is None else np.zeros((len(texts), len(classes)))  # the head's log-probabilities
-    fold = Fold(texts, labels, c, seed, dense, units)
-    step(f"{len(splits)} folds, {jobs} at a time")
+    rows = len(fold.texts)
+    linear = np.zeros((rows, len(classes)))
+    network = None if fold.units is None else np.zeros((rows, len(classes)))
     scorings = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
         joblib.delayed(fold.score)(fit_rows, held_rows) for fit_rows, held_rows in splits
     )
@@ -287,27 +329,36 @@ def train(
             if block is not None and into is not None:
                 fitted_classes, values = block
                 into[np.ix_(held_rows, np.array([position[k] for k in fitted_classes]))] = values
-    weight, probabilities = head_weight(linear, network, [position[y] for y in labels])
-    if network is not None:
-        step(f"head weight {weight} (lowest out-of-fold log loss of {HEAD_WEIGHTS})")
-    excluded = position.get(OUT_OF_SCOPE)
+    return linear, network
+
+
+@dataclass(frozen=True)
+class Calibration:
+    reliability: Reliability | None
+    threshold: float
+    metrics: dict[str, Any]
+
+
+def _calibrate(
+    probabilities: np.ndarray, texts: list[str], labels: list[str], classes: list[str], target: float
+) -> Calibration:
+    """The confidence model and the threshold, fitted on the out-of-fold predictions. Rows the
+    out-of-scope class claims are never answered whatever the threshold: both are fitted on the
+    rest."""
+    excluded = classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in classes else None
     out_of_fold = [summarise(p, excluded) for p in probabilities]
-    words = [word_count(t) for t in texts]
-    # Rows the out-of-scope class claims are never answered whatever the threshold: the confidence
-    # model and the threshold are fitted on the rest.
     answerable = [i for i, s in enumerate(out_of_fold) if s.ahead]
     correct = [classes[s.best] == y for s, y in zip(out_of_fold, labels, strict=True)]
     reliability = fit_reliability(
         [out_of_fold[i] for i in answerable],
-        [words[i] for i in answerable],
+        [word_count(texts[i]) for i in answerable],
         [correct[i] for i in answerable],
         len(classes),
     )
     confidences = [confidence(reliability, s, t) for s, t in zip(out_of_fold, texts, strict=True)]
     threshold = calibrate_threshold(
-        [confidences[i] for i in answerable], [correct[i] for i in answerable], target_precision
+        [confidences[i] for i in answerable], [correct[i] for i in answerable], target
     )
-    step(f"threshold {threshold:.4f} reaches precision {target_precision} out of fold")
     metrics = report(
         [
             Prediction.at(classes[s.best], score, threshold, s.ahead)
@@ -317,30 +368,19 @@ def train(
         threshold,
     )
     metrics["confidence"] = confidence_kind(reliability)
-    if network is not None:
-        metrics["head_weight"] = weight
-    step(f"fitting on all {len(texts)} rows")
-    vectorizers, estimator = _fit(texts, labels, c, seed, dense)
-    head = None
-    if weight > 0 and units is not None:
-        fitted = _fit_head(units, labels, seed)
-        if [str(k) for k in fitted.classes_] != classes:
-            raise RuntimeError("the head's classes are not in the linear model's order")
-        head = DenseHead.folded(fitted.coefs_, fitted.intercepts_, HEAD_INPUT_SCALE, weight)
-    if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
-        raise RuntimeError("the fitted classes are not in the order the confidence model assumed")
-    step("done")
-    return model_of(
-        vectorizers,
-        estimator,
-        dense,
-        threshold=threshold,
-        metrics={"out_of_fold": metrics, "folds": len(splits)},
-        data_sha256=data_sha256(rows),
-        target_precision=target_precision,
-        reliability=reliability,
-        head=head,
-    )
+    return Calibration(reliability, threshold, metrics)
+
+
+def _final_head(
+    units: np.ndarray | None, labels: list[str], classes: list[str], seed: int, weight: float
+) -> DenseHead | None:
+    """The head fitted on all rows, when the out-of-fold weighting kept it."""
+    if weight <= 0 or units is None:
+        return None
+    fitted = _fit_head(units, labels, seed)
+    if [str(k) for k in fitted.classes_] != classes:
+        raise RuntimeError("the head's classes are not in the linear model's order")
+    return DenseHead.folded(fitted.coefs_, fitted.intercepts_, HEAD_INPUT_SCALE, weight)
 
 
 @dataclass(frozen=True)

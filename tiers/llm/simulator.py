@@ -143,6 +143,62 @@ def example_of(schema: dict[str, Any], wrong: bool = False) -> Any:
     )
 
 
+def error_response(
+    status: int, message: str, kind: str, code: str | None, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One simulated answer, encoded as a whole completion or as stream chunks."""
+
+    request: ChatRequest
+    text: str
+    calls: list[dict[str, Any]]
+    finish: str
+    usage: Usage
+    ident: str
+    created: int
+    fault: str
+
+    def completion(self) -> dict[str, Any]:
+        message = {
+            "role": "assistant",
+            "content": self.text or None,
+            "refusal": None,
+            **({"tool_calls": self.calls} if self.calls else {}),
+        }
+        body: dict[str, Any] = {
+            "id": self.ident,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.request.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish, "logprobs": None}],
+        }
+        if self.fault != "no-usage":
+            body["usage"] = msgspec.to_builtins(self.usage)
+        return body
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        payload = {
+            "id": self.ident,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.request.model,
+            "choices": choices,
+            **extra,
+        }
+        return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None) -> bytes:
+        return self._event([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
+
+    def usage_chunk(self) -> bytes:
+        return self._event([], usage=msgspec.to_builtins(self.usage))
+
+
 class SimulatedUpstream:
     def __init__(self, settings: SimulatorSettings, counter: TextCounter) -> None:
         self.settings = settings
@@ -200,25 +256,39 @@ class SimulatedUpstream:
         try:
             request = msgspec.json.decode(await http.read(), type=ChatRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return web.json_response(
-                {
-                    "error": {
-                        "message": str(exc),
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-                status=400,
-            )
+            return error_response(400, str(exc), "invalid_request_error", None)
         directives = parse_directives(request.model, self.settings.faults)
-        fault = directives.fault or ""
-        self._seen[request.model] += 1
-        if self._seen[request.model] <= directives.fail_first:
-            fault = "503"
-        elif self._seen[request.model] <= directives.wrong_first:
-            fault = "wrong-schema"
+        fault = self._fault_of(request.model, directives)
+        refused = await self._refuse(http, fault)
+        if refused is not None:
+            return refused
+        if fault == "slow-first":
+            await asyncio.sleep(10)
+        reply = self._reply(request, fault)
         latency = directives.latency_ms if directives.latency_ms is not None else self.settings.latency_ms
+        if request.stream:
+            return await self._stream(http, reply, latency)
+        if latency or self.settings.per_token_ms:
+            await asyncio.sleep((latency + self.settings.per_token_ms * reply.usage.completion_tokens) / 1000)
+        if fault == "broken-json":
+            return web.Response(
+                body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            )
+        return web.Response(body=msgspec.json.encode(reply.completion()), content_type="application/json")
+
+    def _fault_of(self, model: str, directives: _Directives) -> str:
+        """The fault this request gets, counting the requests per model name for `fail-first`
+        and `wrong-first`."""
+        self._seen[model] += 1
+        if self._seen[model] <= directives.fail_first:
+            return "503"
+        if self._seen[model] <= directives.wrong_first:
+            return "wrong-schema"
+        return directives.fault or ""
+
+    @staticmethod
+    async def _refuse(http: web.Request, fault: str) -> web.StreamResponse | None:
+        """The faults that answer no completion: hang, reset, or an HTTP error status."""
         if fault == "hang":
             await asyncio.sleep(3600)
         if fault == "reset":
@@ -227,25 +297,15 @@ class SimulatedUpstream:
             return web.Response()
         if fault.isdigit():
             headers = {"retry-after": "1"} if fault in ("429", "503") else {}
-            return web.json_response(
-                {
-                    "error": {
-                        "message": f"simulated {fault}",
-                        "type": "api_error",
-                        "param": None,
-                        "code": fault,
-                    }
-                },
-                status=int(fault),
-                headers=headers,
-            )
-        if fault == "slow-first":
-            await asyncio.sleep(10)
-        reply = self.reply_text(request, fault == "wrong-schema")
+            return error_response(int(fault), f"simulated {fault}", "api_error", fault, headers)
+        return None
+
+    def _reply(self, request: ChatRequest, fault: str) -> _Reply:
+        text = self.reply_text(request, fault == "wrong-schema")
         if fault == "invalid-json":
-            reply = "Sure! Here is the JSON you asked for: {category: shipping"
+            text = "Sure! Here is the JSON you asked for: {category: shipping"
         calls = self.tool_calls(request, fault == "wrong-schema")
-        text, completion, finish = self._truncate(reply, request.completion_cap())
+        text, completion, finish = self._truncate(text, request.completion_cap())
         if calls:
             text, finish = "", "tool_calls"
             completion = self._count(msgspec.json.encode(calls).decode())
@@ -254,99 +314,38 @@ class SimulatedUpstream:
         self.stats.prompt_tokens += usage.prompt_tokens
         self.stats.completion_tokens += usage.completion_tokens
         self.stats.by_model[request.model] += 1
-        ident = f"chatcmpl-sim{self.stats.requests}"
-        if request.stream:
-            return await self._stream(http, request, text, finish, usage, ident, latency, fault)
-        if latency or self.settings.per_token_ms:
-            await asyncio.sleep((latency + self.settings.per_token_ms * completion) / 1000)
-        if fault == "broken-json":
-            return web.Response(
-                body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
-            )
-        body: dict[str, Any] = {
-            "id": ident,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": text or None,
-                        "refusal": None,
-                        **({"tool_calls": calls} if calls else {}),
-                    },
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            ],
-        }
-        if fault != "no-usage":
-            body["usage"] = msgspec.to_builtins(usage)
-        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+        return _Reply(
+            request, text, calls, finish, usage, f"chatcmpl-sim{self.stats.requests}", int(time.time()), fault
+        )
 
-    async def _stream(
-        self,
-        http: web.Request,
-        request: ChatRequest,
-        text: str,
-        finish: str,
-        usage: Usage,
-        ident: str,
-        latency: float,
-        fault: str,
-    ) -> web.StreamResponse:
+    async def _stream(self, http: web.Request, reply: _Reply, latency: float) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
         )
         await response.prepare(http)
-        created = int(time.time())
-
-        def chunk(
-            delta: dict[str, Any], finish_reason: str | None, extra: dict[str, Any] | None = None
-        ) -> bytes:
-            payload = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": request.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-                **(extra or {}),
-            }
-            return b"data: " + msgspec.json.encode(payload) + b"\n\n"
-
         if latency:
             await asyncio.sleep(latency / 1000)
-        await response.write(chunk({"role": "assistant", "content": ""}, None))
-        pieces = [w + " " for w in text.split(" ")]
+        await response.write(reply.chunk({"role": "assistant", "content": ""}, None))
+        pieces = [w + " " for w in reply.text.split(" ")]
         pieces[-1] = pieces[-1].rstrip(" ")
-        per_piece = self.settings.per_token_ms * usage.completion_tokens / max(1, len(pieces)) / 1000
-        if fault == "stutter":
+        per_piece = self.settings.per_token_ms * reply.usage.completion_tokens / max(1, len(pieces)) / 1000
+        if reply.fault == "stutter":
             pieces = pieces[:2] + ["again "] * 500
         for i, piece in enumerate(pieces):
             if per_piece:
                 await asyncio.sleep(per_piece)
-            if fault == "cut" and i >= len(pieces) // 2:
+            if reply.fault == "cut" and i >= len(pieces) // 2:
                 assert http.transport is not None
                 http.transport.close()
                 return response
-            if fault == "broken-json" and i == len(pieces) // 2:
+            if reply.fault == "broken-json" and i == len(pieces) // 2:
                 await response.write(b'data: {"id": "broken", "choices": [\n\n')
                 continue
-            await response.write(chunk({"content": piece}, None))
-        await response.write(chunk({}, finish))
-        wants_usage = request.stream_options is not None and request.stream_options.include_usage
-        if wants_usage and fault != "no-usage":
-            payload = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": request.model,
-                "choices": [],
-                "usage": msgspec.to_builtins(usage),
-            }
-            await response.write(b"data: " + msgspec.json.encode(payload) + b"\n\n")
+            await response.write(reply.chunk({"content": piece}, None))
+        await response.write(reply.chunk({}, reply.finish))
+        options = reply.request.stream_options
+        if options is not None and options.include_usage and reply.fault != "no-usage":
+            await response.write(reply.usage_chunk())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -1,8 +1,8 @@
 """One Redis client per worker, shared by the ledger and the cache, with timeouts on every call,
 so a hung Redis costs a request at most its timeout.
 
-The pool is the plain (non-blocking) one: measured here, the blocking pool's condition variable
-adds about 60 µs to every call. Its bound is high enough that it is never the limit in practice
+The pool is the plain (non-blocking) one: the blocking pool's condition variable adds to every
+call. Its bound is high enough that it is never the limit in practice
 (one connection per request in flight); past it a call fails fast as a state error."""
 
 from __future__ import annotations

@@ -33,8 +33,7 @@ log = logging.getLogger("tiergate.budget")
 
 
 class _Script:
-    """A Lua script run by EVALSHA directly (with the Script wrapper of redis-py and the blocking
-    pool, a reservation measured p50 420 µs here; with this and the plain pool, 350 µs)."""
+    """A Lua script run by EVALSHA directly: cheaper than redis-py's Script wrapper."""
 
     def __init__(self, source: str) -> None:
         self.source = source

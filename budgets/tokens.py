@@ -69,8 +69,8 @@ def _drop_python_ranks(encoding: tiktoken.Encoding) -> None:
 
 class PromptTokens:
     """A request's prompt tokens, counted on first use and then kept. A request answered by rules
-    or the classifier for an agent without limits never needs them: counting a new 200-token
-    message costs about 25 µs, as much as a classifier decision."""
+    or the classifier for an agent without limits never needs them, and counting a new message
+    costs about as much as a classifier decision."""
 
     __slots__ = ("_count", "_value")
 

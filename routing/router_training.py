@@ -14,9 +14,8 @@ from tiers.classifier.training import fit_linear, model_of
 
 def train_router(rows: Sequence[RouterRow], c: float = 0.3) -> ClassifierModel:
     """Learns P(only the strong model gets it right) from the prompt: the prompts where a strong
-    call buys something. (Measured on a held-out fifth of RouteLLM's MMLU rows: APGR 0.68 with
-    this target, 0.59 when learning P(the weak model fails), which also spends strong calls on
-    prompts that both models get wrong.)"""
+    call buys something. Learning P(the weak model fails) instead would also spend strong calls
+    on prompts that both models get wrong."""
     texts = [r.prompt for r in rows]
     labels = [STRONG if r.strong_correct and not r.weak_correct else WEAK for r in rows]
     vectorizers = [

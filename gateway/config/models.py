@@ -180,9 +180,8 @@ class ClassifierConfig(Model):
         ge=0,
         le=1,
         description="answer only at or above this confidence: the model's estimated probability that"
-        " its label is right (for model files of format 2 or 3, trained before the confidence model,"
-        " the best label's probability minus the runner-up's); default: the threshold calibrated at"
-        " training",
+        " its label is right (for models without a confidence model, the best label's probability"
+        " minus the runner-up's); default: the threshold calibrated at training",
     )
 
 

@@ -2,8 +2,8 @@
 
 An optional second view of a text for the classifier tier, next to its TF-IDF n-grams: n-grams know
 only the words seen in training, while the embedding places paraphrases ("my card has not come",
-"still waiting for the card") near each other. On Banking77 it lifts top-1 accuracy from 91.8 % to
-93.0 % and the coverage at 98 % accuracy by one to three points (benchmarks/README.md).
+"still waiting for the card") near each other (its effect on accuracy and coverage:
+benchmarks/README.md).
 
 The vectors are WordLlama's `l2_supercat` token embeddings (32,000 Llama-2 word pieces x 256
 dimensions, half precision), which the `wordllama` package ships inside its wheel: nothing is

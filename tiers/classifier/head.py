@@ -3,9 +3,7 @@
 The linear model weighs the embedding's dimensions one by one; a hidden layer (ReLU) sees their
 combinations, which separates paraphrased intents that share their words. Its scores are added to
 the linear model's logits, times a weight chosen out of fold when the model is trained (so the
-class probabilities are the linear model's times the network's to that power, renormalised). On
-Banking77 it lifts out-of-fold top-1 accuracy and the coverage at 98 % accuracy
-(benchmarks/README.md).
+class probabilities are the linear model's times the network's to that power, renormalised).
 
 Stored with its input scale and weight folded into the arrays, so serving is two small products:
 hidden = max(0, unit @ hidden_weights + hidden_bias), scores = hidden @ out_weights + out_bias.

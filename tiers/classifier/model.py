@@ -4,12 +4,11 @@ scikit-learn) answering with a label when it is confident enough, escalating oth
 A fitted scikit-learn pipeline takes milliseconds for one text; serving goes through a lean path
 that computes the same probabilities from the fitted parts (vocabularies, idf weights,
 coefficients): a dictionary walk for the text's feature ids, then a compiled kernel
-(tiers/classifier/_lean.c) for the weighting, the coefficients and the softmax, about 10 µs in all for a
-short text (NumPy does the same when the kernel is not built, about three times slower). A model
-may add a dense view of the text, static word-piece embeddings (tiers/classifier/embeddings.py, `tiergate
-train --embeddings`), whose coefficients follow the TF-IDF features', and a small network over
-them whose class scores join the linear model's (tiers/classifier/head.py). Model
-files hold only those parts, as plain values and NumPy arrays, so a gateway that serves a model
+(tiers/classifier/_lean.c) for the weighting, the coefficients and the softmax (NumPy does the
+same when the kernel is not built, more slowly). A model may add a dense view of the text, static
+word-piece embeddings (tiers/classifier/embeddings.py, `tiergate train --embeddings`), whose
+coefficients follow the TF-IDF features', and a small network over them whose class scores join
+the linear model's (tiers/classifier/head.py). Model files hold only those parts, as plain values and NumPy arrays, so a gateway that serves a model
 never imports scikit-learn. They are written with joblib (a pickle): load only files you made or
 trust.
 """
@@ -47,9 +46,8 @@ READABLE_FORMATS = (2, 3, 4, 5)
 OUT_OF_SCOPE = "__out_of_scope__"
 # Texts longer than this are scored in a worker thread so the event loop never waits on them.
 INLINE_CHARS = 2000
-# Coefficients are kept in single precision: half the memory of a worker's largest part (a
-# Banking77 model: 22 MiB), probabilities within 1e-6 of double precision's (tested), and the same
-# decisions. Features and logits stay in double precision.
+# Coefficients are kept in single precision: half the memory of a worker's largest part,
+# probabilities within 1e-6 of double precision's (tested), and the same decisions. Features and logits stay in double precision.
 WEIGHTS = np.float32
 
 
@@ -199,6 +197,57 @@ class LeanClassifier:
 
 
 @dataclass(frozen=True)
+class ModelFile:
+    """A model file's fields as stored (plain values and arrays), read and checked once."""
+
+    format: int
+    kind: str
+    features: list[dict[str, Any]]
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: list[str]
+    threshold: float
+    metrics: dict[str, Any]
+    data_sha256: str
+    sklearn_version: str
+    target_precision: float
+    embeddings: dict[str, Any] | None = None  # format 3 on
+    reliability: dict[str, Any] | None = None  # format 4 on
+    head: dict[str, Any] | None = None  # format 5
+
+    @classmethod
+    def read(cls, path: str | Path) -> ModelFile:
+        """The file's fields; a ModelError says why a file cannot be used."""
+        try:
+            raw = joblib.load(path)
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such model file (train one with `tiergate train`)") from None
+        except Exception as exc:
+            raise ModelError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
+        if not isinstance(raw, dict) or raw.get("kind") != "tiergate-classifier":
+            raise ModelError(f"{path}: not a tiergate classifier model")
+        if raw.get("format") not in READABLE_FORMATS:
+            raise ModelError(
+                f"{path}: model format {raw.get('format')}, this tiergate reads formats"
+                f" {', '.join(map(str, READABLE_FORMATS))};"
+                " retrain the model with this version"
+            )
+        try:
+            stored = cls(**raw)
+        except TypeError as exc:
+            raise ModelError(f"{path}: a damaged model file ({exc})") from None
+        installed = sklearn_version()
+        if stored.sklearn_version != installed:
+            raise ModelError(
+                f"{path}: trained with scikit-learn {stored.sklearn_version}, "
+                f"this is {installed}; retrain the model with this version"
+            )
+        if stored.head is not None and stored.embeddings is None:
+            raise ModelError(f"{path}: a damaged model file (a head over embeddings, but no embeddings)")
+        return stored
+
+
+@dataclass(frozen=True)
 class ClassifierModel:
     """A trained model as stored: the fitted parts, the classes, and the calibrated threshold."""
 
@@ -277,48 +326,25 @@ class ClassifierModel:
 
     @classmethod
     def load(cls, path: str | Path) -> ClassifierModel:
-        try:
-            stored = joblib.load(path)
-        except FileNotFoundError:
-            raise ModelError(f"{path}: no such model file (train one with `tiergate train`)") from None
-        except Exception as exc:
-            raise ModelError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
-        if not isinstance(stored, dict) or stored.get("kind") != "tiergate-classifier":
-            raise ModelError(f"{path}: not a tiergate classifier model")
-        if stored.get("format") not in READABLE_FORMATS:
-            raise ModelError(
-                f"{path}: model format {stored.get('format')}, this tiergate reads formats"
-                f" {', '.join(map(str, READABLE_FORMATS))};"
-                " retrain the model with this version"
-            )
-        installed = sklearn_version()
-        if stored["sklearn_version"] != installed:
-            raise ModelError(
-                f"{path}: trained with scikit-learn {stored['sklearn_version']}, "
-                f"this is {installed}; retrain the model with this version"
-            )
-        if stored.get("head") is not None and stored.get("embeddings") is None:
-            raise ModelError(f"{path}: a damaged model file (a head over embeddings, but no embeddings)")
+        stored = ModelFile.read(path)
         try:
             model = cls(
-                features=tuple(TfidfFeatures.from_plain(plain) for plain in stored["features"]),
-                coef=np.asarray(stored["coef"], dtype=WEIGHTS),
-                intercept=np.asarray(stored["intercept"], dtype=np.float64),
-                classes=[str(c) for c in stored["classes"]],
-                threshold=float(stored["threshold"]),
-                metrics=dict(stored["metrics"]),
-                data_sha256=str(stored["data_sha256"]),
-                sklearn_version=str(stored["sklearn_version"]),
-                target_precision=float(stored["target_precision"]),
-                embeddings=None if stored.get("embeddings") is None else dict(stored["embeddings"]),
+                features=tuple(TfidfFeatures.from_plain(plain) for plain in stored.features),
+                coef=np.asarray(stored.coef, dtype=WEIGHTS),
+                intercept=np.asarray(stored.intercept, dtype=np.float64),
+                classes=[str(c) for c in stored.classes],
+                threshold=float(stored.threshold),
+                metrics=dict(stored.metrics),
+                data_sha256=str(stored.data_sha256),
+                sklearn_version=str(stored.sklearn_version),
+                target_precision=float(stored.target_precision),
+                embeddings=None if stored.embeddings is None else dict(stored.embeddings),
                 reliability=None
-                if stored.get("reliability") is None
-                else Reliability.from_plain(stored["reliability"], len(stored["classes"])),
+                if stored.reliability is None
+                else Reliability.from_plain(stored.reliability, len(stored.classes)),
                 head=None
-                if stored.get("head") is None
-                else DenseHead.from_plain(
-                    stored["head"], int(stored["embeddings"]["dims"]), len(stored["classes"])
-                ),
+                if stored.head is None or stored.embeddings is None
+                else DenseHead.from_plain(stored.head, int(stored.embeddings["dims"]), len(stored.classes)),
             )
             model.check_shapes()
         except (KeyError, TypeError, ValueError) as exc:
@@ -344,11 +370,9 @@ class ClassifierModel:
 class Predictor:
     """Labels with confidences from a model, at its calibrated threshold or an override.
 
-    The confidence is the model's reliability estimate (tiers/classifier/confidence.py): the probability that
-    the best in-scope label is right. Models without one (formats 2 and 3) use the margin, the best
-    label's probability minus the runner-up's; on Banking77 the reliability model answers 84.9 %
-    of the test rows at 98.2 % accuracy where the margin answered 83.0 % at 98.2 % (embeddings
-    model, thresholds calibrated out of fold; benchmarks/README.md). When the out-of-scope class
+    The confidence is the model's reliability estimate (tiers/classifier/confidence.py): the
+    probability that the best in-scope label is right. Models without one (formats 2 and 3) use
+    the margin, the best label's probability minus the runner-up's. When the out-of-scope class
     comes first the text always escalates.
     """
 

@@ -56,9 +56,8 @@ from tiers.classifier.tfidf import TfidfFeatures
 Row = tuple[str, str | None]
 Scores = tuple[list[str], np.ndarray]  # classes, and one row of values per text over them
 CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
-# The embeddings' weight next to the TF-IDF features (each part is a unit vector). On Banking77,
-# with the threshold chosen on the test rows as an upper bound on calibration: 0.5 -> 83.9 %,
-# 0.75 -> 84.6 %, 1.0 -> 83.9 %, 1.25 -> 84.0 %, 2.0 -> 81.5 % coverage at 98 % accuracy.
+# The embeddings' weight next to the TF-IDF features (each part is a unit vector); how it was
+# chosen: benchmarks/README.md.
 EMBEDDING_SCALE = 0.75
 # Out-of-fold scorings for the confidence model and the threshold (see `train`).
 DEFAULT_FOLDS = 20
@@ -447,12 +446,9 @@ def head_weight(
 def fit_reliability(
     summaries: Sequence[Summary], words: Sequence[int], correct: Sequence[bool], classes: int
 ) -> Reliability | None:
-    """The confidence model (tiers/classifier/confidence.py) fitted on out-of-fold predictions, or None when
-    they are all right or all wrong (nothing to tell apart; the margin is the confidence then).
-
-    On Banking77 (with embeddings, one exploratory split), against the margin alone: 85.3 % of the
-    test rows answered at 98.3 % accuracy instead of 83.3 % at 98.2 %; without the label term
-    83.8 % (benchmarks/README.md). L2 strength C = 1."""
+    """The confidence model (tiers/classifier/confidence.py) fitted on out-of-fold predictions, or
+    None when they are all right or all wrong (nothing to tell apart; the margin is the confidence
+    then). L2 strength C = 1."""
     if len(set(correct)) < 2:
         return None
     onehot = np.zeros((len(summaries), classes))

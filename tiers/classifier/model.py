@@ -1,16 +1,16 @@
-"""The classifier tier: a linear model over word and character TF-IDF features (fitted with scikit-
-learn) answering with a label when it is confident enough, escalating otherwise.
+"""The classifier tier: a linear model over word and character TF-IDF features (fitted with
+scikit-learn) answering with a label when it is confident enough, escalating otherwise.
 
 A fitted scikit-learn pipeline takes milliseconds for one text; serving goes through a lean path
 that computes the same probabilities from the fitted parts (vocabularies, idf weights,
 coefficients): a dictionary walk for the text's feature ids, then a compiled kernel
-(tiers/classifier/_lean.c) for the weighting, the coefficients and the softmax (NumPy does the same
-when the kernel is not built, more slowly). A model may add a dense view of the text, static word-
-piece embeddings (tiers/classifier/embeddings.py, `tiergate train --embeddings`), whose coefficients
-follow the TF-IDF features', and a small network over them whose class scores join the linear
-model's (tiers/classifier/head.py). Model files hold only those parts, as plain values and NumPy
-arrays, so a gateway that serves a model never imports scikit-learn. They are written with joblib (a
-pickle): load only files you made or trust.
+(tiers/classifier/_lean.c) for the weighting, the coefficients and the softmax (NumPy does the
+same when the kernel is not built, more slowly). A model may add a dense view of the text, static
+word-piece embeddings (tiers/classifier/embeddings.py, `tiergate train --embeddings`), whose
+coefficients follow the TF-IDF features', and a small network over them whose class scores join
+the linear model's (tiers/classifier/head.py). Model files hold only those parts, as plain values
+and NumPy arrays, so a gateway that serves a model never imports scikit-learn. They are written
+with joblib (a pickle): load only files you made or trust.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import time
 from contextlib import AsyncExitStack
 
 import yaml
+from harness import Report
 
 from gateway.config.loading import parse_config
 from gateway.runtime.build import build_gateway
@@ -161,10 +162,13 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=150)
     args = parser.parse_args()
     per = asyncio.run(measure(args.requests, args.words))
-    print(
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {per:.1f} µs per rules answer"
-        f" (new messages of about {args.words} words each, {args.requests} requests)"
+    report = Report("answer_path")
+    report.table(
+        "A rules answer to new messages, in process",
+        ["requests", "words per message", "µs per answer"],
+        [[args.requests, args.words, per]],
     )
+    report.save()
 
 
 if __name__ == "__main__":

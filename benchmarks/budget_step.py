@@ -12,9 +12,10 @@ import asyncio
 import random
 import statistics
 import time
+from typing import Any
 
 import uvloop
-from harness import redis_server
+from harness import Report, redis_server
 
 from budgets.memory import MemoryLedger
 from budgets.policy import BudgetPolicy, Estimate, Reservation
@@ -42,17 +43,15 @@ async def time_ledger(ledger: MemoryLedger | RedisLedger, ops: int) -> list[floa
     return samples
 
 
-def describe(samples: list[float]) -> str:
+def describe(name: str, samples: list[float], note: str = "") -> list[Any]:
     ordered = sorted(samples)
-    return (
-        f"p50 {statistics.median(ordered):.1f} µs, p99 {ordered[int(len(ordered) * 0.99)]:.1f} µs "
-        f"(n={len(ordered)})"
-    )
+    return [name, statistics.median(ordered), ordered[int(len(ordered) * 0.99)], len(ordered), note]
 
 
-async def ledgers(ops: int) -> None:
-    memory = await time_ledger(MemoryLedger(POLICIES, SUBJECTS), ops)
-    print(f"memory ledger, reserve+settle: {describe(memory)}")
+async def ledgers(ops: int) -> list[list[Any]]:
+    rows = [
+        describe("memory ledger, reserve + settle", await time_ledger(MemoryLedger(POLICIES, SUBJECTS), ops))
+    ]
     with redis_server() as url:
         client = connect(url, timeout_s=1.0)
         ledger = RedisLedger(client, POLICIES, SUBJECTS, {})
@@ -66,17 +65,17 @@ async def ledgers(ops: int) -> None:
             assert isinstance(reservation, Reservation)
         stats = await client.info("commandstats")
         calls = sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
-        print(f"redis ledger, reserve: {describe(reserve_only)}; round trips per reserve: {calls / ops:.2f}")
+        rows.append(describe("Redis ledger, reserve", reserve_only, f"{calls / ops:.2f} round trips each"))
         script_us = stats["cmdstat_evalsha"]["usec_per_call"]
         pings = []
         for _ in range(ops):
             began = time.perf_counter()
             await client.ping()
             pings.append((time.perf_counter() - began) * 1e6)
-        print(f"  for scale: Redis ran the script in {script_us:.1f} µs per call; PING: {describe(pings)}")
-        both = await time_ledger(ledger, ops)
-        print(f"redis ledger, reserve+settle: {describe(both)}")
+        rows.append(describe("Redis PING, for scale", pings, f"the script ran {script_us:.1f} µs in Redis"))
+        rows.append(describe("Redis ledger, reserve + settle", await time_ledger(ledger, ops)))
         await client.aclose()
+    return rows
 
 
 def conversation_turns(turns: int) -> list[list[tuple[str, str | None]]]:
@@ -107,7 +106,7 @@ def conversation_turns(turns: int) -> list[list[tuple[str, str | None]]]:
     return history
 
 
-def counting(turns: int = 20, repeats: int = 50) -> None:
+def counting(turns: int = 20, repeats: int = 50) -> list[list[Any]]:
     encoding = load_encoding(None)
     history = conversation_turns(turns)
     warm_times, cold_times, new_only = [], [], []
@@ -125,12 +124,12 @@ def counting(turns: int = 20, repeats: int = 50) -> None:
         began = time.perf_counter()
         TokenCounter(encoding).count(last[-1][0])
         new_only.append((time.perf_counter() - began) * 1e6)
-    print(
-        f"turn {turns} of a re-sent conversation ({len(history[-1])} messages): "
-        f"with the per-message cache {statistics.median(warm_times):.1f} µs, "
-        f"counting all of it {statistics.median(cold_times):.1f} µs, "
-        f"counting only the new message {statistics.median(new_only):.1f} µs"
-    )
+    what = f"turn {turns} of a re-sent conversation ({len(history[-1])} messages)"
+    return [
+        [what, "with the per-message cache", statistics.median(warm_times)],
+        [what, "counting all of it", statistics.median(cold_times)],
+        [what, "counting only the new message", statistics.median(new_only)],
+    ]
 
 
 def main() -> None:
@@ -145,12 +144,15 @@ def main() -> None:
         help="uvloop: the loop the gateway serves on",
     )
     args = parser.parse_args()
-    print(f"event loop: {args.loop}")
-    if args.loop == "uvloop":
-        uvloop.run(ledgers(args.ops))
-    else:
-        asyncio.run(ledgers(args.ops))
-    counting()
+    rows = uvloop.run(ledgers(args.ops)) if args.loop == "uvloop" else asyncio.run(ledgers(args.ops))
+    report = Report("budget_step")
+    report.table(
+        f"Budget step per request ({args.loop} event loop, µs)",
+        ["operation", "p50 µs", "p99 µs", "n", "note"],
+        rows,
+    )
+    report.table("Token counting (µs)", ["conversation", "how", "p50 µs"], counting())
+    report.save()
 
 
 if __name__ == "__main__":

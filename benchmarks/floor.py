@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from harness import ROOT, chat_body, free_port, gateway, paired_latency, process, simulator, throughput
+from harness import (
+    ROOT,
+    Report,
+    chat_body,
+    free_port,
+    gateway,
+    paired_latency,
+    process,
+    simulator,
+    throughput,
+)
 from overhead import FREE, bench_config
 
 
@@ -42,10 +51,16 @@ def main() -> None:
                 [(url, body, {"authorization": auth}) for _, url, body in targets], args.requests
             )
             rates = [throughput(url, body, auth, 32, args.seconds)["rps"] for _, url, body in targets]
-    print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| target | p50 ms | added p50 ms | requests/s (32 connections) |\n| --- | --- | --- | --- |")
-    for (name, _, _), lat, rate in zip(targets, latency, rates, strict=True):
-        print(f"| {name} | {lat['p50_ms']:.3f} | {lat['p50_ms'] - latency[0]['p50_ms']:.3f} | {rate:,.0f} |")
+    report = Report("floor")
+    report.table(
+        "Pass-through against its stack's floor",
+        ["target", "p50 ms", "added p50 ms", "requests/s (32 connections)", "share of direct"],
+        [
+            [name, lat["p50_ms"], lat["p50_ms"] - latency[0]["p50_ms"], rate, f"{rate / rates[0]:.2f}"]
+            for (name, _, _), lat, rate in zip(targets, latency, rates, strict=True)
+        ],
+    )
+    report.save({"latency": latency, "rps": rates})
 
 
 if __name__ == "__main__":

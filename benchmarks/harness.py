@@ -23,6 +23,52 @@ import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def commit() -> str:
+    """The commit measured, marked `-dirty` when tracked files differ from it."""
+    described = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=ROOT, capture_output=True, text=True
+    )
+    return described.stdout.strip() or "unknown"
+
+
+class Report:
+    """A benchmark's current figures: tables written to `benchmarks/results/<name>.json`, from which
+    `benchmarks/report.py` writes the tables of benchmarks/README.md."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tables: list[dict[str, Any]] = []
+        self.started = time.gmtime()
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self.tables.append({"title": title, "columns": columns, "rows": rows})
+
+    def save(self, raw: dict[str, Any] | None = None) -> Path:
+        """Writes the figures with when, where and at which commit they were measured; prints them."""
+        import platform
+
+        document = {
+            "benchmark": self.name,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", self.started),
+            "commit": commit(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+            "tables": self.tables,
+            "raw": raw or {},
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"{self.name}.json"
+        out.write_text(json.dumps(document, indent=1, default=str) + "\n")
+        for table in self.tables:
+            print(f"\n{table['title']}\n")
+            print("| " + " | ".join(table["columns"]) + " |")
+            for row in table["rows"]:
+                print("| " + " | ".join(str(cell) for cell in row) + " |")
+        print(f"\n(figures: {out.relative_to(ROOT)}; `python benchmarks/report.py` updates the README)")
+        return out
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from harness import gateway, simulator, throughput
+from harness import Report, gateway, simulator, throughput
 
 KEY = "sk-bench-memory"
 
@@ -85,11 +85,13 @@ def main() -> None:
                         throughput(f"{url}/chat/completions", body, f"Bearer {KEY}", 32, 10)["requests"]
                     )
             after = rss_mib(pid)
-    print(
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: RSS after 1,000 requests "
-        f"{after_1k:.1f} MiB, after {sent:,} more {after:.1f} MiB ({after - after_1k:+.1f} MiB) "
-        f"in {time.monotonic() - began:.0f} s"
+    report = Report("memory")
+    report.table(
+        f"One worker's RSS, model {Path(args.model).name}",
+        ["after 1,000 requests (MiB)", "requests then sent", "after them (MiB)", "growth (MiB)", "seconds"],
+        [[after_1k, sent, after, after - after_1k, round(time.monotonic() - began)]],
     )
+    report.save()
 
 
 if __name__ == "__main__":

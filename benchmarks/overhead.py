@@ -8,7 +8,7 @@ hit, a rules answer, a classifier answer (--model, e.g. a Banking77 model from `
 with --texts (a CSV with a `text` column, e.g. Banking77's test.csv), also classifier answers over
 those distinct texts (the ones the model answers; throughput only), since one text sent over and
 over keeps every cache in the path warm.
-Writes benchmarks/results/overhead-<time>.json and prints a markdown table.
+Writes benchmarks/results/overhead.json and prints its tables.
 
     python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis] [--model M]
         [--texts ../shared/data/banking77/test.csv]
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ROOT, chat_body, gateway, paired_latency, redis_server, simulator, throughput
+from harness import Report, chat_body, gateway, paired_latency, redis_server, simulator, throughput
 
 from tiers.classifier.model import ClassifierModel, Predictor
 
@@ -164,22 +162,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        f"Measured {results['date']} on {results['machine']}, Python {results['python']}.",
-        "",
-        "| scenario (1 connection) | p50 ms | p99 ms | added p50 ms | added p99 ms |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, s in results["latency"].items():
-        lines.append(
-            f"| {name} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
-            f"{s.get('added_p50_ms', 0):.3f} | {s.get('added_p99_ms', 0):.3f} |"
-        )
-    lines += ["", "| scenario (32 connections) | requests/s | non-2xx |", "| --- | --- | --- |"]
-    for name, s in results["throughput"].items():
-        lines.append(f"| {name} | {s['rps']:.0f} | {s['non_2xx']:.0f} |")
-    return "\n".join(lines)
+def report(results: dict[str, Any]) -> Report:
+    """Latency added over the direct call, and requests/s as a share of the direct call's."""
+    out = Report("overhead")
+    latency, rates = results["latency"], results["throughput"]
+    out.table(
+        "Latency at 1 connection, each request paired with a direct one (ms)",
+        ["scenario", "p50", "p99", "added p50", "added p99"],
+        [
+            [name, s["p50_ms"], s["p99_ms"], s.get("added_p50_ms", 0.0), s.get("added_p99_ms", 0.0)]
+            for name, s in latency.items()
+        ],
+    )
+    direct = rates["direct"]["rps"]
+    out.table(
+        f"Requests/s at {results['connections']} connections",
+        ["scenario", "requests/s", "share of direct", "non-2xx"],
+        [[name, s["rps"], f"{s['rps'] / direct:.2f}", int(s["non_2xx"])] for name, s in rates.items()],
+    )
+    return out
 
 
 def main() -> None:
@@ -197,10 +198,8 @@ def main() -> None:
     parser.add_argument("--texts", help="a CSV with a `text` column: classifier answers over distinct texts")
     args = parser.parse_args()
     results = run(args)
-    out = ROOT / "benchmarks" / "results" / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    Path(out).write_text(json.dumps(results, indent=2))
-    print(table(results))
-    print(f"\n(raw figures: {out.relative_to(ROOT)})")
+    results["connections"] = args.connections
+    report(results).save(results)
 
 
 if __name__ == "__main__":

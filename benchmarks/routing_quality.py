@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from harness import ROOT
+from harness import ROOT, Report
 
 from routing.complexity import HeuristicScorer
 from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
@@ -52,29 +52,39 @@ def classifier(data: Path, target: float, embeddings: bool, path: Path | None, j
     report = evaluate(model, test)
     view = "" if model.embeddings is None else " with embeddings"
     view += "" if model.head is None else " and a head"
-    print(f"## Classifier tier{view}, Banking77 ({len(test)} test rows; {trained})\n")
-    print("| threshold | coverage | accuracy of answered |\n| --- | --- | --- |")
-    for point in report["curve"]:
-        print(f"| {point['threshold']:.2f} | {point['coverage']:.4f} | {point['accuracy']:.4f} |")
-    print(
-        f"\nOperating point at the calibrated threshold {report['threshold']:.4f} "
-        f"(target precision {target}): "
-        f"coverage {report['coverage']:.4f} at accuracy {report['accuracy_answered']:.4f}; "
-        f"top-1 accuracy {report['top1_accuracy']:.4f}. Best coverage at >= {target} accuracy with the"
-        f" threshold chosen on the test rows themselves (an upper bound on calibration):"
-        f" {best_coverage(model, test, target):.4f}."
+    out = Report("quality_classifier" + ("" if model.embeddings is None else "_embeddings"))
+    out.table(
+        f"Classifier tier{view}, Banking77 ({len(test)} test rows; {trained}): coverage by threshold",
+        ["threshold", "coverage", "accuracy of answered"],
+        [[p["threshold"], f"{p['coverage']:.4f}", f"{p['accuracy']:.4f}"] for p in report["curve"]],
+    )
+    out.table(
+        f"Operating point (target precision {target})",
+        ["calibrated threshold", "coverage", "accuracy of answered", "top-1", "upper bound on coverage"],
+        [
+            [
+                f"{report['threshold']:.4f}",
+                f"{report['coverage']:.4f}",
+                f"{report['accuracy_answered']:.4f}",
+                f"{report['top1_accuracy']:.4f}",
+                f"{best_coverage(model, test, target):.4f}",
+            ]
+        ],
     )
     predictor = Predictor(model)
     texts = [t for t, _ in test]
     compiled = timed(predictor.predict, texts)
     numpy_path = timed(predictor.lean.numpy_probabilities, texts)
-    features = sparse_time(model, texts[:300])
-    print(
-        f"Lean path per decision ({'compiled kernel' if predictor.lean.compiled else 'kernel NOT built'}):"
-        f" p50 {compiled[0]:.0f} µs, p99 {compiled[1]:.0f} µs; the same arithmetic in NumPy: p50"
-        f" {numpy_path[0]:.0f} µs, p99 {numpy_path[1]:.0f} µs; scikit-learn transform + predict_proba"
-        f" for one text{'' if model.head is None else ' (the linear part)'}: p50 {features:.0f} µs.\n"
+    out.table(
+        "Time per decision (µs)",
+        ["path", "p50", "p99"],
+        [
+            ["compiled kernel" if predictor.lean.compiled else "kernel NOT built", *compiled],
+            ["the same arithmetic in NumPy", *numpy_path],
+            ["scikit-learn transform + predict_proba", sparse_time(model, texts[:300]), ""],
+        ],
     )
+    out.save()
 
 
 def best_coverage(model: ClassifierModel, rows: list[tuple[str, str | None]], target: float) -> float:
@@ -164,14 +174,14 @@ def router(data: Path, seed: int) -> None:
         ],
         "random": [rng.random() for _ in held],
     }
-    print(
-        f"## Router, RouteLLM MMLU ({len(train_rows)} training rows, {len(held)} held out, seed {seed}; "
-        f"trained in {trained:.0f} s)\n"
+    out = Report("quality_router")
+    out.table(
+        f"Router, RouteLLM MMLU ({len(train_rows)} training rows, {len(held)} held out, seed {seed};"
+        f" trained in {trained:.0f} s)",
+        ["router", "APGR", "CPT(50%)"],
+        [[name, f"{apgr(values, held):.4f}", f"{cpt(values, held):.4f}"] for name, values in scores.items()],
     )
-    print("| router | APGR | CPT(50%) |\n| --- | --- | --- |")
-    for name, values in scores.items():
-        print(f"| {name} | {apgr(values, held):.4f} | {cpt(values, held):.4f} |")
-    print()
+    out.save()
 
 
 def main() -> None:
@@ -186,7 +196,6 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="evaluate this model file instead of training one")
     parser.add_argument("--jobs", type=int, default=1, help="folds fitted at a time when training")
     args = parser.parse_args()
-    print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     if args.only != "router":
         classifier(args.data, args.target_precision, args.embeddings, args.model, args.jobs)
     if args.only != "classifier":

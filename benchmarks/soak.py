@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import time
@@ -17,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from harness import gateway, simulator
+from harness import Report, gateway, simulator
 
 KEY = "sk-soak"
 MODELS = {  # route -> share of traffic
@@ -129,20 +128,16 @@ def main() -> None:
             end_rss, end_fds = rss_and_fds(pid)
             alive = os.path.exists(f"/proc/{pid}")
     total = sum(outcomes.values())
-    print(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "minutes": args.minutes,
-                "requests": total,
-                "outcomes": dict(outcomes.most_common()),
-                "rss_mib": [round(start_rss, 1), round(end_rss, 1)],
-                "open_fds": [start_fds, end_fds],
-                "worker_alive": alive,
-            },
-            indent=2,
-        )
+    report = Report("soak")
+    report.table(
+        f"{args.minutes:g} minutes at {args.concurrency} concurrent clients, faults mixed in",
+        ["requests", "RSS start / end (MiB)", "open files start / end", "worker alive"],
+        [[total, f"{start_rss:.1f} / {end_rss:.1f}", f"{start_fds} / {end_fds}", "yes" if alive else "no"]],
     )
+    report.table(
+        "Every response accounted for", ["outcome", "count"], [list(o) for o in outcomes.most_common()]
+    )
+    report.save()
 
 
 if __name__ == "__main__":

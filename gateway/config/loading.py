@@ -134,9 +134,23 @@ def _cross_check(config: GatewayConfig) -> list[str]:
     admin = config.server.admin_key
     if admin is not None and key_digest(admin.get_secret_value()).hex() in keys:
         problems.append("server.admin_key: the admin key must differ from every agent key")
+    if not config.agents:
+        problems.append("agents: no agent is configured, so every request would be refused")
     if config.cache.backend == "redis" and not (config.cache.url or config.state.url):
         problems.append("cache.url: the redis cache needs a url (or state.url)")
     return problems
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what the YAML error is, without quoting the file: the line may hold a key."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return "(YAML) the file is not valid YAML"
+    parts = []
+    for what, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if what:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            parts.append(f"{what}{where}")
+    return "(YAML) " + ("; ".join(parts) or "the file is not valid YAML")
 
 
 def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") -> GatewayConfig:
@@ -144,7 +158,7 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") ->
     try:
         raw = yaml.safe_load(protected)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"(YAML) {exc}"]) from None
+        raise ConfigError(source, [yaml_problem(exc)]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

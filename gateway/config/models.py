@@ -74,6 +74,9 @@ class UpstreamConfig(Model):
     queue_timeout_s: float = Field(1.0, ge=0, description="how long a call waits for a place")
     retry_budget: float = Field(0.2, ge=0, le=1, description="retries as a share of recent requests")
     max_repeated_chunks: int = Field(100, ge=2, description="cut off a stream repeating one chunk this often")
+    max_answer_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="a whole (non-streamed) answer larger than this fails over"
+    )
     circuit: CircuitConfig = CircuitConfig()
 
     @field_validator("base_url")

@@ -1,13 +1,15 @@
 """`POST /v1/chat/completions` as a plain ASGI handler: the hot path skips the framework's
-routing, request and response layers, reading the body and writing the answer itself. Streams
-are pumped in a task that is cancelled the moment the client disconnects, which cancels the
-upstream call and settles the budget with what was generated."""
+routing, request and response layers, reading the body and writing the answer itself. A client
+that disconnects cancels its request wherever it waits: before the answer, the upstream call is
+abandoned; during a stream, the pump is cancelled, which closes the upstream stream. Either way
+the budget is settled with what was generated."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
@@ -16,7 +18,7 @@ from gateway.cache.flight import DEFAULT_CONTROL, CacheControl
 from gateway.config.models import AgentConfig
 from gateway.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, Unavailable
 from gateway.http.wire import decode_chat_request
-from gateway.pipeline.results import Frames
+from gateway.pipeline.results import ChatResult, Frames
 from gateway.runtime.build import Gateway
 
 log = logging.getLogger("tiergate")
@@ -26,7 +28,7 @@ _SSE = ((b"content-type", b"text/event-stream"),)
 
 
 class ClientGone(Exception):
-    """The client disconnected before its request was read: there is nobody to answer."""
+    """The client disconnected before its answer was ready: there is nobody to answer."""
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -66,6 +68,49 @@ async def send_error(send: Send, error: GatewayError) -> None:
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class _Watch:
+    """Cancels the request's task when its client disconnects while the answer is worked out.
+    The watcher starts only once that work waits on something (an upstream, Redis): an answer
+    worked out without waiting (rules, classifier, a memory cache hit) is sent before it would
+    start, and costs no task."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Future[None] | None = None
+        self.gone = False
+        self._start = asyncio.get_running_loop().call_soon(self._begin)
+
+    def _begin(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await _wait_for_disconnect(self._receive)
+        self.gone = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def stop(self) -> None:
+        self._start.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+async def _unless_gone(receive: Receive, answer: Awaitable[ChatResult]) -> ChatResult:
+    """The answer, or ClientGone once the client has left: the request path is cancelled where it
+    waits (an upstream call is abandoned) and settles what was spent."""
+    watch = _Watch(receive)
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if watch.gone and task is not None and task.uncancel() == 0:
+            raise ClientGone from None
+        raise
+    finally:
+        watch.stop()
 
 
 async def _pump(send: Send, frames: Frames) -> None:
@@ -161,8 +206,11 @@ async def _answer(
                 cache_ttl.decode("latin-1") if cache_ttl else None,
             )
         )
-        result = await gateway.chat.complete(
-            agent, request, control, conversation.decode("latin-1") if conversation else None
+        result = await _unless_gone(
+            receive,
+            gateway.chat.complete(
+                agent, request, control, conversation.decode("latin-1") if conversation else None
+            ),
         )
     except GatewayError as exc:
         await send_error(send, exc)

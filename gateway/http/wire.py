@@ -51,6 +51,8 @@ def decode_chat_request(body: bytes, limits: InputLimits) -> ChatRequest:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     _check(request, limits)
     return request
 

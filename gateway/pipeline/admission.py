@@ -3,7 +3,7 @@ tools it may use, loop detection, and the checks its structured answers must pas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from gateway.config.models import AgentConfig
 from gateway.errors import Forbidden
@@ -13,8 +13,7 @@ from gateway.pipeline.routes import ResolvedRoute, RouteTable
 from tiers.types import ChatRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(msgspec.Struct, frozen=True):
     route: ResolvedRoute
     check: OutputCheck | None  # None: nothing about the answers is structured
 

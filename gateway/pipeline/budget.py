@@ -3,11 +3,14 @@ what is granted, or downgrading to a cheaper ladder), settle after it with what 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+import msgspec
 
 from budgets.ledger import Ledger, StateError
 from budgets.policy import Denied, Estimate, Reservation
@@ -41,8 +44,7 @@ def budget_exhausted(denied: Denied) -> BudgetExhausted:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(msgspec.Struct, frozen=True):
     """What the budget allows a request: the request as it may go upstream (its completion cap
     lowered to what was reserved), the ladder it may walk, and the reservation to settle."""
 
@@ -89,21 +91,24 @@ class BudgetStep:
         began = time.perf_counter()
         try:
             estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
-            grant = await self._hold(agent.id, estimate, Grant(request, route.ladder))
-            if isinstance(grant, Denied) and budget.downgrade and grant.limit.metric != "requests":
-                grant = await self._downgrade(agent.id, route, request, prompt_tokens, wanted, grant)
+            held = await self._hold(agent.id, estimate)
+            downgraded = None
+            if isinstance(held, Denied) and budget.downgrade and held.limit.metric != "requests":
+                tokens = (prompt_tokens, wanted)
+                downgraded = await self._downgrade(agent.id, route, request, tokens, held, began)
         except StateError as exc:
             self._state_changed(ok=False, detail=str(exc), fail_open=budget.fail_open)
             if not budget.fail_open:
                 raise Unavailable(f"budget state is unavailable: {exc}", retry_after_s=1) from None
             return Grant(request, route.ladder, ms=(time.perf_counter() - began) * 1000)
         self._state_changed(ok=True)
-        if isinstance(grant, Denied):
-            raise budget_exhausted(grant)
-        assert grant.reservation is not None
-        if budget.limited and grant.reservation.completion_tokens > 0:
-            request = request.with_completion_cap(grant.reservation.completion_tokens)
-        return replace(grant, request=request, ms=(time.perf_counter() - began) * 1000)
+        if downgraded is not None:
+            return downgraded
+        if isinstance(held, Denied):
+            raise budget_exhausted(held)
+        if budget.limited and held.completion_tokens > 0:
+            request = request.with_completion_cap(held.completion_tokens)
+        return Grant(request, route.ladder, held, ms=(time.perf_counter() - began) * 1000)
 
     async def _reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         breaker = self._state_breaker
@@ -122,44 +127,42 @@ class BudgetStep:
         breaker.record(failed=False)
         return outcome
 
-    async def _hold(self, agent: str, estimate: Estimate, grant: Grant) -> Grant | Denied:
+    async def _hold(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         outcome = await self._reserve(agent, estimate)
-        if isinstance(outcome, Denied):
-            return outcome
-        if outcome.crossed:
+        if isinstance(outcome, Reservation) and outcome.crossed:
             self._alerts.crossed(agent, outcome.crossed)
-        return replace(grant, reservation=outcome)
+        return outcome
 
     async def _downgrade(
         self,
         agent: str,
         route: ResolvedRoute,
         request: ChatRequest,
-        prompt_tokens: int,
-        wanted: int,
+        tokens: tuple[int, int],
         denied: Denied,
-    ) -> Grant | Denied:
+        began: float,
+    ) -> Grant | None:
         """`on_exhausted: downgrade`: the cheapest upstream that still fits, else the tiers that
-        cost nothing (rules, classifier), else the denial stands."""
+        cost nothing (rules, classifier), else None: the denial stands. `tokens`: the prompt's and
+        the completion's wanted."""
+        prompt_tokens, wanted = tokens
         for option in route.cheapest_first:
             estimate = Estimate(prompt_tokens, wanted, option.input_micro_usd, option.output_micro_usd)
-            ladder = Ladder([*route.free_tiers, option.tier])
-            grant = await self._hold(
-                agent, estimate, Grant(request, ladder, downgraded=f"budget: {option.tier.name}")
-            )
-            if isinstance(grant, Grant):
-                return grant
+            held = await self._hold(agent, estimate)
+            if isinstance(held, Reservation):
+                ladder = Ladder([*route.free_tiers, option.tier])
+                if held.completion_tokens > 0:
+                    request = request.with_completion_cap(held.completion_tokens)
+                ms = (time.perf_counter() - began) * 1000
+                return Grant(request, ladder, held, downgraded=f"budget: {option.tier.name}", ms=ms)
         if route.free_tiers:
-            free = Grant(
-                request,
-                Ladder(route.free_tiers),
-                downgraded="budget: free tiers only",
-                denial=budget_exhausted(denied),
-            )
-            grant = await self._hold(agent, Estimate(0, 0), free)
-            if isinstance(grant, Grant):
-                return grant
-        return denied
+            held = await self._hold(agent, Estimate(0, 0))
+            if isinstance(held, Reservation):
+                ms = (time.perf_counter() - began) * 1000
+                ladder = Ladder(route.free_tiers)
+                denial = budget_exhausted(denied)
+                return Grant(request, ladder, held, "budget: free tiers only", denial, ms)
+        return None
 
     def _state_changed(self, ok: bool, detail: str = "", fail_open: bool = False) -> None:
         """One log line per change of the state backend's health, not one per request."""
@@ -198,8 +201,11 @@ class BudgetStep:
         state error the reservation stays held until its window ends: never an overspend."""
         if reservation is None:
             return
+        settling = self._ledger.settle(reservation, tokens, micro_usd)
         with contextlib.suppress(StateError):
-            await self._ledger.settle(reservation, tokens, micro_usd)
+            # a remote settle runs to its end even if the request is cancelled meanwhile (its client
+            # went away): the reservation would otherwise stay held until its window ends
+            await (asyncio.shield(settling) if self._ledger.remote else settling)
 
     def price_of(self, answer: Answer) -> tuple[float, float] | None:
         return None if answer.upstream is None else self._prices.get(answer.upstream)

@@ -14,15 +14,14 @@ class CacheLookup:
         self._responses = ResponseCache(cache, config.ttl_s)
         self._config = config
 
-    async def lookup(self, settlement: Settlement, control: CacheControl) -> CachedAnswer | None:
-        key = self._key(settlement, control)
-        if key is None:
-            return None
+    async def lookup(self, settlement: Settlement, key: str, control: CacheControl) -> CachedAnswer | None:
+        """A stored (or concurrently computed) answer; a miss joins the key's single flight."""
         cached, flight = await self._responses.lookup(key, control, self._config.wait_s)
         settlement.joined(flight, "miss" if cached is None else "hit")
         return cached
 
-    def _key(self, settlement: Settlement, control: CacheControl) -> str | None:
+    def key(self, settlement: Settlement, control: CacheControl) -> str | None:
+        """The request's cache key, or None when its answer may not be cached or reused."""
         route, request = settlement.plan.route, settlement.draft.request
         if not route.cache.enabled or not (control.read or control.write):
             return None

@@ -4,34 +4,21 @@ the ladder to walk, with the tiers passed over and why."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from budgets.policy import Reservation
+import msgspec
+
 from budgets.tokens import PromptTokens
 from gateway.config.models import AgentConfig
-from gateway.errors import GatewayError
-from gateway.pipeline.budget import BudgetStep
+from gateway.pipeline.budget import BudgetStep, Grant
 from gateway.pipeline.routes import ResolvedRoute
-from routing.ladder import Ladder
 from tiers.types import ChatRequest
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     route: ResolvedRoute
-    request: ChatRequest  # as it may go upstream: its completion cap lowered to what was granted
-    ladder: Ladder
+    grant: Grant  # the request as it may go upstream, the ladder it may walk, its reservation
     skip: Mapping[str, str] | None  # tiers passed over, with the reason
-    reservation: Reservation | None
-    downgraded: str | None  # why a shorter ladder than the route's is walked
-    denial: GatewayError | None  # the error that stands if a downgraded ladder cannot answer
     complexity: float | None
-    budget_ms: float
-
-    @property
-    def remaining_tokens(self) -> int | None:
-        """The tightest token window's remaining tokens once this request's hold is counted."""
-        return None if self.reservation is None else self.reservation.remaining_tokens
 
 
 class Planner:
@@ -47,14 +34,4 @@ class Planner:
         complexity, skip = None, None
         if route.complexity is not None and grant.downgraded is None:
             complexity, skip = route.complexity.skip(request, prompt())
-        return Plan(
-            route=route,
-            request=grant.request,
-            ladder=grant.ladder,
-            skip=skip,
-            reservation=grant.reservation,
-            downgraded=grant.downgraded,
-            denial=grant.denial,
-            complexity=complexity,
-            budget_ms=grant.ms,
-        )
+        return Plan(route, grant, skip, complexity)

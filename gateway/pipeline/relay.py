@@ -66,7 +66,7 @@ class Relay:
                 answer=answer,
                 usage=usage,
                 cache_entry=CachedAnswer(answer.tier, stream.generated_text(), b"", answer.confidence, usage)
-                if complete
+                if complete and self._settlement.stores
                 else None,
                 usage_counted=not stream.usage_reported(),
                 error=stream.error if stream.completed else (stream.error or "client disconnected"),

@@ -92,11 +92,12 @@ class RequestPath:
             raise
         settlement = Settlement(draft, plan, control, self._budget, self._records)
         try:
-            cached = await self._cache.lookup(settlement, control)
+            key = self._cache.key(settlement, control)
+            cached = None if key is None else await self._cache.lookup(settlement, key, control)
             if cached is not None:
                 return await self._respond.replay(settlement, cached)
             answer = await self._ladder.walk(
-                settlement, admitted, self._tier_request(agent, plan.request, prompt)
+                settlement, admitted, self._tier_request(agent, plan.grant.request, prompt)
             )
             if answer.stream is not None:
                 relay = Relay(settlement, answer, admitted.check)

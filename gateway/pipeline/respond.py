@@ -38,14 +38,15 @@ class Respond:
         ending = Ending(
             status=200,
             answer=answer,
-            usage=usage,
+            usage=None if answer.upstream is None else usage,
             cache_entry=CachedAnswer(answer.tier, answer.content, body, answer.confidence, usage)
-            if cacheable
+            if cacheable and settlement.stores
             else None,
             usage_counted=counted,
             validation="passed" if validated else None,
         )
-        return await self._deliver(settlement, answer, ending, body, usage)
+        await settlement.finish(ending)
+        return _result(settlement, answer, body, usage)
 
     async def replay(self, settlement: Settlement, cached: CachedAnswer) -> ChatResult:
         """A cache hit: the stored answer, as a body or as a stream; it costs the agent no tokens."""
@@ -54,20 +55,18 @@ class Respond:
         body = cached.body or completion_body(
             f"chatcmpl-{settlement.draft.id}", cached.content or "", request.model, cached.usage
         )
-        ending = Ending(status=200, answer=answer)  # no upstream: nothing is charged
-        return await self._deliver(settlement, answer, ending, body, cached.usage)
+        await settlement.finish(Ending(status=200, answer=answer))  # no upstream: nothing is charged
+        return _result(settlement, answer, body, cached.usage)
 
-    @staticmethod
-    async def _deliver(
-        settlement: Settlement, answer: Answer, ending: Ending, body: bytes, usage: Usage
-    ) -> ChatResult:
-        await settlement.finish(ending)
-        headers = settlement.headers(answer)
-        request = settlement.draft.request
-        if not request.stream:
-            return ChatResult(headers=headers, body=body)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        frames = completion_frames(
-            f"chatcmpl-{settlement.draft.id}", answer.content or "", request.model, usage, include_usage
-        )
-        return ChatResult(headers={**headers, **STREAM_HEADERS}, stream=_iterate(frames))
+
+def _result(settlement: Settlement, answer: Answer, body: bytes, usage: Usage) -> ChatResult:
+    """A finished request's answer: its body, or its frames when the client asked for a stream."""
+    headers = settlement.headers(answer)
+    request = settlement.draft.request
+    if not request.stream:
+        return ChatResult(headers=headers, body=body)
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    frames = completion_frames(
+        f"chatcmpl-{settlement.draft.id}", answer.content or "", request.model, usage, include_usage
+    )
+    return ChatResult(headers={**headers, **STREAM_HEADERS}, stream=_iterate(frames))

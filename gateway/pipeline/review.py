@@ -38,8 +38,11 @@ class SchemaValidators:
         self._compiled: LRUCache[bytes, Callable[[Any], Any]] = LRUCache(maxsize=max_entries)
 
     def compiled(self, schema: dict[str, Any], param: str) -> Callable[[Any], Any]:
-        key = msgspec.json.encode(schema, order="sorted")
-        found = self._compiled.get(key)
+        try:
+            key = msgspec.json.encode(schema, order="sorted")
+        except RecursionError:
+            key = b""  # nested past the encoder's limit: refused below
+        found = self._compiled.get(key) if key else None
         if found is None:
             if _depth(schema) > MAX_SCHEMA_DEPTH:
                 raise BadRequest(f"the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels", param=param)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from gateway.cache.backends import CachedAnswer
 from gateway.cache.flight import CacheControl, Flight
@@ -27,10 +29,10 @@ from tiers.types import Answer, ChatRequest, Usage
 log = logging.getLogger("tiergate")
 
 LAST_MESSAGE_CHARS = 2000  # of the last user message kept in a record
+NO_USAGE = Usage()
 
 
-@dataclass(frozen=True, slots=True)
-class Draft:
+class Draft(msgspec.Struct, frozen=True):
     """Who asked what, and when: what every decision record starts from."""
 
     id: str
@@ -40,13 +42,12 @@ class Draft:
     time: float  # wall clock
 
 
-@dataclass(frozen=True, slots=True)
-class Ending:
+class Ending(msgspec.Struct, frozen=True):
     """How a request ended, as its settlement needs to know it."""
 
     status: int
     answer: Answer | None = None  # charged at its upstream's price
-    usage: Usage = field(default_factory=Usage)  # the answer's
+    usage: Usage | None = None  # the answer's; None: it cost no tokens
     cache_entry: CachedAnswer | None = None  # stored, when the request leads its cache flight
     usage_counted: bool = False  # the gateway counted the usage (the upstream reported none)
     validation: str | None = None
@@ -70,6 +71,8 @@ def _describe(exc: BaseException) -> str:
 
 class Records:
     """Decision records: one per request, whatever its ending."""
+
+    __slots__ = ("_recorder", "_redact")
 
     def __init__(self, recorder: Recorder, redact: bool) -> None:
         self._recorder = recorder
@@ -104,6 +107,21 @@ class Records:
 
 
 class Settlement:
+    __slots__ = (
+        "_attempts",
+        "_budget",
+        "_control",
+        "_flight",
+        "_ladder_ms",
+        "_records",
+        "_rejected",
+        "_spent_tokens",
+        "cache",
+        "draft",
+        "finished",
+        "plan",
+    )
+
     def __init__(
         self, draft: Draft, plan: Plan, control: CacheControl, budget: BudgetStep, records: Records
     ) -> None:
@@ -114,11 +132,16 @@ class Settlement:
         self._records = records
         self._flight: Flight | None = None
         self.cache = "bypass"  # "hit" | "miss" | "bypass", as the headers and the record say
-        self._attempts: list[Attempt] = []
-        self._rejected: list[Answer] = []  # answers that failed review: their tokens were spent
+        self._attempts: Sequence[Attempt] = ()
+        self._rejected: Sequence[Answer] = ()  # answers that failed review: their tokens were spent
         self._ladder_ms: float | None = None
         self._spent_tokens: int | None = None
         self.finished = False
+
+    @property
+    def stores(self) -> bool:
+        """Whether this request's answer would be stored: it leads its key's cache flight."""
+        return self._flight is not None and self._flight.leader
 
     def joined(self, flight: Flight | None, cache: str) -> None:
         """The request's place in its cache key's flight, landed when the request finishes."""
@@ -132,7 +155,7 @@ class Settlement:
     def remaining_tokens(self) -> int | None:
         """Tokens left in the agent's tightest window: held tokens count until the request finishes,
         then only what it spent."""
-        reservation = self.plan.reservation
+        reservation = self.plan.grant.reservation
         if reservation is None or reservation.remaining_tokens is None:
             return None
         if self._spent_tokens is None:
@@ -146,10 +169,14 @@ class Settlement:
             log.error("request %s finished twice; the second ending is ignored", self.draft.id)
             return
         self.finished = True
-        usage, micro_usd = self._budget.cost(ending.usage, ending.answer, self._rejected)
+        if ending.usage is None and not self._rejected:  # nothing generated, nothing to charge
+            usage, micro_usd = NO_USAGE, 0
+        else:
+            usage, micro_usd = self._budget.cost(ending.usage or NO_USAGE, ending.answer, self._rejected)
         self._spent_tokens = usage.total_tokens
         try:
-            await self._budget.settle(self.plan.reservation, usage.total_tokens, micro_usd)
+            if self.plan.grant.reservation is not None:
+                await self._budget.settle(self.plan.grant.reservation, usage.total_tokens, micro_usd)
         finally:
             try:
                 if self._flight is not None:
@@ -159,7 +186,7 @@ class Settlement:
 
     def _record(self, ending: Ending, usage: Usage, cost_usd: float) -> None:
         answer = ending.answer
-        latency = {"budget": self.plan.budget_ms} if self.plan.budget_ms else {}
+        latency = {"budget": self.plan.grant.ms} if self.plan.grant.ms else {}
         if self._ladder_ms is not None:
             latency["ladder"] = self._ladder_ms
         self._records.write(
@@ -193,6 +220,6 @@ class Settlement:
         remaining = self.remaining_tokens
         if remaining is not None:
             headers["x-tiergate-budget-remaining-tokens"] = str(max(0, remaining))
-        if self.plan.downgraded is not None:
-            headers["x-tiergate-downgraded"] = self.plan.downgraded
+        if self.plan.grant.downgraded is not None:
+            headers["x-tiergate-downgraded"] = self.plan.grant.downgraded
         return headers

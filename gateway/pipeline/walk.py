@@ -24,10 +24,10 @@ class LadderWalk:
             else None
         )
         began = time.perf_counter()
-        result = await plan.ladder.run(request, plan.skip, reviewer, admitted.route.repair)
+        result = await plan.grant.ladder.run(request, plan.skip, reviewer, admitted.route.repair)
         settlement.tried(result, (time.perf_counter() - began) * 1000)
         if result.answer is None:
-            raise declined(result, plan.denial)
+            raise declined(result, plan.grant.denial)
         return result.answer
 
 

@@ -172,6 +172,7 @@ def upstream_settings(upstream: UpstreamConfig) -> UpstreamSettings:
         stream_usage=upstream.stream_usage,
         headers=tuple(upstream.headers.items()),
         max_repeated_chunks=upstream.max_repeated_chunks,
+        max_answer_bytes=upstream.max_answer_bytes,
     )
 
 

@@ -61,6 +61,13 @@ def test_a_reload_takes_a_valid_config_keeps_budgets_and_refuses_an_invalid_one(
         path.write_text("agents: [{id: broken}]\n")
         refused = httpx.post(f"{url}/admin/reload", headers=ADMIN)
         assert refused.status_code == 422 and "agents[0]" in refused.json()["error"]["message"]
+        path.write_text("")  # a truncated file would lock out every agent and the admin
+        refused = httpx.post(f"{url}/admin/reload", headers=ADMIN)
+        assert refused.status_code == 422 and "no agent" in refused.json()["error"]["message"]
+        path.write_text("agents:\n  - id: a\n    api_key: sk-secret-in-a-broken-line: x\n")
+        refused = httpx.post(f"{url}/admin/reload", headers=ADMIN)
+        assert refused.status_code == 422 and "line 3" in refused.json()["error"]["message"]
+        assert "sk-secret" not in refused.text
         assert models(url) == ["auto", "small"]
         assert httpx.post(f"{url}/admin/reload").status_code == 401
 

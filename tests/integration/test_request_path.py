@@ -147,6 +147,6 @@ async def test_both_completion_caps_are_lowered_to_what_was_granted(simulator: A
         request = ChatRequest(model="large", messages=ASK, max_completion_tokens=1, max_tokens=1_000_000)
         route = gateway.chat.routes.resolve(agent, "large")
         plan = await gateway.chat._planner.plan(agent, route, request, PromptTokens(lambda: 10))
-        assert plan.reservation is not None and plan.reservation.completion_tokens == 1
-        assert plan.request.max_completion_tokens == 1 and plan.request.max_tokens == 1
-        await gateway.ledger.settle(plan.reservation, 0, 0)
+        assert plan.grant.reservation is not None and plan.grant.reservation.completion_tokens == 1
+        assert plan.grant.request.max_completion_tokens == 1 and plan.grant.request.max_tokens == 1
+        await gateway.ledger.settle(plan.grant.reservation, 0, 0)

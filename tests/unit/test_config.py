@@ -68,9 +68,10 @@ def test_unset_environment_variables_are_reported_with_their_path() -> None:
 
 
 def test_env_defaults_apply_when_the_variable_is_unset() -> None:
-    config = parse_config("server: {port: '${PORT:-9090}'}", {})
+    agents = "agents: [{id: a, api_key: sk-a}]\n"
+    config = parse_config(agents + "server: {port: '${PORT:-9090}'}", {})
     assert config.server.port == 9090
-    assert parse_config("server: {port: '${PORT:-9090}'}", {"PORT": "7070"}).server.port == 7070
+    assert parse_config(agents + "server: {port: '${PORT:-9090}'}", {"PORT": "7070"}).server.port == 7070
 
 
 def test_every_problem_is_reported_at_once_with_its_path() -> None:
@@ -154,3 +155,16 @@ def test_checking_a_config_loads_none_of_the_runtime() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_yaml_error_says_where_without_quoting_the_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("agents:\n  - id: a\n    api_key: sk-do-not-print-me: x\n", {})
+    [problem] = info.value.problems
+    assert "line 3" in problem and "sk-do-not-print-me" not in problem
+
+
+def test_a_config_without_agents_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("", {})
+    assert any(p.startswith("agents:") for p in info.value.problems)

@@ -17,6 +17,10 @@ model name by the `faults` table:
     sim-small+fault=no-usage       leave `usage` out
     sim-small+fault=wrong-schema   structured answers (and tool arguments) that break their schema
     sim-small+fault=invalid-json   structured answers that are not JSON at all
+    sim-small+fault=huge-line      a stream whose first event is one line of over 1 MiB
+    sim-small+fault=ignore-cap     an answer of 3,000 words whatever the completion cap
+    sim-small+fault=low-usage      report 1 completion token, whatever was generated
+    sim-small+fault=echo-auth      answer 401 quoting the Authorization header it received
     sim-small+fail-first=2         the first 2 requests for this model name answer 503, then normally
     sim-small+wrong-first=1        the first structured answer for this model name breaks its schema
 """
@@ -259,7 +263,7 @@ class SimulatedUpstream:
             return error_response(400, str(exc), "invalid_request_error", None)
         directives = parse_directives(request.model, self.settings.faults)
         fault = self._fault_of(request.model, directives)
-        refused = await self._refuse(http, fault)
+        refused = await self._refuse(http, fault, request)
         if refused is not None:
             return refused
         if fault == "slow-first":
@@ -287,8 +291,18 @@ class SimulatedUpstream:
         return directives.fault or ""
 
     @staticmethod
-    async def _refuse(http: web.Request, fault: str) -> web.StreamResponse | None:
-        """The faults that answer no completion: hang, reset, or an HTTP error status."""
+    async def _refuse(http: web.Request, fault: str, request: ChatRequest) -> web.StreamResponse | None:
+        """The faults that answer no completion: hang, reset, an HTTP error status, a huge line."""
+        if fault == "echo-auth":
+            received = http.headers.get("authorization", "")
+            message = f"Incorrect API key provided: {received}"
+            return error_response(401, message, "invalid_request_error", "invalid_api_key")
+        if fault == "huge-line" and request.stream:
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(http)
+            await response.write(b'data: {"id": "' + b"x" * (1024 * 1024 + 1) + b'", "choices": []}\n\n')
+            await response.write_eof()
+            return response
         if fault == "hang":
             await asyncio.sleep(3600)
         if fault == "reset":
@@ -305,11 +319,15 @@ class SimulatedUpstream:
         if fault == "invalid-json":
             text = "Sure! Here is the JSON you asked for: {category: shipping"
         calls = self.tool_calls(request, fault == "wrong-schema")
-        text, completion, finish = self._truncate(text, request.completion_cap())
+        if fault == "ignore-cap":
+            text = " ".join(_WORDS[i % len(_WORDS)] for i in range(3000))
+        text, completion, finish = self._truncate(
+            text, None if fault == "ignore-cap" else request.completion_cap()
+        )
         if calls:
             text, finish = "", "tool_calls"
             completion = self._count(msgspec.json.encode(calls).decode())
-        usage = Usage.of(self.prompt_tokens(request), completion)
+        usage = Usage.of(self.prompt_tokens(request), 1 if fault == "low-usage" else completion)
         self.stats.requests += 1
         self.stats.prompt_tokens += usage.prompt_tokens
         self.stats.completion_tokens += usage.completion_tokens

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from tiers.errors import UpstreamError
 from tiers.types import Usage
@@ -98,8 +99,11 @@ class SSERelay:
         deadline: float,
         first_token_deadline: float,
         max_repeats: int = 100,
+        max_completion_tokens: int | None = None,
     ) -> None:
         self.upstream = upstream
+        self._cap = max_completion_tokens
+        self._counted = 0  # tokens of the forwarded pieces, each counted alone (at least the whole's)
         self._max_repeats = max_repeats
         self._last_delta: str | None = None
         self._repeats = 0
@@ -154,6 +158,8 @@ class SSERelay:
             if delta.content:
                 self._generated.append(delta.content)
                 self._watch_repeats(delta.content)
+                if self._cap is not None:
+                    self._watch_cap(delta.content)
             if delta.refusal:
                 self._generated.append(delta.refusal)
             for call in delta.tool_calls or ():
@@ -167,6 +173,20 @@ class SSERelay:
             if not chunk.choices and not self._include_usage:
                 return None
         return frame(payload)
+
+    def _watch_cap(self, content: str) -> None:
+        """An upstream that ignores the completion cap would spend past what was reserved: the
+        stream ends once what it generated passes the cap (closing the upstream connection, so
+        generation stops). The pieces' counts add up to at least the whole's; the whole is counted
+        only once they pass the cap."""
+        assert self._cap is not None
+        self._counted += self._count(content)
+        if self._counted > self._cap:
+            self._counted = self._count("".join(self._generated))
+            if self._counted > self._cap:
+                raise StreamBroken(
+                    f"upstream {self.upstream!r} went past the completion cap of {self._cap} tokens: cut off"
+                )
 
     def _watch_repeats(self, content: str) -> None:
         """A model stuck repeating one chunk burns tokens for nothing: cut it off."""
@@ -191,8 +211,8 @@ class SSERelay:
             raise UpstreamError(
                 f"upstream {self.upstream!r} sent no first token in time", retryable=True, timeout=True
             ) from None
-        except (StreamBroken, aiohttp.ClientError) as exc:
-            message = str(exc) if isinstance(exc, StreamBroken) else f"upstream {self.upstream!r} broke off"
+        except (StreamBroken, aiohttp.ClientError, HttpProcessingError) as exc:
+            message = str(exc) if isinstance(exc, StreamBroken) else self._broken(exc)
             raise UpstreamError(message, status=502, retryable=True) from None
 
     # -- what the client sees -------------------------------------------------------------------
@@ -210,8 +230,8 @@ class SSERelay:
                     payload = await self._next_event(self._deadline)
                 except TimeoutError:
                     raise StreamBroken(f"upstream {self.upstream!r} did not finish in time") from None
-                except aiohttp.ClientError:
-                    raise StreamBroken(f"upstream {self.upstream!r} broke off mid-stream") from None
+                except (aiohttp.ClientError, HttpProcessingError) as exc:
+                    raise StreamBroken(self._broken(exc) + " mid-stream") from None
                 if payload is None:
                     raise StreamBroken(f"upstream {self.upstream!r} ended its stream without [DONE]")
                 if payload == b"[DONE]":
@@ -228,6 +248,11 @@ class SSERelay:
             yield error_frame(str(exc))
         finally:
             self._close()
+
+    def _broken(self, exc: BaseException) -> str:
+        if isinstance(exc, LineTooLong):
+            return f"upstream {self.upstream!r} sent a stream line over the size limit"
+        return f"upstream {self.upstream!r} broke off ({type(exc).__name__})"
 
     def _usage_frame(self) -> bytes:
         last = self._last

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ import msgspec
 from tiers.errors import UpstreamError
 from tiers.llm.sse import SSERelay
 from tiers.types import ChatRequest, StreamOptions, Usage
+
+log = logging.getLogger("tiergate.upstream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,23 @@ class UpstreamSettings:
     stream_usage: bool = True
     headers: tuple[tuple[str, str], ...] = ()
     max_repeated_chunks: int = 100
+    max_answer_bytes: int = 8 * 1024 * 1024  # a whole (non-streamed) answer larger than this fails
+
+
+# Reported usage this far under the gateway's own count of the text is not believed: a completion
+# token rarely covers more than a few characters, so an answer of N characters with far fewer than
+# N / IMPLAUSIBLE_CHARS_PER_TOKEN tokens reported is counted again (and the count is used when it
+# is more than twice the report).
+IMPLAUSIBLE_CHARS_PER_TOKEN = 16
+BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """An upstream's text with its key, and any bearer token, taken out: what an upstream echoes
+    back must never reach an agent or a record."""
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return BEARER.sub("Bearer [redacted]", text)
 
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -107,6 +128,12 @@ def _error_message(raw: bytes) -> str:
     return (view.error or "")[:500]
 
 
+def _cap(request: ChatRequest, limit: int | None) -> int | None:
+    """The most completion tokens a stream may carry: the request's caps, and the upstream's."""
+    caps = [c for c in (request.max_completion_tokens, request.max_tokens, limit) if c is not None]
+    return min(caps) if caps else None
+
+
 class OpenAICompatibleUpstream:
     """Sends requests to `{base_url}/chat/completions`, with the configured model substituted."""
 
@@ -121,6 +148,10 @@ class OpenAICompatibleUpstream:
         self._session = session
         self._count = count_tokens
         self._url = f"{settings.base_url}/chat/completions"
+        # what is scrubbed from the upstream's error texts: its key, and the header values it is sent
+        self._secrets = tuple(
+            s for s in (settings.api_key, *(value for _, value in settings.headers)) if s and len(s) >= 8
+        )
         headers = {"content-type": "application/json", **dict(settings.headers)}
         if settings.api_key:
             headers["authorization"] = f"Bearer {settings.api_key}"
@@ -131,12 +162,9 @@ class OpenAICompatibleUpstream:
         )
 
     def _outgoing(self, request: ChatRequest, *, stream: bool) -> bytes:
-        cap = request.completion_cap()
-        limit = self._settings.max_output_tokens
+        if self._settings.max_output_tokens is not None:
+            request = request.with_completion_cap(self._settings.max_output_tokens)
         changes: dict[str, object] = {"model": self._settings.model, "stream": stream}
-        if limit is not None and (cap is None or cap > limit):
-            field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            changes[field] = limit
         if stream:
             changes["stream_options"] = (
                 StreamOptions(include_usage=True) if self._settings.stream_usage else request.stream_options
@@ -163,7 +191,8 @@ class OpenAICompatibleUpstream:
             finally:
                 response.release()
             raise UpstreamError(
-                f"upstream {self.name!r} answered {response.status}: {_error_message(raw)}",
+                f"upstream {self.name!r} answered {response.status}: "
+                + scrub(_error_message(raw), self._secrets),
                 status=response.status,
                 retryable=response.status in RETRYABLE_STATUSES,
                 retry_after_s=_retry_after(response.headers.get("retry-after")),
@@ -186,7 +215,7 @@ class OpenAICompatibleUpstream:
                 began = asyncio.get_running_loop().time()
                 response = await self._open(payload)
                 timer.reschedule(began + self._settings.timeout_s)
-                body = await response.read()
+                body = await self._read(response)
         except TimeoutError:
             if response is not None:
                 response.close()
@@ -207,16 +236,47 @@ class OpenAICompatibleUpstream:
                 f"upstream {self.name!r} answered with malformed JSON", status=502, retryable=True
             ) from None
         message = view.choices[0].message if view.choices else None
+        content = message.content if message else None
         return Completion(
             body=body,
-            content=message.content if message else None,
-            usage=view.usage,
+            content=content,
+            usage=self._believable(view.usage, content),
             tool_calls=tuple(
                 (call.function.name, call.function.arguments)
                 for call in (message.tool_calls or [] if message else [])
                 if call.function is not None
             ),
         )
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, up to the size limit of an answer."""
+        limit = self._settings.max_answer_bytes
+        if (response.content_length or 0) > limit:
+            raise UpstreamError(f"upstream {self.name!r} sent an answer over {limit} bytes", status=502)
+        body = await response.content.read(limit + 1)
+        if len(body) > limit or not response.content.at_eof():
+            raise UpstreamError(f"upstream {self.name!r} sent an answer over {limit} bytes", status=502)
+        return body
+
+    def _believable(self, usage: Usage | None, content: str | None) -> Usage | None:
+        """The reported usage, or None (the gateway counts) when it is implausibly low against the
+        text the upstream sent."""
+        if (
+            usage is None
+            or not content
+            or len(content) <= usage.completion_tokens * IMPLAUSIBLE_CHARS_PER_TOKEN
+        ):
+            return usage
+        counted = self._count(content)
+        if counted <= 2 * usage.completion_tokens:
+            return usage
+        log.warning(
+            "upstream %r reported %d completion tokens for a text of %d; the gateway's count is used",
+            self.name,
+            usage.completion_tokens,
+            counted,
+        )
+        return None
 
     async def stream(
         self,
@@ -241,6 +301,7 @@ class OpenAICompatibleUpstream:
             deadline=started + self._settings.timeout_s,
             first_token_deadline=started + self._first_token_s,
             max_repeats=max_repeats or self._settings.max_repeated_chunks,
+            max_completion_tokens=_cap(request, self._settings.max_output_tokens),
         )
         # Wait for the first event here, so failures before any byte reaches the client can still
         # be retried or escalated instead of breaking a stream that has already begun.

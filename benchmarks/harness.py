@@ -27,11 +27,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def commit() -> str:
-    """The commit measured, marked `-dirty` when tracked files differ from it."""
-    described = subprocess.run(
-        ["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=ROOT, capture_output=True, text=True
+    """The commit measured, marked `-dirty` when tracked files other than the results differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
-    return described.stdout.strip() or "unknown"
+    name = head.stdout.strip() or "unknown"
+    return f"{name}-dirty" if changed.stdout.strip() else name
 
 
 class Report:
@@ -69,6 +74,22 @@ class Report:
                 print("| " + " | ".join(str(cell) for cell in row) + " |")
         print(f"\n(figures: {out.relative_to(ROOT)}; `python benchmarks/report.py` updates the README)")
         return out
+
+
+def worker_pid(port: int) -> int:
+    """The process listening on this port (a gateway's one worker)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return int(out.split("pid=")[1].split(",")[0])
+
+
+def rss_and_fds(pid: int) -> tuple[float, int]:
+    """A process's resident memory in MiB and its open file descriptors."""
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def free_port() -> int:

@@ -13,23 +13,13 @@ import time
 from pathlib import Path
 
 import aiohttp
-from harness import Report, gateway, simulator, throughput
+from harness import Report, gateway, rss_and_fds, simulator, throughput, worker_pid
 
 KEY = "sk-bench-memory"
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def worker_pid(port: int) -> int:
-    import subprocess
-
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
-    return int(out.split("pid=")[1].split(",")[0])
+    return rss_and_fds(pid)[0]
 
 
 async def warm(url: str, bodies: list[bytes], n: int, connections: int = 32) -> None:

@@ -1,9 +1,9 @@
-"""Writes the tables of benchmarks/README.md from the figures in benchmarks/results/<name>.json, so
-the document cannot drift from the runs. Each table sits between `<!-- results:NAME -->` and
-`<!-- /results:NAME -->`; everything else in the README is prose kept by hand.
+"""Writes the tables of benchmarks/README.md (and RELIABILITY.md) from the figures in
+benchmarks/results/<name>.json, so the documents cannot drift from the runs. Each table sits
+between `<!-- results:NAME -->` and `<!-- /results:NAME -->`; everything else is prose kept by hand.
 
     python benchmarks/report.py          rewrite the tables
-    python benchmarks/report.py --check  exit 1 when the README differs from the results
+    python benchmarks/report.py --check  exit 1 when a document differs from the results
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parent
 README = BENCHMARKS / "README.md"
+DOCUMENTS = (README, BENCHMARKS.parent / "RELIABILITY.md")
 RESULTS = BENCHMARKS / "results"
 BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n).*?(<!-- /results:\2 -->)", re.DOTALL)
 
@@ -50,7 +51,7 @@ def rewritten(text: str, results: Path = RESULTS) -> str:
         name = match.group(2)
         source = results / f"{name}.json"
         if not source.exists():
-            raise SystemExit(f"{README.name} shows results:{name}, but {source} does not exist")
+            raise SystemExit(f"a document shows results:{name}, but {source} does not exist")
         body = render(json.loads(source.read_text()))
         return f"{match.group(1)}{body}{match.group(3)}"
 
@@ -63,14 +64,17 @@ def main() -> None:
     )
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    text = README.read_text()
-    new = rewritten(text)
-    if args.check:
+    stale = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        new = rewritten(text)
         if new != text:
-            print(f"{README} is out of date: run python benchmarks/report.py", file=sys.stderr)
-            sys.exit(1)
-        return
-    README.write_text(new)
+            stale.append(document.name)
+            if not args.check:
+                document.write_text(new)
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}; run python benchmarks/report.py", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

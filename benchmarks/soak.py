@@ -13,10 +13,9 @@ import os
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
-from harness import Report, gateway, simulator
+from harness import Report, gateway, rss_and_fds, simulator, worker_pid
 
 KEY = "sk-soak"
 MODELS = {  # route -> share of traffic
@@ -27,22 +26,6 @@ MODELS = {  # route -> share of traffic
     "cuts": 0.1,  # streams cut mid-way
     "stream": 0.1,
 }
-
-
-def worker_pid(port: int) -> int:
-    import subprocess
-
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
-    return int(out.split("pid=")[1].split(",")[0])
-
-
-def rss_and_fds(pid: int) -> tuple[float, int]:
-    rss = next(
-        int(line.split()[1])
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
-    return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def client(url: str, deadline: float, outcomes: Counter[str], rng: random.Random) -> None:

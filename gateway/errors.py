@@ -33,6 +33,17 @@ class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
 
 
+MAX_MESSAGE_CHARS = 2000  # an error message carries at most this much (client text is clipped)
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """Client-supplied text as it may appear in a message, a record or a log line: at most
+    `limit` characters, with a marker saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
 class GatewayError(Exception):
     status = 500
     type = "api_error"
@@ -46,9 +57,10 @@ class GatewayError(Exception):
         code: str | None = None,
         retry_after_s: float | None = None,
     ) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = None if param is None else clip(param)
         if code is not None:
             self.code = code
         self.retry_after_s = retry_after_s

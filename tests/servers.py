@@ -16,6 +16,7 @@ from aiohttp import web
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.config.models import GatewayConfig
 from gateway.http.app import create_app
+from gateway.runtime.workers import uvicorn_config
 from tiers.llm.simulator import SimulatedUpstream, SimulatorSettings
 
 
@@ -64,16 +65,7 @@ def aiohttp_server(app: web.Application) -> Iterator[str]:
 def gateway_server(config: GatewayConfig) -> Iterator[str]:
     """Yields the gateway's base URL (ending in /v1)."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(create_app(config), config, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -23,6 +23,23 @@ class ServerConfig(Model):
     max_messages: int = Field(1000, ge=1)
     max_total_chars: int = Field(2_000_000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request headers over this get 431, before they are buffered"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="request headers not complete this long after the connection or the last answer: 408",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request body not complete this long after its headers closes the connection",
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections per worker; beyond them a request gets 503"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
 
 
 class StateConfig(Model):
@@ -120,7 +137,9 @@ class AgentConfig(Model):
     routes: list[str] = Field(["*"], description="routes and upstreams this agent may call; '*' is all")
     team: str | None = None
     tools: list[str] | None = Field(None, description="the tools this agent may offer; unset: any")
-    max_concurrency: int | None = Field(None, ge=1, description="this agent's requests in flight at once")
+    max_concurrency: int | None = Field(
+        256, ge=1, description="this agent's requests in flight at once (null: no limit)"
+    )
     queue_timeout_s: float = Field(1.0, ge=0, description="how long an excess request waits for a place")
     loops: LoopConfig = LoopConfig()
     allow_logprobs: bool = True

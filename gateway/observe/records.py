@@ -82,12 +82,15 @@ class RecentRecords:
     """The last `keep` records of this process (and up to one block more), by id, for
     `GET /admin/decisions/{id}`. Records are kept as their JSON lines; every `BLOCK` of them is
     compressed together (one gateway's records are alike, so a block shrinks to about a tenth),
-    which holds 10,000 records in about 2 MiB instead of about 10."""
+    which holds 10,000 records in about 2 MiB instead of about 10. Whatever the records hold, they
+    take at most `max_bytes` (the oldest blocks go first)."""
 
     BLOCK = 128
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, max_bytes: int = 32 * 1024 * 1024) -> None:
         self._keep = keep
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of the open lines and the sealed blocks
         self._block = max(1, min(self.BLOCK, keep))
         self._open: dict[str, bytes] = {}  # the newest records, not yet compressed
         self._sealed: OrderedDict[int, tuple[bytes, tuple[str, ...]]] = OrderedDict()
@@ -98,18 +101,25 @@ class RecentRecords:
         if self._keep == 0:
             return
         self._open[record_id] = line
-        if len(self._open) >= self._block:
+        self._bytes += len(line)
+        if len(self._open) >= self._block or self._bytes > self._max_bytes:
             self._seal()
-        # the oldest block goes once the rest hold `keep` records
-        while self._sealed and (len(self._sealed) - 1) * self._block + len(self._open) >= self._keep:
-            _, (_, dropped) = self._sealed.popitem(last=False)
+        # the oldest block goes once the rest hold `keep` records, or when they take too much room
+        while self._sealed and (
+            (len(self._sealed) - 1) * self._block + len(self._open) >= self._keep
+            or self._bytes > self._max_bytes
+        ):
+            _, (payload, dropped) = self._sealed.popitem(last=False)
+            self._bytes -= len(payload)
             for gone in dropped:
                 del self._where[gone]
 
     def _seal(self) -> None:
         number = next(self._numbers)
         ids = tuple(self._open)
-        self._sealed[number] = (zlib.compress(b"\n".join(self._open.values()), 1), ids)
+        payload = zlib.compress(b"\n".join(self._open.values()), 1)
+        self._bytes += len(payload) - sum(len(line) for line in self._open.values())
+        self._sealed[number] = (payload, ids)
         for record_id in ids:
             self._where[record_id] = number
         self._open = {}

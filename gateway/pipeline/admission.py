@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from gateway.config.models import AgentConfig
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, clip
 from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.review import OutputCheck, SchemaValidators, output_check
 from gateway.pipeline.routes import ResolvedRoute, RouteTable
@@ -42,7 +42,7 @@ def check_permissions(agent: AgentConfig, request: ChatRequest) -> None:
         for i, tool in enumerate(request.tools or ()):
             if tool.function.name not in agent.tools:
                 raise Forbidden(
-                    f"agent {agent.id!r} may not use the tool {tool.function.name!r}",
+                    f"agent {agent.id!r} may not use the tool {clip(tool.function.name)!r}",
                     param=f"tools[{i}].function.name",
                     code="tool_not_allowed",
                 )

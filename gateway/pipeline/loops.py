@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +18,14 @@ from gateway.errors import RateLimited
 from tiers.types import ChatRequest
 
 log = logging.getLogger("tiergate.loops")
+# characters that change nothing a model reads: zero-width spaces and joiners, marks, soft hyphens
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+
+
+def _normalised(text: str) -> str:
+    """A text as loop detection compares it: invisible characters dropped, whitespace runs as one
+    space, none at the ends (a trailing space must not make a repeat look new)."""
+    return " ".join(_INVISIBLE.sub("", text).split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,11 @@ class LoopGuard:
 
     def check(self, agent: str, limits: LoopLimits, request: ChatRequest, conversation: str | None) -> None:
         if limits.max_repeats is not None:
-            canonical = msgspec.json.encode([request.messages, request.tools], order="sorted")
+            messages = [
+                (m.role, _normalised(m.text()), m.name, m.tool_calls, m.tool_call_id)
+                for m in request.messages
+            ]
+            canonical = msgspec.json.encode([messages, request.tools], order="sorted")
             key = (agent, hashlib.sha256(canonical).digest())
             now = self._clock()
             times = self._seen.get(key)

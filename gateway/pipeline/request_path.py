@@ -5,12 +5,13 @@
     ----------  from here the request holds a Settlement, finished exactly once
     cache       a stored answer, or a place in the key's single flight
     ladder      the planned tiers, cheapest first, each whole answer reviewed
-    respond     a whole answer (or replay) as JSON or frames; or a relayed stream
+    respond     a whole answer (or a cache hit) as JSON or frames; or a relayed stream
 
 Each stage is an object with one job; results travel as return values. A request refused before
-its plan holds nothing and gets only its decision record; after that, its settlement settles the
-budget, lands the cache flight and writes the record, from one place for whole answers, one for
-streams, and the guard below for every other way out.
+its plan holds nothing and gets only its decision record. After that its settlement settles the
+budget, lands the cache flight and writes the record: for a whole answer here, for a stream in the
+relay when the stream ends (however it ends, or if it never starts), and for every other way out
+(a failure, no tier answering, the client leaving) in the guard below.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import msgspec
 from budgets.tokens import PromptTokens, TokenCounter
 from gateway.cache.flight import DEFAULT_CONTROL, CacheControl
 from gateway.config.models import AgentConfig
-from gateway.errors import GatewayError
+from gateway.errors import clip
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
@@ -87,22 +88,24 @@ class RequestPath:
         try:
             admitted = self._admission.admit(agent, request, conversation)
             plan = await self._planner.plan(agent, admitted.route, request, prompt)
-        except GatewayError as exc:
-            self._records.refused(draft, request.model, exc)
+        except BaseException as exc:  # refused: nothing is held yet, so only the record is written
+            self._records.refused(draft, clip(request.model), exc)
             raise
         settlement = Settlement(draft, plan, control, self._budget, self._records)
         try:
             key = self._cache.key(settlement, control)
             cached = None if key is None else await self._cache.lookup(settlement, key, control)
             if cached is not None:
-                return await self._respond.replay(settlement, cached)
-            answer = await self._ladder.walk(
-                settlement, admitted, self._tier_request(agent, plan.grant.request, prompt)
-            )
-            if answer.stream is not None:
-                relay = Relay(settlement, answer, admitted.check)
-                return ChatResult(headers={**settlement.headers(answer), **STREAM_HEADERS}, stream=relay)
-            return await self._respond.whole(settlement, answer, prompt)
+                whole = self._respond.replayed(settlement, cached)
+            else:
+                tier_request = self._tier_request(agent, plan.grant.request, prompt)
+                answer = await self._ladder.walk(settlement, admitted, tier_request)
+                if answer.stream is not None:  # the relay finishes the settlement when the stream ends
+                    relay = Relay(settlement, answer, admitted.check)
+                    return ChatResult(headers={**settlement.headers(answer), **STREAM_HEADERS}, stream=relay)
+                whole = self._respond.answered(settlement, answer, prompt)
+            await settlement.finish(whole.ending)
+            return self._respond.result(settlement, whole)
         except BaseException as exc:
             if not settlement.finished:  # failed, declined or cancelled before it handed off
                 await settlement.finish(Ending.failed(exc))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.models import AgentConfig, RouteCacheConfig
-from gateway.errors import Forbidden, NotFound
+from gateway.errors import Forbidden, NotFound, clip
 from routing.complexity import ComplexityScorer
 from routing.ladder import Ladder
 from tiers.base import Tier
@@ -66,10 +66,14 @@ class RouteTable:
     def resolve(self, agent: AgentConfig, model: str) -> ResolvedRoute:
         route = self.routes.get(model)
         if route is None:
-            raise NotFound(f"the model {model!r} does not exist; GET /v1/models lists yours", param="model")
+            raise NotFound(
+                f"the model {clip(model)!r} does not exist; GET /v1/models lists yours", param="model"
+            )
         if not allowed(agent, model):
             raise Forbidden(
-                f"agent {agent.id!r} may not use the model {model!r}", param="model", code="model_not_allowed"
+                f"agent {agent.id!r} may not use the model {clip(model)!r}",
+                param="model",
+                code="model_not_allowed",
             )
         return route
 

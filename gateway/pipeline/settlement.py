@@ -78,9 +78,10 @@ class Records:
         self._recorder = recorder
         self._redact = redact
 
-    def refused(self, draft: Draft, route: str, error: GatewayError) -> None:
-        """A request refused before anything was held for it."""
-        self.write(draft, route, error.status, error=error.message, error_code=error.code)
+    def refused(self, draft: Draft, route: str, error: BaseException) -> None:
+        """A request refused (or failed, or abandoned) before anything was held for it."""
+        ending = Ending.failed(error)
+        self.write(draft, route, ending.status, error=ending.error, error_code=ending.error_code)
 
     def write(
         self,

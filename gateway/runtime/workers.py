@@ -9,11 +9,13 @@ import signal
 import socket
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import uvicorn
 
 from gateway.config.models import GatewayConfig, SimulatorConfig
 from gateway.http.app import create_app
+from gateway.http.protocol import ConnectionLimits, guarded_protocol
 
 log = logging.getLogger("tiergate")
 
@@ -28,23 +30,31 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Any, config: GatewayConfig, **extra: Any) -> uvicorn.Config:
+    """How uvicorn serves the gateway: httptools with the connection limits of `server`."""
+    server = config.server
+    limits = ConnectionLimits(server.max_header_bytes, server.header_timeout_s, server.body_timeout_s)
+    return uvicorn.Config(
+        app,
+        loop="auto",
+        http=guarded_protocol(limits),
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(server.shutdown_grace_s),
+        timeout_keep_alive=int(max(1, server.keep_alive_s)),
+        limit_concurrency=server.max_connections,
+        backlog=2048,
+        **extra,
+    )
+
+
 def _serve_worker(
     config: GatewayConfig, load: Callable[[], GatewayConfig] | None, sock: socket.socket, supervised: bool
 ) -> None:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config, load, reload_via_parent=supervised, freeze_heap=True),
-            loop="auto",
-            http="auto",
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,
-            log_level="warning",
-            timeout_graceful_shutdown=int(config.server.shutdown_grace_s),
-            backlog=2048,
-        )
-    )
-    server.run(sockets=[sock])
+    app = create_app(config, load, reload_via_parent=supervised, freeze_heap=True)
+    uvicorn.Server(uvicorn_config(app, config)).run(sockets=[sock])
 
 
 def _run_simulator(settings: SimulatorConfig, encoding: str) -> None:

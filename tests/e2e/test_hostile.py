@@ -5,6 +5,7 @@ that leaves before a whole answer."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,103 @@ def test_a_client_that_leaves_before_a_whole_answer_cancels_it_and_pays_nothing(
         assert used_tokens(url) == 0
     [record] = records_in(records)
     assert record["status"] == 499 and record["error"] == "client disconnected"
+
+
+def test_a_huge_model_name_is_clipped_in_the_error_and_the_record(simulator: Any, tmp_path: Path) -> None:
+    records = tmp_path / "records.jsonl"
+    with gateway_server(hostile_config(simulator[0], records)) as url:
+        response = httpx.post(
+            f"{url}/chat/completions",
+            json={"model": "m" * 500_000, "messages": USER},
+            headers={"authorization": f"Bearer {DEMO_KEY}"},
+        )
+        assert response.status_code == 404 and len(response.content) < 2_000
+        assert "more characters]" in response.json()["error"]["message"]
+    assert records.stat().st_size < 5_000
+
+
+def connection_config(sim_url: str, **server: Any) -> GatewayConfig:
+    config = hostile_config(sim_url)
+    return config.model_copy(update={"server": config.server.model_copy(update=server)})
+
+
+def raw_exchange(url: str, *chunks: bytes, pause_s: float = 0.0, timeout_s: float = 5.0) -> bytes:
+    """What the gateway answers to these bytes, sent in turn over one connection, until it closes
+    the connection (or the timeout passes)."""
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as conn:
+        for chunk in chunks:
+            try:
+                conn.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(pause_s)
+        received = b""
+        try:
+            while data := conn.recv(65536):
+                received += data
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return received
+
+
+def test_oversized_headers_get_431_before_they_are_read_and_the_worker_serves_on(simulator: Any) -> None:
+    with gateway_server(connection_config(simulator[0], max_header_bytes=16 * 1024)) as url:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+        answer = raw_exchange(url, head, *([b"a" * 65536] * 64))  # 4 MiB of one header, if read
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert b"headers_too_large" in answer
+        assert httpx.get(f"{url.removesuffix('/v1')}/healthz").status_code == 200
+        fine = httpx.get(
+            f"{url}/models", headers={"authorization": f"Bearer {DEMO_KEY}", "x-pad": "p" * 8000}
+        )
+        assert fine.status_code == 200
+
+
+def test_slow_headers_and_bodies_are_cut_off(simulator: Any) -> None:
+    config = connection_config(simulator[0], header_timeout_s=0.5, body_timeout_s=0.5)
+    with gateway_server(config) as url:
+        began = time.monotonic()
+        answer = raw_exchange(url, b"GET /healthz HTTP/1.1\r\nhost: x\r\n")  # never finished
+        assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - began < 3
+        began = time.monotonic()
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"authorization: Bearer {DEMO_KEY}\r\ncontent-length: 500\r\n\r\n".encode()
+        )
+        answer = raw_exchange(url, head, b'{"model": "good"', pause_s=0.1)  # the rest never comes
+        assert answer == b"" and time.monotonic() - began < 3  # closed; nobody to answer
+        assert httpx.get(f"{url.removesuffix('/v1')}/healthz").status_code == 200
+
+
+def test_connections_beyond_the_limit_get_503_and_idle_ones_are_closed(simulator: Any) -> None:
+    config = connection_config(simulator[0], max_connections=4, keep_alive_s=1)
+    with gateway_server(config) as url:
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(4)]
+        try:
+            time.sleep(0.2)
+            refused = raw_exchange(url, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            assert refused.startswith(b"HTTP/1.1 503 ")
+        finally:
+            for conn in idle:
+                conn.close()
+        time.sleep(0.2)
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+            began = time.monotonic()
+            assert conn.recv(65536) == b""  # the idle keep-alive connection is closed by the gateway
+            assert time.monotonic() - began < 3
+
+
+def test_a_request_with_two_authorization_headers_is_refused(simulator: Any) -> None:
+    with gateway_server(hostile_config(simulator[0])) as url:
+        request = (
+            f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {DEMO_KEY}\r\n"
+            "authorization: Bearer sk-someone-else\r\n\r\n"
+        )
+        answer = raw_exchange(url, request.encode())
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"one Authorization header" in answer
+        one = httpx.get(f"{url}/models", headers={"authorization": f"Bearer {DEMO_KEY}"})
+        assert one.status_code == 200

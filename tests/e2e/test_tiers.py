@@ -150,6 +150,7 @@ def test_a_missing_model_stops_check_config(tmp_path: Path) -> None:
     config.write_text(
         "upstreams: [{name: s, base_url: 'http://127.0.0.1:1/v1', model: m}]\n"
         "routes: [{name: r, classifier: {model: nowhere.joblib}, llm: [s]}]\n"
+        "agents: [{id: a, api_key: sk-a}]\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check-config", str(config)], capture_output=True, text=True

@@ -1,10 +1,15 @@
-"""Retry budgets and bulkheads."""
+"""Retry budgets, bulkheads and loop detection."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from gateway.errors import RateLimited
+from gateway.pipeline.loops import LoopGuard, LoopLimits
 from tiers.llm.guards import Bulkhead, RetryBudget
+from tiers.types import ChatRequest, Message
 
 
 def test_retries_are_capped_at_a_share_of_recent_requests() -> None:
@@ -34,3 +39,18 @@ async def test_a_bulkhead_admits_its_limit_and_times_out_the_rest() -> None:
     assert await waiter
     unlimited = Bulkhead(None, 0)
     assert all([await unlimited.enter() for _ in range(100)])
+
+
+def test_loop_detection_sees_through_whitespace_and_invisible_characters() -> None:
+    stopped: list[tuple[str, str]] = []
+    guard = LoopGuard(lambda agent, kind: stopped.append((agent, kind)), clock=lambda: 100.0)
+    limits = LoopLimits(max_repeats=2, window_s=60, max_steps=None)
+    spellings = ["try again", "try again ", " try\u200b  again\n"]
+    for text in spellings[:2]:
+        guard.check("a", limits, ChatRequest(model="m", messages=[Message(role="user", content=text)]), None)
+    with pytest.raises(RateLimited):
+        request = ChatRequest(model="m", messages=[Message(role="user", content=spellings[2])])
+        guard.check("a", limits, request, None)
+    assert stopped == [("a", "repeat")]
+    other = ChatRequest(model="m", messages=[Message(role="user", content="try again later")])
+    guard.check("a", limits, other, None)  # a different text is not a repeat

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 
 from gateway.observe.records import DecisionRecord, RecentRecords
@@ -44,3 +46,22 @@ def test_compressed_blocks_take_a_fraction_of_the_lines() -> None:
     raw = sum(len(line(i)) for i in range(1024))
     stored = sum(len(payload) for payload, _ in recent._sealed.values())
     assert stored < raw / 4
+
+
+def test_the_ring_stays_within_its_bytes_whatever_the_records_hold() -> None:
+    recent = RecentRecords(keep=10_000, max_bytes=200_000)
+    rng = random.Random(3)
+    for i in range(300):  # incompressible records of about 10 KB each: 3 MB in all
+        noise = bytes(rng.getrandbits(8) for _ in range(7_500)).hex()[:10_000]
+        recent.add(f"big{i}", msgspec.json.encode({"id": f"big{i}", "noise": noise}))
+    assert recent._bytes <= 200_000 + 10_100  # the limit, and at most the record being added
+    assert recent.get("big299") is not None and recent.get("big0") is None
+
+
+def test_client_text_is_clipped_in_errors_with_a_marker() -> None:
+    from gateway.errors import NotFound, clip
+
+    assert clip("x" * 50, 10) == "xxxxxxxxxx...[40 more characters]"
+    error = NotFound("m" * 1_000_000, param="p" * 1000)
+    assert len(error.message) < 2100 and "more characters]" in error.message
+    assert error.param is not None and len(error.param) < 250

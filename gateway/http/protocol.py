@@ -1,0 +1,162 @@
+"""The HTTP/1.1 connection as uvicorn's httptools protocol, with the limits a gateway facing
+hostile clients needs before a request reaches the app:
+
+- request headers over `max_header_bytes` get 431, decided before they are buffered;
+- headers not complete within `header_timeout_s` of the connection (or of the previous answer)
+  get 408 and the connection is closed; a body not complete within `body_timeout_s` of its
+  headers closes the connection (the app sees the client gone);
+- a request with more than one Authorization header gets 400 (which one would count depends on
+  who reads them);
+- the number of connections per worker and the keep-alive time are uvicorn's own settings
+  (`limit_concurrency`, `timeout_keep_alive`), set from the same config.
+
+The timers are armed only while a request is incomplete after the bytes at hand, so a request that
+arrives in one read costs none."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("tiergate.http")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+
+
+def _error_response(status: int, reason: str, message: str, code: str) -> bytes:
+    body = msgspec.json.encode(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    )
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    limits = ConnectionLimits(32 * 1024, 10.0, 30.0)  # set per server by `guarded_protocol`
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_headers = True
+        self._in_body = False
+        self._header_bytes = 0  # of the request whose headers are being read
+        self._tail = b""  # the last bytes read, where a split "\r\n\r\n" may begin
+        self._timer: asyncio.TimerHandle | None = None
+        self._authorizations = 0  # Authorization headers of the request being read
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_s, self._headers_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers and self._over_header_limit(data):
+            limit = self.limits.max_header_bytes
+            self._refuse(
+                _error_response(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request headers are over {limit} bytes",
+                    "headers_too_large",
+                )
+            )
+            return
+        super().data_received(data)
+        if self._timer is None and not self.transport.is_closing():
+            if self._in_headers and self._header_bytes:
+                self._arm(self.limits.header_timeout_s, self._headers_too_slow)
+            elif self._in_body:
+                self._arm(self.limits.body_timeout_s, self._body_too_slow)
+
+    def _over_header_limit(self, data: bytes) -> bool:
+        window = self._tail + data
+        end = window.find(b"\r\n\r\n")
+        size = self._header_bytes + (len(data) if end < 0 else end + 4 - len(self._tail))
+        if size > self.limits.max_header_bytes:
+            return True
+        self._header_bytes += len(data)
+        self._tail = window[-3:]
+        return False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"authorization":
+            self._authorizations += 1
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers, self._in_body = False, True
+        self._disarm()
+        if self._authorizations > 1:  # which one counts would depend on who reads them: neither does
+            self._authorizations = 0
+            self._refuse(
+                _error_response(
+                    400, "Bad Request", "send one Authorization header, not several", "invalid_request"
+                )
+            )
+            return
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body, self._authorizations = False, 0
+        self._in_headers, self._header_bytes, self._tail = True, 0, b""
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn's keep-alive timer closes an idle connection; once a byte arrives, this one runs
+        self._disarm()
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._timer = None
+        if self._in_headers and not self.transport.is_closing():
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # an answer is still being worked out; its end rearms nothing here
+            timeout = self.limits.header_timeout_s
+            self._refuse(
+                _error_response(
+                    408, "Request Timeout", f"request headers not complete within {timeout:g}s", "timeout"
+                )
+            )
+
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        if self._in_body and not self.transport.is_closing():
+            log.debug("closing a connection whose request body was not complete in time")
+            self.transport.close()
+
+    def _refuse(self, response: bytes) -> None:
+        self._disarm()
+        self.transport.write(response)
+        self.transport.close()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:
+    """The protocol class with these limits, for `uvicorn.Config(http=...)`."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})

@@ -55,6 +55,19 @@ def probe_while(url: str, busy: threading.Event) -> list[float]:
     return times
 
 
+def warm(url: str) -> None:
+    """Requests of every kind first, so what the worker loads on first use is not counted."""
+    with httpx.Client(timeout=30) as client:
+        for _ in range(50):
+            client.get(f"{url.removesuffix('/v1')}/healthz")
+            client.post(
+                f"{url}/chat/completions",
+                json={"model": "good", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5},
+                headers={"authorization": f"Bearer {KEY}"},
+            )
+            client.post(f"{url}/chat/completions", json={"model": "nothing"}, headers={"authorization": "x"})
+
+
 def header_flood(url: str, pid: int, megabytes: int) -> list[Any]:
     before, _ = rss_and_fds(pid)
     busy = threading.Event()
@@ -176,6 +189,7 @@ def main() -> None:
     args = parser.parse_args()
     with simulator() as sim, gateway(config(sim)) as url:
         pid = worker_pid(address(url)[1])
+        warm(url)
         rows = [
             header_flood(url, pid, args.header_mb),
             half_sent(url, pid, args.half_sent),

@@ -337,6 +337,12 @@ class SimulatedUpstream:
         )
 
     async def _stream(self, http: web.Request, reply: _Reply, latency: float) -> web.StreamResponse:
+        try:
+            return await self._send_stream(http, reply, latency)
+        except ConnectionResetError:  # the client (the gateway) went away: nothing left to send
+            return web.StreamResponse()
+
+    async def _send_stream(self, http: web.Request, reply: _Reply, latency: float) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
         )

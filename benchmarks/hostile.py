@@ -97,7 +97,7 @@ def header_flood(url: str, pid: int, megabytes: int) -> list[Any]:
         f"{megabytes} MB Authorization header",
         f"{status} after {took:.0f} ms ({sent / 1024:.0f} KiB sent)",
         f"{after - before:+.1f} MiB",
-        f"slowest /healthz probe meanwhile {max(probes, default=0):.1f} ms",
+        f"{len(probes)} /healthz probes meanwhile, slowest {max(probes, default=0):.1f} ms",
     ]
 
 
@@ -152,6 +152,15 @@ def huge_names(url: str, pid: int, count: int) -> list[Any]:
     ]
 
 
+def tokens_used(client: httpx.Client, url: str) -> int:
+    usage = client.get(
+        f"{url.removesuffix('/v1')}/admin/usage",
+        params={"agent": "agent"},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    ).json()
+    return max(int(w["used_tokens"]) for w in usage["windows"] if w["metric"] == "tokens")
+
+
 def budget_bypass(url: str) -> list[Any]:
     body = {
         "model": "ignore-cap",
@@ -161,21 +170,17 @@ def budget_bypass(url: str) -> list[Any]:
         "max_tokens": 1_000_000,
     }
     with httpx.Client(timeout=30) as client:
+        before = tokens_used(client, url)
         with client.stream(
             "POST", f"{url}/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
         ) as response:
             relayed = sum(len(chunk) for chunk in response.iter_bytes())
-        usage = client.get(
-            f"{url.removesuffix('/v1')}/admin/usage",
-            params={"agent": "agent"},
-            headers={"authorization": f"Bearer {ADMIN}"},
-        ).json()
-    charged = max(w["used_tokens"] for w in usage["windows"] if w["metric"] == "tokens")
+        charged = tokens_used(client, url) - before
     return [
         "stream past the cap (max_completion_tokens 1, max_tokens 1,000,000)",
         f"cut off after {relayed} bytes relayed",
         "",
-        f"{charged} tokens charged of 5,000 a minute",
+        f"{charged} tokens charged (budget: 5,000 a minute)",
     ]
 
 

@@ -43,8 +43,9 @@ class Report:
     """A benchmark's current figures: tables written to `benchmarks/results/<name>.json`, from which
     `benchmarks/report.py` writes the tables of benchmarks/README.md."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, command: str | None = None) -> None:
         self.name = name
+        self.command = command or " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
         self.tables: list[dict[str, Any]] = []
         self.started = time.gmtime()
 
@@ -60,7 +61,7 @@ class Report:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", self.started),
             "commit": commit(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "command": " ".join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+            "command": self.command,
             "tables": self.tables,
             "raw": raw or {},
         }

@@ -32,7 +32,7 @@ def main() -> None:
     total = sum(int(r["Request Count"]) for r in real)
     failures = sum(int(r["Failure Count"]) for r in real)
     table.append(["all requests", total, failures, "", "", "", sum(float(r["Requests/s"]) for r in real)])
-    report = Report("load")
+    report = Report("load", command=f"benchmarks/run_load.sh {users} {duration}")
     report.table(
         f"locust, {users} users for {duration}",
         ["request", "count", "failures", "p50 ms", "p95 ms", "p99 ms", "requests/s"],

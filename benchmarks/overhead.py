@@ -175,11 +175,20 @@ def report(results: dict[str, Any]) -> Report:
         ],
     )
     direct = rates["direct"]["rps"]
-    out.table(
-        f"Requests/s at {results['connections']} connections",
-        ["scenario", "requests/s", "share of direct", "non-2xx"],
-        [[name, s["rps"], f"{s['rps'] / direct:.2f}", int(s["non_2xx"])] for name, s in rates.items()],
-    )
+    workers = sorted({int(name.rsplit(", ", 1)[1].split()[0]) for name in rates if name != "direct"})
+    scenarios = list(dict.fromkeys(name.rsplit(", ", 1)[0] for name in rates if name != "direct"))
+    columns = ["scenario"]
+    for n in workers:
+        columns += [f"{n} worker{'s' if n > 1 else ''}: requests/s", "share of direct"]
+    rows: list[list[Any]] = [["direct", direct, "1.00", *([""] * (2 * len(workers) - 2))]]
+    for scenario in scenarios:
+        row: list[Any] = [scenario]
+        for n in workers:
+            measured = rates.get(f"{scenario}, {n} worker(s)")
+            row += ["", ""] if measured is None else [measured["rps"], f"{measured['rps'] / direct:.2f}"]
+        rows.append(row)
+    failed = sum(int(s["non_2xx"]) for s in rates.values())
+    out.table(f"Requests/s at {results['connections']} connections ({failed} non-2xx answers)", columns, rows)
     return out
 
 

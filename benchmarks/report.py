@@ -34,9 +34,8 @@ def cell(value: Any) -> str:
 
 def render(document: dict[str, Any]) -> str:
     lines = [
-        f"Measured {document['date']} at commit `{document['commit']}` ({document['machine']}):",
-        "",
-        f"    {document['command']}",
+        f"Measured {document['date']} at commit `{document['commit']}` ({document['machine']}) with"
+        f" `{document['command']}`"
     ]
     for table in document["tables"]:
         lines += ["", f"*{table['title']}*", ""]

@@ -55,8 +55,11 @@ def classifier(data: Path, target: float, embeddings: bool, path: Path | None, j
     out = Report("quality_classifier" + ("" if model.embeddings is None else "_embeddings"))
     out.table(
         f"Classifier tier{view}, Banking77 ({len(test)} test rows; {trained}): coverage by threshold",
-        ["threshold", "coverage", "accuracy of answered"],
-        [[p["threshold"], f"{p['coverage']:.4f}", f"{p['accuracy']:.4f}"] for p in report["curve"]],
+        ["threshold", *(f"{p['threshold']:.2f}" for p in report["curve"])],
+        [
+            ["coverage", *(f"{p['coverage']:.3f}" for p in report["curve"])],
+            ["accuracy of answered", *(f"{p['accuracy']:.3f}" for p in report["curve"])],
+        ],
     )
     out.table(
         f"Operating point (target precision {target})",

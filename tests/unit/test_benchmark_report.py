@@ -37,7 +37,7 @@ def test_a_table_is_rewritten_from_its_results_and_stamped(tmp_path: Path) -> No
     page = "intro\n<!-- results:demo -->\nstale figures\n<!-- /results:demo -->\noutro\n"
     new = report.rewritten(page, tmp_path)
     assert "stale" not in new and new.startswith("intro\n") and new.endswith("outro\n")
-    assert "at commit `abc1234`" in new and "python benchmarks/demo.py --fast" in new
+    assert "at commit `abc1234`" in new and "`python benchmarks/demo.py --fast`" in new
     assert "| a step | 12.3 |" in new and "| more | 2,500 |" in new
     assert report.rewritten(new, tmp_path) == new  # idempotent
 

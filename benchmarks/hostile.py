@@ -102,8 +102,7 @@ def header_flood(url: str, pid: int, megabytes: int) -> list[Any]:
 
 
 def half_sent(url: str, pid: int, count: int) -> list[Any]:
-    _, fds_before = rss_and_fds(pid)
-    rss_before, _ = rss_and_fds(pid)
+    rss_before, fds_before = rss_and_fds(pid)
     conns = []
     for _ in range(count):
         conn = socket.create_connection(address(url), timeout=10)

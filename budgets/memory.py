@@ -13,6 +13,7 @@ from budgets.policy import (
     Reservation,
     WindowUsage,
     affordable_completion,
+    denial_message,
     period,
 )
 
@@ -61,7 +62,7 @@ class MemoryLedger:
                 subject=subject,
                 limit=limit,
                 retry_after_s=max(0.0, ends - now),
-                message=f"{subject} has used {used} of {limit.limit} {limit.metric} this {limit.window}",
+                message=denial_message(subject, used, limit),
             )
         cost = estimate.cost(estimate.prompt_tokens, granted)
         amounts = {"tokens": estimate.prompt_tokens + granted, "usd": cost, "requests": 1}

@@ -136,6 +136,11 @@ class Denied:
     message: str
 
 
+def denial_message(subject: str, used: int, limit: Limit) -> str:
+    """Why a request was refused: what the subject has spent, or holds for requests in flight."""
+    return f"{subject} has spent or holds {used} of {limit.limit} {limit.metric} this {limit.window}"
+
+
 def affordable_completion(
     limits: list[tuple[Limit, int]], estimate: Estimate
 ) -> tuple[int, tuple[Limit, int] | None]:

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from budgets.ledger import StateError
-from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage
+from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage, denial_message
 
 
 def load_script(name: str) -> str:
@@ -133,7 +133,7 @@ class RedisLedger:
                 subject=subject,
                 limit=limit,
                 retry_after_s=max(0.0, float(result[3])),
-                message=f"{subject} has used {used} of {limit.limit} {limit.metric} this {limit.window}",
+                message=denial_message(subject, used, limit),
             )
         remaining = int(result[3])
         # (the periods held are kept in Redis, in the reservation's marker, for settling)

@@ -98,7 +98,14 @@ class RequestPath:
             if cached is not None:
                 whole = self._respond.replayed(settlement, cached)
             else:
-                tier_request = self._tier_request(agent, plan.grant.request, prompt)
+                outgoing = plan.grant.request
+                tier_request = TierRequest(
+                    chat=outgoing,
+                    agent=agent.id,
+                    prompt_tokens=prompt,
+                    include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
+                    max_repeated_chunks=agent.loops.max_repeated_chunks,
+                )
                 answer = await self._ladder.walk(settlement, admitted, tier_request)
                 if answer.stream is not None:  # the relay finishes the settlement when the stream ends
                     relay = Relay(settlement, answer, admitted.check)
@@ -110,16 +117,6 @@ class RequestPath:
             if not settlement.finished:  # failed, declined or cancelled before it handed off
                 await settlement.finish(Ending.failed(exc))
             raise
-
-    @staticmethod
-    def _tier_request(agent: AgentConfig, outgoing: ChatRequest, prompt: PromptTokens) -> TierRequest:
-        return TierRequest(
-            chat=outgoing,
-            agent=agent.id,
-            prompt_tokens=prompt,
-            include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
-            max_repeated_chunks=agent.loops.max_repeated_chunks,
-        )
 
     def _prompt_tokens(self, request: ChatRequest) -> int:
         tokens = self._counter.count_messages((m.text(), m.name) for m in request.messages)

@@ -121,6 +121,7 @@ class Settlement:
         "draft",
         "finished",
         "plan",
+        "stores",
     )
 
     def __init__(
@@ -133,35 +134,22 @@ class Settlement:
         self._records = records
         self._flight: Flight | None = None
         self.cache = "bypass"  # "hit" | "miss" | "bypass", as the headers and the record say
+        self.stores = False
         self._attempts: Sequence[Attempt] = ()
         self._rejected: Sequence[Answer] = ()  # answers that failed review: their tokens were spent
         self._ladder_ms: float | None = None
         self._spent_tokens: int | None = None
         self.finished = False
 
-    @property
-    def stores(self) -> bool:
-        """Whether this request's answer would be stored: it leads its key's cache flight."""
-        return self._flight is not None and self._flight.leader
-
     def joined(self, flight: Flight | None, cache: str) -> None:
-        """The request's place in its cache key's flight, landed when the request finishes."""
+        """The request's place in its cache key's flight, landed when the request finishes; its
+        answer is stored (`stores`) when it leads the flight."""
         self._flight, self.cache = flight, cache
+        self.stores = flight is not None and flight.leader
 
     def tried(self, result: LadderResult, ms: float) -> None:
         """The ladder's walk: its attempts are recorded, its rejected answers charged."""
         self._attempts, self._rejected, self._ladder_ms = result.attempts, result.rejected, ms
-
-    @property
-    def remaining_tokens(self) -> int | None:
-        """Tokens left in the agent's tightest window: held tokens count until the request finishes,
-        then only what it spent."""
-        reservation = self.plan.grant.reservation
-        if reservation is None or reservation.remaining_tokens is None:
-            return None
-        if self._spent_tokens is None:
-            return reservation.remaining_tokens
-        return reservation.remaining_tokens + reservation.tokens - self._spent_tokens
 
     async def finish(self, ending: Ending) -> None:
         """Settle the budget, land the cache flight, write the record: once, whatever happens in
@@ -218,8 +206,11 @@ class Settlement:
             "x-tiergate-confidence": f"{answer.confidence:.4f}",
             "x-tiergate-cache": self.cache,
         }
-        remaining = self.remaining_tokens
-        if remaining is not None:
+        reservation = self.plan.grant.reservation
+        if reservation is not None and reservation.remaining_tokens is not None:
+            remaining = reservation.remaining_tokens  # held tokens count until the request finishes
+            if self._spent_tokens is not None:  # then only what it spent
+                remaining += reservation.tokens - self._spent_tokens
             headers["x-tiergate-budget-remaining-tokens"] = str(max(0, remaining))
         if self.plan.grant.downgraded is not None:
             headers["x-tiergate-downgraded"] = self.plan.grant.downgraded

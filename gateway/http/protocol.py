@@ -54,7 +54,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # of the request whose headers are being read
         self._tail = b""  # the last bytes read, where a split "\r\n\r\n" may begin
         self._timer: asyncio.TimerHandle | None = None
-        self._authorizations = 0  # Authorization headers of the request being read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -84,25 +83,27 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._arm(self.limits.body_timeout_s, self._body_too_slow)
 
     def _over_header_limit(self, data: bytes) -> bool:
-        window = self._tail + data
-        end = window.find(b"\r\n\r\n")
-        size = self._header_bytes + (len(data) if end < 0 else end + 4 - len(self._tail))
-        if size > self.limits.max_header_bytes:
+        """Whether the headers of the request being read pass the limit with `data`: the bytes up
+        to the blank line that ends them count, a body after it does not."""
+        # the blank line may straddle the previous read and this one, or lie in this one
+        joined = (self._tail + data[:3]).find(b"\r\n\r\n") if self._tail else -1
+        if joined >= 0:
+            size = joined + 4 - len(self._tail)
+        else:
+            end = data.find(b"\r\n\r\n")
+            size = end + 4 if end >= 0 else len(data)
+        if self._header_bytes + size > self.limits.max_header_bytes:
             return True
         self._header_bytes += len(data)
-        self._tail = window[-3:]
+        self._tail = (self._tail + data)[-3:] if len(data) < 3 else data[-3:]
         return False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"authorization":
-            self._authorizations += 1
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_headers, self._in_body = False, True
-        self._disarm()
-        if self._authorizations > 1:  # which one counts would depend on who reads them: neither does
-            self._authorizations = 0
+        if self._timer is not None:
+            self._disarm()
+        if [name for name, _ in self.headers].count(b"authorization") > 1:
+            # which one counted would depend on who reads them: neither does
             self._refuse(
                 _error_response(
                     400, "Bad Request", "send one Authorization header, not several", "invalid_request"
@@ -112,9 +113,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_body, self._authorizations = False, 0
+        self._in_body = False
         self._in_headers, self._header_bytes, self._tail = True, 0, b""
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

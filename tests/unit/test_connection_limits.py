@@ -37,7 +37,7 @@ def test_the_limit_counts_header_bytes_only_however_they_are_split(
     header: int, body: int, cuts: list[int]
 ) -> None:
     head = b"POST /v1/chat/completions HTTP/1.1\r\nx-pad: " + b"a" * header + b"\r\n\r\n"
-    message = head + b"b" * body
+    message = head + (b"{\r\n\r\n}" * body)[:body]  # a body may hold blank lines of its own
     points = sorted({c for c in cuts if c < len(message)})
     reads = [message[a:b] for a, b in zip([0, *points], [*points, len(message)], strict=True)]
     assert refused(reads) == (len(head) > LIMIT)

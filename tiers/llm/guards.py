@@ -46,6 +46,9 @@ class Bulkhead:
     async def enter(self) -> bool:
         if self._slots is None:
             return True
+        if not self._slots.locked():  # a free place: taken at once, without a timer or a task
+            await self._slots.acquire()
+            return True
         try:
             await asyncio.wait_for(self._slots.acquire(), self._timeout)
         except TimeoutError:

@@ -17,6 +17,7 @@ from litestar.types import Receive, Scope, Send
 from gateway.cache.flight import DEFAULT_CONTROL, CacheControl
 from gateway.config.models import AgentConfig
 from gateway.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, Unavailable
+from gateway.http.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from gateway.http.wire import decode_chat_request
 from gateway.pipeline.results import ChatResult, Frames
 from gateway.runtime.build import Gateway
@@ -70,47 +71,21 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-class _Watch:
-    """Cancels the request's task when its client disconnects while the answer is worked out.
-    The watcher starts only once that work waits on something (an upstream, Redis): an answer
-    worked out without waiting (rules, classifier, a memory cache hit) is sent before it would
-    start, and costs no task."""
-
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self._task = asyncio.current_task()
-        self._watcher: asyncio.Future[None] | None = None
-        self.gone = False
-        self._start = asyncio.get_running_loop().call_soon(self._begin)
-
-    def _begin(self) -> None:
-        self._watcher = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        await _wait_for_disconnect(self._receive)
-        self.gone = True
-        if self._task is not None:
-            self._task.cancel()
-
-    def stop(self) -> None:
-        self._start.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-
-async def _unless_gone(receive: Receive, answer: Awaitable[ChatResult]) -> ChatResult:
+async def _unless_gone(scope: Scope, answer: Awaitable[ChatResult]) -> ChatResult:
     """The answer, or ClientGone once the client has left: the request path is cancelled where it
-    waits (an upstream call is abandoned) and settles what was spent."""
-    watch = _Watch(receive)
+    waits (an upstream call is abandoned) and settles what was spent. The server's connection
+    (gateway.http.protocol) cancels the request when its client disconnects before the answer
+    starts, if the request asked for it: no task watches each request."""
+    scope[CANCEL_ON_DISCONNECT] = True  # type: ignore[literal-required]
     try:
         return await answer
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if watch.gone and task is not None and task.uncancel() == 0:
+        if scope.get(CLIENT_GONE) and task is not None and task.uncancel() == 0:
             raise ClientGone from None
         raise
     finally:
-        watch.stop()
+        scope[CANCEL_ON_DISCONNECT] = False  # type: ignore[literal-required]
 
 
 async def _pump(send: Send, frames: Frames) -> None:
@@ -207,7 +182,7 @@ async def _answer(
             )
         )
         result = await _unless_gone(
-            receive,
+            scope,
             gateway.chat.complete(
                 agent, request, control, conversation.decode("latin-1") if conversation else None
             ),

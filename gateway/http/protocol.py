@@ -5,6 +5,8 @@ hostile clients needs before a request reaches the app:
 - headers not complete within `header_timeout_s` of the connection (or of the previous answer)
   get 408 and the connection is closed; a body not complete within `body_timeout_s` of its
   headers closes the connection (the app sees the client gone);
+- a request whose app asked for it (`CANCEL_ON_DISCONNECT` in its scope) is cancelled when its
+  client disconnects before the response starts;
 - a request with more than one Authorization header gets 400 (which one would count depends on
   who reads them);
 - the number of connections per worker and the keep-alive time are uvicorn's own settings
@@ -16,14 +18,19 @@ arrives in one read costs none."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger("tiergate.http")
+# An app sets this key of a request's scope while the request may be cancelled if its client
+# disconnects before the response starts; the connection then sets CLIENT_GONE and cancels it.
+CANCEL_ON_DISCONNECT = "tiergate.cancel_on_disconnect"
+CLIENT_GONE = "tiergate.client_gone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # of the request whose headers are being read
         self._tail = b""  # the last bytes read, where a split "\r\n\r\n" may begin
         self._timer: asyncio.TimerHandle | None = None
+        self._running: tuple[RequestResponseCycle, asyncio.Task[None]] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -61,7 +69,23 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        running = self._running
+        if running is not None:
+            cycle, task = running
+            if cycle.scope.get(CANCEL_ON_DISCONNECT) and not cycle.response_started and not task.done():
+                cycle.scope[CLIENT_GONE] = True  # type: ignore[literal-required]
+                task.cancel()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """As uvicorn starts it, remembering the task so a disconnect can cancel it."""
+        if getattr(self.config, "reset_contextvars", False):
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._running = (cycle, task)
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers and self._over_header_limit(data):

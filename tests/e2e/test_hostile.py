@@ -39,9 +39,13 @@ def hostile_config(sim_url: str, records: Path | None = None, **budget: Any) -> 
             upstream("huge-line", "sim+fault=huge-line", max_retries=0),
             upstream("echo-auth", "sim+fault=echo-auth", api_key=UPSTREAM_KEY, max_retries=0),
             upstream("slow", "sim+latency=3000"),
+            upstream("bounded", "sim+fault=ignore-cap", max_answer_bytes=1024, max_retries=0),
         ],
         "agents": [{"id": "agent", "api_key": DEMO_KEY, "budget": budget or {"tokens_per_day": 10**7}}],
-        "routes": [{"name": "failover", "llm": ["huge-line", "good"]}],
+        "routes": [
+            {"name": "failover", "llm": ["huge-line", "good"]},
+            {"name": "too-long", "llm": ["bounded", "good"]},
+        ],
         "records": {"sink": "file", "path": str(records)} if records else {"sink": "none"},
         "cache": {"backend": "none"},
     }
@@ -250,3 +254,13 @@ def test_a_request_with_two_authorization_headers_is_refused(simulator: Any) -> 
         assert answer.startswith(b"HTTP/1.1 400 ") and b"one Authorization header" in answer
         one = httpx.get(f"{url}/models", headers={"authorization": f"Bearer {DEMO_KEY}"})
         assert one.status_code == 200
+
+
+def test_a_whole_answer_over_its_size_limit_fails_over_and_a_long_one_arrives_whole(simulator: Any) -> None:
+    with gateway_server(hostile_config(simulator[0])) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        long = client.chat.completions.create(model="ignore-cap", messages=USER)  # read in many chunks
+        assert long.choices[0].message.content is not None
+        assert len(long.choices[0].message.content.split()) == 3000
+        raw = client.chat.completions.with_raw_response.create(model="too-long", messages=USER)
+        assert raw.headers["x-tiergate-tier"] == "llm:good"

@@ -251,12 +251,17 @@ class OpenAICompatibleUpstream:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body, up to the size limit of an answer."""
         limit = self._settings.max_answer_bytes
+        too_large = UpstreamError(f"upstream {self.name!r} sent an answer over {limit} bytes", status=502)
         if (response.content_length or 0) > limit:
-            raise UpstreamError(f"upstream {self.name!r} sent an answer over {limit} bytes", status=502)
-        body = await response.content.read(limit + 1)
-        if len(body) > limit or not response.content.at_eof():
-            raise UpstreamError(f"upstream {self.name!r} sent an answer over {limit} bytes", status=502)
-        return body
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await response.content.read(65536):  # empty at the end of the body
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _believable(self, usage: Usage | None, content: str | None) -> Usage | None:
         """The reported usage, or None (the gateway counts) when it is implausibly low against the

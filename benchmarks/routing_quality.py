@@ -29,8 +29,10 @@ from harness import ROOT, Report
 from routing.complexity import HeuristicScorer
 from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
 from routing.router_training import train_router
+from tiers.classifier.evaluation import evaluate
 from tiers.classifier.model import ClassifierModel, Predictor
-from tiers.classifier.training import evaluate, load_rows, train
+from tiers.classifier.rows import load_rows
+from tiers.classifier.training import train
 from tiers.types import ChatRequest, Message
 
 

@@ -87,7 +87,8 @@ def cmd_simulate_upstream(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tiers.classifier.training import DEFAULT_FOLDS, DataError, load_rows, train
+    from tiers.classifier.rows import DataError, load_rows
+    from tiers.classifier.training import DEFAULT_FOLDS, train
 
     try:
         rows = load_rows(args.data)
@@ -117,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _model_and_rows(args: argparse.Namespace) -> tuple[ClassifierModel, list[tuple[str, str | None]]] | None:
     """The model and rows a predict or eval command names; None (with the reason printed) if unusable."""
     from tiers.classifier.model import ClassifierModel, ModelError
-    from tiers.classifier.training import DataError, load_rows
+    from tiers.classifier.rows import DataError, load_rows
 
     try:
         return ClassifierModel.load(args.model), load_rows(args.data)
@@ -156,7 +157,7 @@ def _confidence_words(kind: str) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tiers.classifier.training import evaluate
+    from tiers.classifier.evaluation import evaluate
 
     loaded = _model_and_rows(args)
     if loaded is None:

@@ -15,19 +15,10 @@ from scipy import sparse
 
 from tests.intents import make_rows, noisy_rows, write_csv, write_jsonl
 from tiers.classifier.confidence import Summary
+from tiers.classifier.evaluation import calibrate_threshold, evaluate
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
-from tiers.classifier.training import (
-    DEFAULT_FOLDS,
-    DataError,
-    _fit,
-    calibrate_threshold,
-    calibration_folds,
-    evaluate,
-    fit_reliability,
-    load_rows,
-    model_of,
-    train,
-)
+from tiers.classifier.rows import DataError, load_rows
+from tiers.classifier.training import DEFAULT_FOLDS, _fit, calibration_folds, fit_reliability, model_of, train
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from tiers.classifier import _lean
 from tiers.classifier.embeddings import StaticEmbeddings
 from tiers.classifier.head import DenseHead
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, ModelError
-from tiers.classifier.training import HEAD_INPUT_SCALE, DataError, _fit_head, head_weight, train
+from tiers.classifier.rows import DataError
+from tiers.classifier.training import HEAD_INPUT_SCALE, _fit_head, head_weight, train
 
 
 @pytest.fixture(scope="module")

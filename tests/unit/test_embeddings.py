@@ -20,7 +20,8 @@ from tests.intents import MIXED_TEXTS, make_rows
 from tiers.classifier import _lean, embeddings
 from tiers.classifier.embeddings import EmbeddingsError, StaticEmbeddings
 from tiers.classifier.model import ClassifierModel, DenseView, ModelError, Predictor
-from tiers.classifier.training import DataError, _vectorizers, fit_linear, model_of, train
+from tiers.classifier.rows import DataError
+from tiers.classifier.training import _vectorizers, fit_linear, model_of, train
 
 
 @pytest.fixture(scope="module")

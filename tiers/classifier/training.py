@@ -1,4 +1,4 @@
-"""Training and evaluating the classifier tier's model, from CSV or JSON-lines rows of text and label.
+"""Training the classifier tier's model from rows of text and label (tiers/classifier/rows.py).
 
 A row whose label is empty (CSV) or null (JSONL) is out of scope: the model learns to escalate it.
 Out-of-fold predictions (every row, the out-of-scope ones included, scored by a model fitted
@@ -11,14 +11,10 @@ predictions say.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import joblib
@@ -41,6 +37,7 @@ from tiers.classifier.confidence import (
     word_count,
 )
 from tiers.classifier.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
+from tiers.classifier.evaluation import calibrate_threshold, report
 from tiers.classifier.head import DenseHead
 from tiers.classifier.model import (
     OUT_OF_SCOPE,
@@ -48,14 +45,12 @@ from tiers.classifier.model import (
     ClassifierModel,
     DenseView,
     Prediction,
-    Predictor,
     summarise,
 )
+from tiers.classifier.rows import DataError, Row, data_sha256
 from tiers.classifier.tfidf import TfidfFeatures
 
-Row = tuple[str, str | None]
 Scores = tuple[list[str], np.ndarray]  # classes, and one row of values per text over them
-CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 # The embeddings' weight next to the TF-IDF features (each part is a unit vector); how it was
 # chosen: benchmarks/README.md.
 EMBEDDING_SCALE = 0.75
@@ -70,51 +65,6 @@ HEAD_ALPHA = 0.01
 HEAD_EPOCHS = 50
 HEAD_INPUT_SCALE = 10.0
 HEAD_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5)
-
-
-class DataError(Exception):
-    """Training or evaluation data that cannot be read."""
-
-
-def load_rows(path: str | Path) -> list[Row]:
-    """Rows from a CSV (columns `text` and `label` or `category`) or JSONL (`{"text", "label"}`)."""
-    file = Path(path)
-    if not file.exists():
-        raise DataError(f"{file}: no such file")
-    rows: list[Row] = []
-    if file.suffix in (".jsonl", ".ndjson", ".json"):
-        with file.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{file}:{number}: not JSON ({exc.msg})") from None
-                if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-                    raise DataError(f"{file}:{number}: expected an object with a string `text`")
-                label = item.get("label", item.get("category"))
-                rows.append((item["text"], None if label in (None, "") else str(label)))
-        return rows
-    with file.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        column = "label" if "label" in fields else "category" if "category" in fields else None
-        if "text" not in fields or column is None:
-            raise DataError(
-                f"{file}: a CSV needs columns `text` and `label` (or `category`); it has {fields}"
-            )
-        for record in reader:
-            label = record[column]
-            rows.append((record["text"], label if label else None))
-    return rows
-
-
-def data_sha256(rows: Sequence[Row]) -> str:
-    digest = hashlib.sha256()
-    for text, label in rows:
-        digest.update(json.dumps([text, label]).encode())
-    return digest.hexdigest()
 
 
 def _vectorizers() -> list[TfidfVectorizer]:
@@ -200,19 +150,6 @@ def _fit(
     return fit_linear(
         texts, labels, _vectorizers(), LogisticRegression(C=c, max_iter=3000, random_state=seed), dense
     )
-
-
-def calibrate_threshold(confidences: Sequence[float], correct: Sequence[bool], target: float) -> float:
-    """The lowest threshold whose answered items (confidence >= it) reach the target precision,
-    taking the largest such set; 1.0 (answer nothing) when no set reaches it."""
-    order = np.argsort(-np.asarray(confidences), kind="stable")
-    hits = np.cumsum(np.asarray(correct, dtype=float)[order])
-    precision = hits / np.arange(1, len(order) + 1)
-    ok = np.nonzero(precision >= target)[0]
-    if len(ok) == 0:
-        return 1.0
-    best = ok[-1]
-    return float(np.asarray(confidences)[order][best])
 
 
 def calibration_folds(labels: Sequence[str], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -461,47 +398,3 @@ def fit_reliability(
         label_bias=tuple(float(b) for b in coef[len(SIGNALS) :]),
         intercept=float(fitted.intercept_[0]),
     )
-
-
-def evaluate(
-    model: ClassifierModel,
-    rows: Sequence[Row],
-    min_confidence: float | None = None,
-    embeddings: StaticEmbeddings | None = None,
-) -> dict[str, Any]:
-    """Top-1 accuracy, coverage and accuracy at the threshold, out-of-scope escalation, and the curve."""
-    predictor = Predictor(model, min_confidence, embeddings)
-    figures = report(
-        [predictor.predict(text) for text, _ in rows], [lab for _, lab in rows], predictor.threshold
-    )
-    figures["confidence"] = confidence_kind(model.reliability)
-    return figures
-
-
-def report(
-    predictions: Sequence[Prediction], labels: Sequence[str | None], threshold: float
-) -> dict[str, Any]:
-    """The figures of `evaluate` for predictions made at `threshold` (None labels: out of scope)."""
-    in_scope = [(p, lab) for p, lab in zip(predictions, labels, strict=True) if lab is not None]
-    oos = [p for p, lab in zip(predictions, labels, strict=True) if lab is None]
-    answered = [(p, lab) for p, lab in in_scope if not p.escalate]
-    curve = []
-    for t in CURVE_THRESHOLDS:
-        kept = [(p, lab) for p, lab in in_scope if p.confidence >= t and p.best != OUT_OF_SCOPE]
-        curve.append(
-            {
-                "threshold": t,
-                "coverage": len(kept) / len(in_scope) if in_scope else 0.0,
-                "accuracy": sum(p.best == lab for p, lab in kept) / len(kept) if kept else 1.0,
-            }
-        )
-    return {
-        "rows": len(predictions),
-        "threshold": threshold,
-        "top1_accuracy": sum(p.best == lab for p, lab in in_scope) / len(in_scope) if in_scope else 0.0,
-        "coverage": len(answered) / len(in_scope) if in_scope else 0.0,
-        "accuracy_answered": sum(p.label == lab for p, lab in answered) / len(answered) if answered else 1.0,
-        "out_of_scope_rows": len(oos),
-        "out_of_scope_escalated": sum(p.escalate for p in oos) / len(oos) if oos else None,
-        "curve": curve,
-    }

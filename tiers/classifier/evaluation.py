@@ -1,0 +1,73 @@
+"""How well a classifier model answers: coverage and accuracy at its threshold, out-of-scope
+escalation, the curve over thresholds, and the threshold that reaches a target precision."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tiers.classifier.confidence import confidence_kind
+from tiers.classifier.embeddings import StaticEmbeddings
+from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, Prediction, Predictor
+from tiers.classifier.rows import Row
+
+CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+
+
+def calibrate_threshold(confidences: Sequence[float], correct: Sequence[bool], target: float) -> float:
+    """The lowest threshold whose answered items (confidence >= it) reach the target precision,
+    taking the largest such set; 1.0 (answer nothing) when no set reaches it."""
+    order = np.argsort(-np.asarray(confidences), kind="stable")
+    hits = np.cumsum(np.asarray(correct, dtype=float)[order])
+    precision = hits / np.arange(1, len(order) + 1)
+    ok = np.nonzero(precision >= target)[0]
+    if len(ok) == 0:
+        return 1.0
+    best = ok[-1]
+    return float(np.asarray(confidences)[order][best])
+
+
+def evaluate(
+    model: ClassifierModel,
+    rows: Sequence[Row],
+    min_confidence: float | None = None,
+    embeddings: StaticEmbeddings | None = None,
+) -> dict[str, Any]:
+    """Top-1 accuracy, coverage and accuracy at the threshold, out-of-scope escalation, and the curve."""
+    predictor = Predictor(model, min_confidence, embeddings)
+    figures = report(
+        [predictor.predict(text) for text, _ in rows], [lab for _, lab in rows], predictor.threshold
+    )
+    figures["confidence"] = confidence_kind(model.reliability)
+    return figures
+
+
+def report(
+    predictions: Sequence[Prediction], labels: Sequence[str | None], threshold: float
+) -> dict[str, Any]:
+    """The figures of `evaluate` for predictions made at `threshold` (None labels: out of scope)."""
+    in_scope = [(p, lab) for p, lab in zip(predictions, labels, strict=True) if lab is not None]
+    oos = [p for p, lab in zip(predictions, labels, strict=True) if lab is None]
+    answered = [(p, lab) for p, lab in in_scope if not p.escalate]
+    curve = []
+    for t in CURVE_THRESHOLDS:
+        kept = [(p, lab) for p, lab in in_scope if p.confidence >= t and p.best != OUT_OF_SCOPE]
+        curve.append(
+            {
+                "threshold": t,
+                "coverage": len(kept) / len(in_scope) if in_scope else 0.0,
+                "accuracy": sum(p.best == lab for p, lab in kept) / len(kept) if kept else 1.0,
+            }
+        )
+    return {
+        "rows": len(predictions),
+        "threshold": threshold,
+        "top1_accuracy": sum(p.best == lab for p, lab in in_scope) / len(in_scope) if in_scope else 0.0,
+        "coverage": len(answered) / len(in_scope) if in_scope else 0.0,
+        "accuracy_answered": sum(p.label == lab for p, lab in answered) / len(answered) if answered else 1.0,
+        "out_of_scope_rows": len(oos),
+        "out_of_scope_escalated": sum(p.escalate for p in oos) / len(oos) if oos else None,
+        "curve": curve,
+    }

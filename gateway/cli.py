@@ -1,4 +1,4 @@
-"""The `tiergate` command line: serve, check-config, config-schema, simulate-upstream."""
+"""The `tiergate` command line: serve, check-config, config-schema, db, train, eval, simulate-upstream."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def _load_or_exit(path: str | None) -> GatewayConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.config.model_files import missing_models, train_missing_models
     from gateway.runtime.workers import serve
 
     config = _load_or_exit(args.config)
@@ -41,18 +42,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if overrides:
         config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
+    problems = missing_models(config)
+    if problems:
+        print("tiergate serve: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    train_missing_models(config)  # once, before the workers start
     serve(config, load)
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.file)
-    missing = [
-        f"routes[{i}].classifier.model: no such file {route.classifier.model!r} "
-        "(train one with `tiergate train`)"
-        for i, route in enumerate(config.routes)
-        if route.classifier is not None and not os.path.exists(route.classifier.model)
-    ]
+    from gateway.config.model_files import missing_models
+
+    missing = missing_models(config)
     if missing:
         print(f"{args.file}: {len(missing)} problem(s)", file=sys.stderr)
         for problem in missing:
@@ -224,6 +227,46 @@ def cmd_eval_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade` and `db current`: the decision store's schema version."""
+    import asyncio
+
+    from gateway.store.engine import create_engine
+    from gateway.store.migrate import current_revision, head_revision, upgrade
+
+    config = _load_or_exit(args.config)
+    if config.store is None:
+        print(f"{args.config or 'the quickstart'}: no store configured (store.url)", file=sys.stderr)
+        return 1
+    url = config.store.url
+
+    async def run() -> str | None:
+        engine = create_engine(url)
+        try:
+            if args.db_command == "upgrade":
+                await upgrade(engine, url, args.revision)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        found = asyncio.run(run())
+    except Exception as exc:
+        print(f"the store at {_safe_url(url)} cannot be used: {exc}", file=sys.stderr)
+        return 1
+    head = head_revision()
+    state = "up to date" if found == head else f"behind: this gateway needs {head}"
+    print(f"{_safe_url(url)}: revision {found or 'none'} ({state})")
+    return 0 if found == head or args.db_command == "current" else 1
+
+
+def _safe_url(url: str) -> str:
+    """A URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="tiergate", description="A tiered decision gateway for agents.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -295,6 +338,15 @@ def parser() -> argparse.ArgumentParser:
     router_eval.add_argument("--data", required=True)
     router_eval.add_argument("--json", action="store_true")
     router_eval.set_defaults(run=cmd_eval_router)
+
+    db = sub.add_parser("db", help="the decision store's schema: upgrade it, or say where it stands")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser("upgrade", help="bring the store's schema up to date")
+    db_upgrade.add_argument("--revision", default="head", help="a migration to stop at (default: head)")
+    db_current = db_commands.add_parser("current", help="the store's schema revision")
+    for command in (db_upgrade, db_current):
+        command.add_argument("--config", help="YAML config (default: the built-in quickstart)")
+        command.set_defaults(run=cmd_db)
 
     sim = sub.add_parser("simulate-upstream", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")

@@ -12,7 +12,8 @@ GatewayError
 │   └── BudgetExhausted       a token, cost or request budget is spent
 ├── UpstreamFailed (502)      every tier that was tried failed
 ├── Unavailable (503)         state backend down (fail-closed), circuits open; carries Retry-After
-└── UpstreamTimeout (504)
+├── UpstreamTimeout (504)
+└── NotConfigured (501)       a feature the config does not turn on
 """
 
 from __future__ import annotations
@@ -140,6 +141,14 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "api_error"
     code = "upstream_timeout"
+
+
+class NotConfigured(GatewayError):
+    """A feature this gateway's config does not turn on (the decision store, say)."""
+
+    status = 501
+    type = "api_error"
+    code = "not_configured"
 
 
 class StatusError(GatewayError):

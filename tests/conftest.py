@@ -74,3 +74,29 @@ def make_config(sim_url: str, **overrides: Any) -> GatewayConfig:
 def simulator() -> Iterator[tuple[str, Any]]:
     with simulator_server() as running:
         yield running
+
+
+POSTGRES_ADMIN_URL = os.environ.get("TIERGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards (a real server: never skipped)."""
+    import secrets
+
+    from tests.databases import create_database, drop_database
+
+    name = "tiergate_test_" + secrets.token_hex(6)
+    url = create_database(POSTGRES_ADMIN_URL, name)
+    try:
+        yield url
+    finally:
+        drop_database(POSTGRES_ADMIN_URL, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """The store's URL on each engine it supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return str(request.getfixturevalue("postgres_url"))

@@ -11,10 +11,14 @@ from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from gateway.admin.decisions import decision_body, decision_query, page_body
 from gateway.config.loading import ConfigError
-from gateway.errors import BadRequest, NotFound, Unprocessable
+from gateway.errors import BadRequest, NotConfigured, NotFound, Unprocessable
+from gateway.governance.decisions import find_decision
+from gateway.governance.feedback import feedback_body, record_feedback
 from gateway.http.state import current_gateway
 from gateway.runtime.holder import GatewayHolder
+from gateway.store.runtime import reachable
 
 JSON = "application/json"
 
@@ -59,16 +63,38 @@ async def admin_circuits(request: Request) -> Response[bytes]:
     return Response(msgspec.json.encode(body), media_type=JSON)
 
 
+@get("/decisions")
+async def admin_decisions(request: Request) -> Response[bytes]:
+    """Decisions from the store, newest first, a page at a time."""
+    gateway = current_gateway(request)
+    query = decision_query(request.query_params)
+    if gateway.store is None:
+        raise NotConfigured("listing decisions needs the decision store: set store.url in the config")
+    with reachable():
+        page = await gateway.store.store.decisions(query)
+    return Response(page_body(page), media_type=JSON)
+
+
 @get("/decisions/{record_id:str}")
 async def admin_decision(request: Request) -> Response[bytes]:
+    """One decision, from the store (or this worker's recent records), with what was said of it."""
     gateway = current_gateway(request)
     record_id = request.path_params["record_id"]
-    record = gateway.recent.get(record_id)
-    if record is None:
-        raise NotFound(
-            f"no decision {record_id!r} in this process's recent records", code="decision_not_found"
-        )
-    return Response(record, media_type=JSON)
+    with reachable():
+        found = await find_decision(record_id, gateway.store, gateway.recent)
+    if found is None:
+        where = "in the store" if gateway.store is not None else "in this process's recent records"
+        raise NotFound(f"no decision {record_id!r} {where}", code="decision_not_found")
+    return Response(decision_body(found), media_type=JSON)
+
+
+@post("/feedback", status_code=200)
+async def admin_feedback(request: Request) -> Response[bytes]:
+    """A reviewer's feedback on any decision."""
+    gateway = current_gateway(request)
+    with reachable():
+        said = await record_feedback(await request.body(), "reviewer", None, gateway.store, gateway.recent)
+    return Response(feedback_body(said), media_type=JSON)
 
 
 @post("/reload", status_code=200)
@@ -92,6 +118,13 @@ async def admin_reload(request: Request) -> Response[bytes]:
 
 admin_router = Router(
     path="/admin",
-    route_handlers=[admin_usage, admin_circuits, admin_decision, admin_reload],
+    route_handlers=[
+        admin_usage,
+        admin_circuits,
+        admin_decisions,
+        admin_decision,
+        admin_feedback,
+        admin_reload,
+    ],
     guards=[require_admin],
 )

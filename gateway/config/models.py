@@ -197,6 +197,12 @@ class RuleConfig(Model):
 
 class ClassifierConfig(Model):
     model: str
+    train_from: str | None = Field(
+        None,
+        description="rows (CSV or JSONL) to train `model` from at start-up when the file does not"
+        " exist yet: for small example sets such as the quickstart's; train real models with"
+        " `tiergate train`",
+    )
     min_confidence: float | None = Field(
         None,
         ge=0,
@@ -256,6 +262,47 @@ class RecordsConfig(Model):
         return self
 
 
+class StoreConfig(Model):
+    """The durable decision store shared by every worker (and every gateway pointed at it)."""
+
+    url: str = Field(description="sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB (a fleet)")
+    retention_days: float = Field(30.0, gt=0, description="decisions older than this are deleted")
+    spool_dir: str | None = Field(
+        None,
+        description="where each worker spools its records before they are shipped; default: a"
+        " `spool` folder beside a SQLite file, else .tiergate/spool",
+    )
+    spool_max_mb: float = Field(
+        256.0, gt=0, description="a worker's unshipped records beyond this are dropped (and counted)"
+    )
+    ship_interval_s: float = Field(0.2, gt=0, le=60, description="how often spooled records are shipped")
+    ship_batch: int = Field(2000, ge=1, le=100_000, description="records per insert")
+    lookup_wait_s: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="how long feedback waits for a decision that another worker has not shipped yet",
+    )
+    auto_upgrade: bool | None = Field(
+        None,
+        description="bring the schema up to date at start-up; default: yes for SQLite, no for"
+        " PostgreSQL (run `tiergate db upgrade`)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, url: str) -> str:
+        if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            return url
+        if re.match(r"^postgres(ql)?(\+\w+)?://", url):
+            return url
+        raise ValueError("store.url must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite:")
+
+
 class SimulatorConfig(Model):
     """Start the built-in simulated upstream beside the gateway (the quickstart does)."""
 
@@ -283,6 +330,7 @@ class GatewayConfig(Model):
     routes: list[RouteConfig] = []
     cache: CacheConfig = CacheConfig()
     records: RecordsConfig = RecordsConfig()
+    store: StoreConfig | None = None
     simulator: SimulatorConfig | None = None
     tokenizer: TokenizerConfig = TokenizerConfig()
     budget_alerts: BudgetAlertsConfig = BudgetAlertsConfig()

@@ -27,6 +27,7 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.http.chat_completions import CHAT_PATH, chat_completions, serve_chat
+from gateway.http.feedback import agent_feedback
 from gateway.http.openapi import openapi_document
 from gateway.http.state import current_gateway
 from gateway.runtime.build import Gateway
@@ -170,6 +171,7 @@ def create_app(
     framework = Litestar(
         route_handlers=[
             chat_completions,
+            agent_feedback,
             list_models,
             get_model,
             healthz,

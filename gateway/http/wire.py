@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
 from gateway.errors import BadRequest, PayloadTooLarge
 from tiers.types import ChatRequest
 
+T = TypeVar("T")
 _DECODER = msgspec.json.Decoder(ChatRequest)
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _FIELD = re.compile(r"(?:unknown|required) field `(?P<name>[^`]+)`")
@@ -35,13 +37,14 @@ def _param(message: str) -> tuple[str, str | None]:
     return message, path or None
 
 
-def decode_chat_request(body: bytes, limits: InputLimits) -> ChatRequest:
-    if len(body) > limits.max_body_bytes:
-        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limits.max_body_bytes}")
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[T], max_body_bytes: int) -> T:
+    """A request body decoded into its type; every problem a 400 (or 413) naming its field."""
+    if len(body) > max_body_bytes:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {max_body_bytes}")
     if not body.strip():
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        request = _DECODER.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, param = _param(str(exc))
         if message.startswith("Object contains unknown field"):
@@ -53,6 +56,10 @@ def decode_chat_request(body: bytes, limits: InputLimits) -> ChatRequest:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None
+
+
+def decode_chat_request(body: bytes, limits: InputLimits) -> ChatRequest:
+    request = decode_json(body, _DECODER, limits.max_body_bytes)
     _check(request, limits)
     return request
 

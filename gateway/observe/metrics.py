@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway.observe.records import DecisionRecord
 from tiers.llm.circuit import CircuitBreaker
@@ -21,6 +23,46 @@ def _circuit_reading(breaker: CircuitBreaker) -> Callable[[], float]:
 
 
 UNKNOWN_ROUTE = "unknown"
+
+
+class SpoolReadings(Protocol):
+    pending: int
+    dropped: int
+    full: bool
+
+
+class ShipperReadings(Protocol):
+    shipped: int
+    torn: int
+    store_up: bool
+
+
+class _StoreCollector(Collector):
+    def __init__(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
+        self._spool = spool
+        self._shipper = shipper
+
+    def collect(self) -> Iterable[Any]:
+        yield GaugeMetricFamily(
+            "tiergate_spool_bytes", "Decision records spooled and not yet stored", value=self._spool.pending
+        )
+        yield GaugeMetricFamily(
+            "tiergate_spool_full", "1 while the spool is full and records are dropped", value=self._spool.full
+        )
+        yield CounterMetricFamily(
+            "tiergate_spool_dropped", "Records dropped because the spool was full", value=self._spool.dropped
+        )
+        yield CounterMetricFamily(
+            "tiergate_records_shipped",
+            "Records moved from the spool to the store",
+            value=self._shipper.shipped,
+        )
+        yield CounterMetricFamily(
+            "tiergate_records_torn", "Spooled records that could not be read", value=self._shipper.torn
+        )
+        yield GaugeMetricFamily(
+            "tiergate_store_up", "1 while the decision store takes records", value=self._shipper.store_up
+        )
 
 
 class Metrics:
@@ -86,6 +128,10 @@ class Metrics:
             ["subject", "window", "metric"],
             registry=self.registry,
         )
+
+    def watch_store(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
+        """Report the spool and the shipper (read when scraped)."""
+        self.registry.register(_StoreCollector(spool, shipper))
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)

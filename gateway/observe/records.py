@@ -21,6 +21,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     route: str
     status: int
     tier: str | None = None
+    label: str | None = None  # the answer of a tier that answers with a label (rules, classifier)
     upstream: str | None = None
     confidence: float | None = None
     attempts: list[Attempt] = []
@@ -68,6 +69,21 @@ class JsonLinesSink:
         self._stream.flush()
         if self._owns:
             self._stream.close()
+
+
+class TeeSink:
+    """Two sinks, each given every record."""
+
+    def __init__(self, first: RecordSink, second: RecordSink) -> None:
+        self._first = first
+        self._second = second
+
+    def write(self, line: bytes) -> None:
+        self._first.write(line)
+        self._second.write(line)
+
+    def close(self) -> None:
+        self._first.close()
 
 
 class NoSink:

@@ -69,6 +69,17 @@ def _describe(exc: BaseException) -> str:
     return "client disconnected" if _is_cancel(exc) else f"internal error ({type(exc).__name__})"
 
 
+LABEL_CHARS = 200
+LABEL_TIERS = frozenset({"rules", "classifier"})
+
+
+def _label(answer: Answer | None) -> str | None:
+    """The label a rule or the classifier answered with (an LLM's answer is not a label)."""
+    if answer is None or answer.tier not in LABEL_TIERS or answer.content is None:
+        return None
+    return answer.content[:LABEL_CHARS]
+
+
 class Records:
     """Decision records: one per request, whatever its ending."""
 
@@ -186,6 +197,7 @@ class Settlement:
             cache=self.cache,
             complexity=self.plan.complexity,
             tier=None if answer is None else answer.tier,
+            label=_label(answer),
             upstream=None if answer is None else answer.upstream,
             confidence=None if answer is None else answer.confidence,
             attempts=self._attempts,

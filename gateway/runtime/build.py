@@ -19,12 +19,13 @@ from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.auth import AdminKey, AgentDirectory, key_digest
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
+from gateway.config.model_files import train_missing_models
 from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
 from gateway.config.rules import rule_specs
 from gateway.http.wire import InputLimits
 from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
-from gateway.observe.records import JsonLinesSink, NoSink, RecentRecords, Recorder, RecordSink
+from gateway.observe.records import JsonLinesSink, NoSink, RecentRecords, Recorder, RecordSink, TeeSink
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import AgentBudget, BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
@@ -32,6 +33,7 @@ from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.pipeline.settlement import Records
+from gateway.store.runtime import StoreRuntime
 from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
 from routing.learned_router import LearnedScorer
@@ -83,6 +85,7 @@ class Gateway:
     circuits: dict[str, CircuitBreaker]
     activity: Activity
     agent_slots: dict[str, Bulkhead]
+    store: StoreRuntime | None
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -184,7 +187,9 @@ def micro_prices(upstream: UpstreamConfig) -> tuple[float, float]:
 
 
 def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
-    """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up."""
+    """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up
+    (unless the route names rows to train it from)."""
+    train_missing_models(config)
     loaded: dict[str, ClassifierModel] = {}
     embeddings: dict[str, StaticEmbeddings] = {}  # one copy of each, whatever the routes
     tiers: dict[str, Tier] = {}
@@ -324,11 +329,15 @@ def build_request_path(
 
 
 async def build_gateway(
-    config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None = None
+    config: GatewayConfig,
+    stack: AsyncExitStack,
+    previous: Gateway | None = None,
+    store: StoreRuntime | None = None,
 ) -> Gateway:
     """Create every client and component; `stack` closes them when the worker stops. On a reload,
     in-memory budgets and cache carry over from the `previous` gateway, so a reload never
-    forgets what was spent."""
+    forgets what was spent. The decision `store` outlives reloads (the holder owns it); without
+    one, a configured store is opened here and closed with `stack`."""
     counter = TokenCounter(load_encoding(config.tokenizer.encoding))
     session = upstream_session(config)
     stack.push_async_callback(session.close)
@@ -350,9 +359,16 @@ async def build_gateway(
     stack.push_async_callback(cache.close)
     sink = build_sink(config)
     stack.callback(sink.close)
+    if store is None and config.store is not None:
+        store = await StoreRuntime.open(config.store)
+        stack.push_async_callback(store.close)
+    if store is not None:
+        sink = store.spool if isinstance(sink, NoSink) else TeeSink(sink, store.spool)
     recent = RecentRecords(config.records.keep_last)
     routes = build_routes(config, tiers, load_classifiers(config))
     metrics = Metrics(circuits, routes.routes)
+    if store is not None:
+        metrics.watch_store(store.spool, store.shipper.stats)
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)
@@ -374,4 +390,5 @@ async def build_gateway(
         circuits=circuits,
         activity=Activity(),
         agent_slots={a.id: Bulkhead(a.max_concurrency, a.queue_timeout_s) for a in config.agents},
+        store=store,
     )

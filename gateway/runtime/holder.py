@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from gateway.config.loading import ConfigError
 from gateway.config.models import GatewayConfig
 from gateway.runtime.build import Gateway, build_gateway
+from gateway.store.runtime import StoreRuntime
 
 log = logging.getLogger("tiergate")
 
@@ -38,10 +39,13 @@ class GatewayHolder:
         self._stack = AsyncExitStack()
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._store: StoreRuntime | None = None
         self.current: Gateway
 
     async def start(self) -> None:
-        self.current = await build_gateway(self._config, self._stack)
+        if self._config.store is not None:
+            self._store = await StoreRuntime.open(self._config.store)
+        self.current = await build_gateway(self._config, self._stack, store=self._store)
         self._settle_heap()
 
     def _settle_heap(self) -> None:
@@ -64,15 +68,19 @@ class GatewayHolder:
             except ConfigError as exc:
                 log.error("reload refused, keeping the running config: %s", "; ".join(exc.problems))
                 return exc.problems
+            if config.store != self._config.store:
+                problem = "the store's settings change only at a restart"
+                log.error("reload refused, keeping the running config: %s", problem)
+                return [problem]
             stack = AsyncExitStack()
             try:
-                gateway = await build_gateway(config, stack, previous=self.current)
+                gateway = await build_gateway(config, stack, previous=self.current, store=self._store)
             except Exception as exc:
                 await stack.aclose()
                 log.error("reload refused, keeping the running config: %s", exc)
                 return [str(exc)]
             old, old_stack = self.current, self._stack
-            self.current, self._stack = gateway, stack
+            self.current, self._stack, self._config = gateway, stack, config
             task = asyncio.ensure_future(self._retire(old, old_stack))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
@@ -94,3 +102,5 @@ class GatewayHolder:
         for task in list(self._retiring):
             await task
         await self._stack.aclose()
+        if self._store is not None:
+            await self._store.close()

@@ -1,0 +1,99 @@
+"""What the rest of the gateway asks of the store, whichever engine holds it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+Source = Literal["agent", "reviewer"]
+
+
+class DecisionRow(msgspec.Struct, frozen=True):
+    """A decision record as stored: the columns queries filter on, and the record's JSON line."""
+
+    id: str
+    time: float
+    agent: str
+    route: str
+    status: int
+    record: bytes
+    tier: str | None = None
+
+
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    """Where a page of decisions (newest first) ended: the last one's time and id."""
+
+    time: float
+    id: str
+
+
+class DecisionQuery(msgspec.Struct, kw_only=True, frozen=True):
+    agent: str | None = None
+    route: str | None = None
+    tier: str | None = None
+    status: int | None = None
+    since: float | None = None  # inclusive, epoch seconds
+    until: float | None = None  # exclusive
+    limit: int = 50
+    after: Cursor | None = None
+
+
+class Page(msgspec.Struct, frozen=True):
+    records: list[bytes]  # each a decision record's JSON, newest first
+    next: Cursor | None
+
+
+class Feedback(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    decision_id: str
+    source: Source
+    time: float
+    agent: str
+    route: str
+    label: str | None = None
+    correct: bool | None = None
+    score: float | None = None
+    comment: str | None = None
+
+
+class StoredDecision(msgspec.Struct, frozen=True):
+    record: bytes
+    feedback: list[Feedback]
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True):
+    time: float
+    kind: str
+    route: str | None = None
+    detail: dict[str, Any] = {}
+
+
+class Store(Protocol):
+    async def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        """Store these decisions; one already stored (a spool shipped twice) is left as it is."""
+        ...
+
+    async def decision(self, decision_id: str) -> StoredDecision | None: ...
+
+    async def decisions(self, query: DecisionQuery) -> Page: ...
+
+    async def put_feedback(self, feedback: Feedback) -> None:
+        """Store it, replacing what the same source said of the same decision before."""
+        ...
+
+    async def feedback(self, route: str, since: float | None = None) -> list[Feedback]: ...
+
+    async def feedback_of(self, decision_id: str) -> list[Feedback]: ...
+
+    async def add_event(self, event: Event) -> None: ...
+
+    async def events(self, route: str | None = None, since: float | None = None) -> list[Event]: ...
+
+    async def prune(self, before: float) -> int:
+        """Delete decisions (and what was said of them) older than `before`; how many went."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,96 @@
+"""The store as one worker runs it: the database, this worker's spool, and the shipper between."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.config.models import StoreConfig
+from gateway.errors import Unavailable
+from gateway.store.engine import create_engine
+from gateway.store.migrate import current_revision, head_revision, upgrade
+from gateway.store.shipper import Shipper, spool_directory
+from gateway.store.spool import SpoolWriter
+from gateway.store.sql import SqlStore
+
+log = logging.getLogger("tiergate")
+
+CLOSE_SHIP_S = 5.0
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """A request that needs the store itself gets a 503 while the store cannot be reached."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("the decision store cannot be reached: %s", exc)
+        raise Unavailable(
+            "the decision store cannot be reached; try again shortly", retry_after_s=1
+        ) from None
+
+
+class StoreError(Exception):
+    """The store cannot be used as configured (its schema is not this gateway's)."""
+
+
+@dataclass
+class StoreRuntime:
+    config: StoreConfig
+    store: SqlStore
+    spool: SpoolWriter
+    shipper: Shipper
+    task: asyncio.Task[None]
+
+    @classmethod
+    async def open(cls, config: StoreConfig) -> StoreRuntime:
+        engine = create_engine(config.url)
+        store = SqlStore(engine)
+        try:
+            await check_schema(store, config)
+        except StoreError:
+            await store.close()
+            raise
+        except Exception as exc:  # not reachable now: the spool keeps the records until it is
+            log.error(
+                "the decision store cannot be reached at start-up (%s); records will wait in the spool", exc
+            )
+        spool = SpoolWriter(
+            spool_directory(config.spool_dir, config.url), int(config.spool_max_mb * 1024 * 1024)
+        )
+        shipper = Shipper(
+            store, spool, config.ship_interval_s, config.ship_batch, config.retention_days * 86400
+        )
+        task = asyncio.create_task(shipper.run(), name="tiergate-shipper")
+        return cls(config, store, spool, shipper, task)
+
+    async def close(self) -> None:
+        """Ship what is spooled (for a few seconds at most), then stop; the rest stays spooled."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        try:
+            await asyncio.wait_for(self.shipper.ship(), CLOSE_SHIP_S)
+        except Exception as exc:
+            log.error("records left in the spool at shutdown (%s); they are shipped at the next start", exc)
+        self.spool.close()
+        await self.store.close()
+
+
+async def check_schema(store: SqlStore, config: StoreConfig) -> None:
+    """Upgrade the schema (SQLite by default) or check that it is this gateway's."""
+    auto = config.auto_upgrade if config.auto_upgrade is not None else config.is_sqlite
+    if auto:
+        await upgrade(store.engine, config.url)
+        return
+    found, wanted = await current_revision(store.engine), head_revision()
+    if found != wanted:
+        raise StoreError(
+            f"the store's schema is at revision {found or 'none'}, this gateway needs {wanted}:"
+            " run `tiergate db upgrade --config FILE`"
+        )

@@ -1,0 +1,65 @@
+"""The store's tables, in SQLAlchemy Core: the same definitions for SQLite and PostgreSQL.
+
+Migrations (gateway/store/migrations/versions) create and change them; this module is what the
+code reads and writes, and a test checks that the two agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# One row per request: the columns a query filters on, and the whole record as its JSON line.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("agent", String(128), nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("tier", String(128)),
+    Column("status", Integer, nullable=False),
+    Column("record", Text, nullable=False),
+    Index("ix_decisions_time", "time", "id"),
+    Index("ix_decisions_agent_time", "agent", "time"),
+    Index("ix_decisions_route_time", "route", "time"),
+)
+
+# What an agent or a reviewer said of a decision: one row per decision and source (a repeat
+# replaces it).
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("decision_id", String(64), primary_key=True),
+    Column("source", String(16), primary_key=True),  # "agent" or "reviewer"
+    Column("time", Double, nullable=False),
+    Column("agent", String(128), nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("label", Text),
+    Column("correct", Boolean),
+    Column("score", Double),
+    Column("comment", Text),
+    Index("ix_feedback_route_time", "route", "time"),
+)
+
+# Things that happened to the gateway and matter later: breaches, drift, promotions.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Double, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("route", String(128)),
+    Column("detail", Text, nullable=False),
+    Index("ix_events_time", "time"),
+)

@@ -1,0 +1,155 @@
+"""The store on SQLAlchemy Core: one implementation for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.store.protocol import Cursor, DecisionQuery, DecisionRow, Event, Feedback, Page, StoredDecision
+from gateway.store.schema import decisions, events, feedback
+
+FEEDBACK_FIELDS = ("time", "agent", "route", "label", "correct", "score", "comment")
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        if not rows:
+            return
+        values = [
+            {
+                "id": r.id,
+                "time": r.time,
+                "agent": r.agent,
+                "route": r.route,
+                "tier": r.tier,
+                "status": r.status,
+                "record": r.record.decode(),
+            }
+            for r in rows
+        ]
+        statement = self._insert(decisions).on_conflict_do_nothing(index_elements=["id"])
+        async with self.engine.begin() as conn:
+            await conn.execute(statement, values)
+
+    async def decision(self, decision_id: str) -> StoredDecision | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(decisions.c.record).where(decisions.c.id == decision_id))
+            ).first()
+            if row is None:
+                return None
+            return StoredDecision(row.record.encode(), await _feedback_of(conn, decision_id))
+
+    async def decisions(self, query: DecisionQuery) -> Page:
+        c = decisions.c
+        conditions = []
+        for column, value in (
+            (c.agent, query.agent),
+            (c.route, query.route),
+            (c.tier, query.tier),
+            (c.status, query.status),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if query.since is not None:
+            conditions.append(c.time >= query.since)
+        if query.until is not None:
+            conditions.append(c.time < query.until)
+        if query.after is not None:
+            conditions.append(tuple_(c.time, c.id) < tuple_(query.after.time, query.after.id))
+        statement = (
+            select(c.id, c.time, c.record)
+            .where(and_(True, *conditions))
+            .order_by(c.time.desc(), c.id.desc())
+            .limit(query.limit + 1)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        last = rows[-1] if more and rows else None
+        return Page([r.record.encode() for r in rows], Cursor(last.time, last.id) if last else None)
+
+    async def put_feedback(self, said: Feedback) -> None:
+        values = msgspec.structs.asdict(said)
+        statement = self._insert(feedback).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["decision_id", "source"],
+            set_={name: statement.excluded[name] for name in FEEDBACK_FIELDS},
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def feedback(self, route: str, since: float | None = None) -> list[Feedback]:
+        statement = select(feedback).where(feedback.c.route == route)
+        if since is not None:
+            statement = statement.where(feedback.c.time >= since)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(statement.order_by(feedback.c.time))
+            return [_feedback(r._mapping) for r in rows]
+
+    async def feedback_of(self, decision_id: str) -> list[Feedback]:
+        async with self.engine.connect() as conn:
+            return await _feedback_of(conn, decision_id)
+
+    async def add_event(self, event: Event) -> None:
+        values = {
+            "time": event.time,
+            "kind": event.kind,
+            "route": event.route,
+            "detail": msgspec.json.encode(event.detail).decode(),
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(events.insert().values(values))
+
+    async def events(self, route: str | None = None, since: float | None = None) -> list[Event]:
+        statement = select(events)
+        if route is not None:
+            statement = statement.where(or_(events.c.route == route, events.c.route.is_(None)))
+        if since is not None:
+            statement = statement.where(events.c.time >= since)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(statement.order_by(events.c.time, events.c.id))
+            return [
+                Event(time=r.time, kind=r.kind, route=r.route, detail=msgspec.json.decode(r.detail))
+                for r in rows
+            ]
+
+    async def prune(self, before: float) -> int:
+        old = select(decisions.c.id).where(decisions.c.time < before)
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(feedback).where(feedback.c.decision_id.in_(old)))
+            gone = await conn.execute(delete(decisions).where(decisions.c.time < before))
+            await conn.execute(delete(events).where(events.c.time < before))
+        return int(gone.rowcount or 0)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(1))
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def _feedback_of(conn: AsyncConnection, decision_id: str) -> list[Feedback]:
+    said = await conn.execute(
+        select(feedback).where(feedback.c.decision_id == decision_id).order_by(feedback.c.source)
+    )
+    return [_feedback(r._mapping) for r in said]
+
+
+def _feedback(row: Any) -> Feedback:
+    return Feedback(**{k: v for k, v in row.items() if v is not None})

@@ -1,0 +1,177 @@
+"""The store's contract, run on SQLite and on a real PostgreSQL: the same behaviour on both."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from gateway.store.engine import create_engine
+from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
+from gateway.store.protocol import Cursor, DecisionQuery, DecisionRow, Event, Feedback
+from gateway.store.schema import metadata
+from gateway.store.sql import SqlStore
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    engine = create_engine(store_url)
+    await upgrade(engine, store_url)
+    store = SqlStore(engine)
+    yield store
+    await store.close()
+
+
+def row(
+    i: int, agent: str = "a", route: str = "triage", tier: str | None = "rules", status: int = 200
+) -> DecisionRow:
+    record = {"id": f"d{i:04d}", "time": 1000.0 + i, "agent": agent, "route": route, "status": status}
+    if tier:
+        record["tier"] = tier
+    return DecisionRow(f"d{i:04d}", 1000.0 + i, agent, route, status, msgspec.json.encode(record), tier)
+
+
+async def test_migrations_build_the_schema_the_code_uses(store: SqlStore) -> None:
+    assert await current_revision(store.engine) == head_revision()
+
+    def differences(conn: object) -> list[object]:
+        return compare_metadata(MigrationContext.configure(conn), metadata)  # type: ignore[arg-type]
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+async def test_a_downgrade_removes_what_the_upgrade_made(store_url: str) -> None:
+    engine = create_engine(store_url)
+    await upgrade(engine, store_url)
+    await upgrade(engine, store_url)  # again: nothing to do
+    await downgrade(engine, "base")
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    assert set(tables) <= {"alembic_version"}
+    assert await current_revision(engine) is None
+    await engine.dispose()
+
+
+async def test_decisions_are_stored_once_and_found_by_id(store: SqlStore) -> None:
+    await store.add_decisions([row(1), row(2)])
+    await store.add_decisions([row(2), row(3)])  # a spool shipped twice: the repeat is ignored
+    found = await store.decision("d0002")
+    assert found is not None
+    assert msgspec.json.decode(found.record)["id"] == "d0002"
+    assert found.feedback == []
+    assert await store.decision("nope") is None
+    page = await store.decisions(DecisionQuery(limit=10))
+    assert [msgspec.json.decode(r)["id"] for r in page.records] == ["d0003", "d0002", "d0001"]
+    assert page.next is None
+
+
+async def test_filters_and_pages_cover_every_match_once_newest_first(store: SqlStore) -> None:
+    rows = [
+        row(i, agent="a" if i % 2 else "b", tier="classifier" if i % 3 else "llm:small") for i in range(50)
+    ]
+    await store.add_decisions(rows)
+    seen: list[str] = []
+    after: Cursor | None = None
+    while True:
+        page = await store.decisions(DecisionQuery(agent="a", limit=7, after=after))
+        seen += [msgspec.json.decode(r)["id"] for r in page.records]
+        if page.next is None:
+            break
+        after = page.next
+    expected = [r.id for r in reversed(rows) if r.agent == "a"]
+    assert seen == expected
+    page = await store.decisions(DecisionQuery(tier="llm:small", since=1010.0, until=1030.0, limit=100))
+    assert [msgspec.json.decode(r)["id"] for r in page.records] == [
+        "d0027",
+        "d0024",
+        "d0021",
+        "d0018",
+        "d0015",
+        "d0012",
+    ]
+    assert (await store.decisions(DecisionQuery(status=500))).records == []
+
+
+async def test_same_time_decisions_page_by_id(store: SqlStore) -> None:
+    same = [
+        DecisionRow(f"s{i}", 5.0, "a", "r", 200, msgspec.json.encode({"id": f"s{i}"}), None) for i in range(5)
+    ]
+    await store.add_decisions(same)
+    first = await store.decisions(DecisionQuery(limit=2))
+    second = await store.decisions(DecisionQuery(limit=10, after=first.next))
+    ids = [msgspec.json.decode(r)["id"] for r in first.records + second.records]
+    assert ids == ["s4", "s3", "s2", "s1", "s0"]
+
+
+async def test_feedback_replaces_per_source_and_travels_with_its_decision(store: SqlStore) -> None:
+    await store.add_decisions([row(1)])
+    await store.put_feedback(
+        Feedback(decision_id="d0001", source="agent", time=1.0, agent="a", route="triage", correct=True)
+    )
+    await store.put_feedback(
+        Feedback(
+            decision_id="d0001",
+            source="agent",
+            time=2.0,
+            agent="a",
+            route="triage",
+            label="billing",
+            correct=False,
+        )
+    )
+    await store.put_feedback(
+        Feedback(
+            decision_id="d0001",
+            source="reviewer",
+            time=3.0,
+            agent="a",
+            route="triage",
+            score=0.5,
+            comment="ok",
+        )
+    )
+    found = await store.decision("d0001")
+    assert found is not None
+    assert found.feedback == [
+        Feedback(
+            decision_id="d0001",
+            source="agent",
+            time=2.0,
+            agent="a",
+            route="triage",
+            label="billing",
+            correct=False,
+        ),
+        Feedback(
+            decision_id="d0001",
+            source="reviewer",
+            time=3.0,
+            agent="a",
+            route="triage",
+            score=0.5,
+            comment="ok",
+        ),
+    ]
+    assert [f.source for f in await store.feedback("triage", since=2.5)] == ["reviewer"]
+    assert await store.feedback("other") == []
+
+
+async def test_events_and_pruning(store: SqlStore) -> None:
+    await store.add_event(Event(time=10.0, kind="drift", route="triage", detail={"psi": 0.3}))
+    await store.add_event(Event(time=20.0, kind="reload"))
+    assert [e.kind for e in await store.events("triage")] == ["drift", "reload"]
+    assert (await store.events(since=15.0))[0].detail == {}
+    await store.add_decisions([row(i) for i in range(10)])
+    await store.put_feedback(
+        Feedback(decision_id="d0001", source="agent", time=1.0, agent="a", route="triage", correct=True)
+    )
+    assert await store.prune(before=1005.0) == 5
+    assert await store.decision("d0001") is None
+    assert await store.feedback("triage") == []
+    assert len((await store.decisions(DecisionQuery(limit=100))).records) == 5
+    assert await store.ping()

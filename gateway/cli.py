@@ -47,6 +47,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("tiergate serve: " + "; ".join(problems), file=sys.stderr)
         return 1
     train_missing_models(config)  # once, before the workers start
+    if config.store is not None:
+        from gateway.store.runtime import StoreError, prepare
+
+        try:
+            prepare(config.store)
+        except StoreError as exc:
+            print(f"tiergate serve: {exc}", file=sys.stderr)
+            return 1
     serve(config, load)
     return 0
 

@@ -69,6 +69,10 @@ def _run_simulator(settings: SimulatorConfig, encoding: str) -> None:
     )
 
 
+def _exit(signum: int, _: object) -> None:
+    raise SystemExit(0)  # a graceful stop: in-flight requests were drained
+
+
 def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None) -> None:
     """Run until SIGINT or SIGTERM; in-flight requests are drained before workers exit. SIGHUP
     reloads the config (re-read with `load`) in every worker."""
@@ -86,6 +90,10 @@ def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None
     log.warning("tiergate serving on http://%s:%d/v1 with %d worker(s)", host, sock.getsockname()[1], workers)
     try:
         if workers == 1:
+            # uvicorn raises the signal that stopped it again once it is done; exiting through
+            # SystemExit instead lets the `finally` below stop the simulator child (killed by the
+            # signal, the process would leave it running, holding its port).
+            signal.signal(signal.SIGTERM, _exit)
             _serve_worker(config, load, sock, supervised=False)
             return
         procs = [
@@ -110,3 +118,6 @@ def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None
         for child in children:
             child.terminate()
             child.join(5)
+            if child.is_alive():  # it must not outlive the gateway (and hold its port)
+                child.kill()
+                child.join(5)

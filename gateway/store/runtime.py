@@ -74,12 +74,31 @@ class StoreRuntime:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        self.spool.stop()
         try:
             await asyncio.wait_for(self.shipper.ship(), CLOSE_SHIP_S)
         except Exception as exc:
             log.error("records left in the spool at shutdown (%s); they are shipped at the next start", exc)
         self.spool.close()
         await self.store.close()
+
+
+def prepare(config: StoreConfig) -> None:
+    """Before workers start: upgrade or check the schema once (raises StoreError when it is not
+    this gateway's); a store that cannot be reached now is only logged, records wait for it."""
+
+    async def run() -> None:
+        store = SqlStore(create_engine(config.url))
+        try:
+            await check_schema(store, config)
+        except StoreError:
+            raise
+        except Exception as exc:
+            log.error("the decision store cannot be reached (%s); records will wait in the spool", exc)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
 
 
 async def check_schema(store: SqlStore, config: StoreConfig) -> None:

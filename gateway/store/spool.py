@@ -48,7 +48,7 @@ class SpoolWriter:
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._number = 0
         self._size = 0
-        self.current = self._segment_path(0)
+        self.current: Path | None = self._segment_path(0)
         self._fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _segment_path(self, number: int) -> Path:
@@ -56,6 +56,10 @@ class SpoolWriter:
 
     def write(self, line: bytes) -> None:
         data = line + b"\n"
+        if self._fd < 0:  # stopped: the worker is shutting down
+            self.dropped += 1
+            log.error("a decision record came after the spool was stopped and was dropped")
+            return
         if self.pending + len(data) > self.max_bytes:
             self.dropped += 1
             if not self.full:
@@ -87,9 +91,20 @@ class SpoolWriter:
             self.full = False
             log.warning("the decision spool has room again (%d records were dropped so far)", self.dropped)
 
+    def stop(self) -> None:
+        """Write no more: the current segment is finished (and may be shipped whole)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self.current = None
+
     def close(self) -> None:
-        """Stop writing; what is unshipped stays on disk for the next shipper to find."""
-        os.close(self._fd)
+        """Stop and let go of the spool; what is unshipped stays for the next shipper to find."""
+        self.stop()
+        if self.pending == 0:  # all shipped: nothing of this worker needs to stay
+            for path in list(segments(self.directory, self.name)):
+                Segment(path).remove()
+            (self.directory / (self.name + LOCK_SUFFIX)).unlink(missing_ok=True)
         self._lock.close()
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 import pytest
+import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -175,3 +179,33 @@ async def test_events_and_pruning(store: SqlStore) -> None:
     assert await store.feedback("triage") == []
     assert len((await store.decisions(DecisionQuery(limit=100))).records) == 5
     assert await store.ping()
+
+
+def test_db_commands_and_a_gateway_that_will_not_serve_an_old_schema(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "agents": [{"id": "a", "api_key": "sk-a"}],
+                "routes": [{"name": "r", "rules": [{"when": {"last_user_matches": "x"}, "answer": "y"}]}],
+                "store": {"url": postgres_url, "spool_dir": str(tmp_path / "spool")},
+            }
+        )
+    )
+
+    def tiergate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60
+        )
+
+    current = tiergate("db", "current", "--config", str(config))
+    assert current.returncode == 0 and "revision none (behind" in current.stdout
+    refused = tiergate("serve", "--config", str(config))
+    assert refused.returncode == 1
+    assert "run `tiergate db upgrade --config FILE`" in refused.stderr
+    upgraded = tiergate("db", "upgrade", "--config", str(config))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"revision {head_revision()} (up to date)" in upgraded.stdout
+    assert "postgres@" in upgraded.stdout

@@ -400,4 +400,4 @@ class SimulatedUpstream:
 
 def run_simulator(host: str, port: int, settings: SimulatorSettings, counter: TextCounter) -> None:
     simulated = SimulatedUpstream(settings, counter)
-    web.run_app(simulated.app(), host=host, port=port, print=None, access_log=None)
+    web.run_app(simulated.app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=1.0)

@@ -12,6 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from gateway.admin.decisions import decision_body, decision_query, page_body
+from gateway.admin.quality import quality_report
 from gateway.config.loading import ConfigError
 from gateway.errors import BadRequest, NotConfigured, NotFound, Unprocessable
 from gateway.governance.decisions import find_decision
@@ -97,6 +98,17 @@ async def admin_feedback(request: Request) -> Response[bytes]:
     return Response(feedback_body(said), media_type=JSON)
 
 
+@get("/quality")
+async def admin_quality(request: Request) -> Response[bytes]:
+    """A route's coverage, escalation rate, audited and feedback precision, threshold and events."""
+    gateway = current_gateway(request)
+    if gateway.store is None:
+        raise NotConfigured("the quality report needs the decision store: set store.url in the config")
+    with reachable():
+        report = await quality_report(gateway, request.query_params)
+    return Response(msgspec.json.encode(report), media_type=JSON)
+
+
 @post("/reload", status_code=200)
 async def admin_reload(request: Request) -> Response[bytes]:
     """Re-read the config: refused with every problem listed when it is invalid."""
@@ -124,6 +136,7 @@ admin_router = Router(
         admin_decisions,
         admin_decision,
         admin_feedback,
+        admin_quality,
         admin_reload,
     ],
     guards=[require_admin],

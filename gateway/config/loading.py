@@ -104,6 +104,10 @@ def _cross_check(config: GatewayConfig) -> list[str]:
         for j, name in enumerate(route.llm):
             if name not in upstream_names:
                 problems.append(f"routes[{i}].llm[{j}]: unknown upstream {name!r}")
+        if route.audit is not None and route.audit.reference not in upstream_names:
+            problems.append(f"routes[{i}].audit.reference: unknown upstream {route.audit.reference!r}")
+        if route.audit is not None and route.audit.on_breach == "tighten" and route.classifier is None:
+            problems.append(f"routes[{i}].audit.on_breach: tighten needs a classifier on the route")
         tiers = {"rules", "classifier", *route.llm} | {f"llm:{n}" for n in route.llm}
         for j, rule in enumerate(route.rules):
             if rule.escalate_to is not None and rule.escalate_to not in tiers:

@@ -223,6 +223,31 @@ class RouteCacheConfig(Model):
     only_deterministic: bool = True
 
 
+class AuditConfig(Model):
+    """Live precision, measured: a share of the cheap tiers' answers is also asked of a reference
+    tier in the background, and what it says (and what feedback says) is compared with them."""
+
+    sample: float = Field(
+        0.02, ge=0, le=1, description="share of rules, classifier and smaller-LLM answers audited"
+    )
+    reference: str = Field(description="the upstream whose answer is taken as right")
+    min_precision: float = Field(
+        0.975, gt=0, lt=1, description="breached when live precision is surely below"
+    )
+    on_breach: Literal["tighten", "pause", "alert"] = Field(
+        "alert",
+        description="tighten: raise the classifier's threshold to what the audits support; pause: send"
+        " everything past the cheap tiers; alert: only say so. Undone when the window recovers",
+    )
+    budget: int = Field(
+        200_000, ge=0, description="tokens a day the audits may spend (per worker), charged to no agent"
+    )
+    window: int = Field(500, ge=10, le=100_000, description="the latest audited answers measured over")
+    min_samples: float = Field(30, ge=1, description="weight of evidence needed before a breach is called")
+    feedback_weight: float = Field(3.0, ge=1, description="a feedback verdict counts this many audits")
+    check_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the window is measured")
+
+
 class RouteConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     rules: list[RuleConfig] = []
@@ -232,6 +257,7 @@ class RouteConfig(Model):
     repair: bool = Field(True, description="show an answer that failed validation back to its LLM once")
     complexity: ComplexityConfig | None = None
     cache: RouteCacheConfig = RouteCacheConfig()
+    audit: AuditConfig | None = None
 
     @model_validator(mode="after")
     def _has_a_tier(self) -> RouteConfig:

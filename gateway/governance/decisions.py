@@ -25,6 +25,9 @@ class FoundDecision(msgspec.Struct, frozen=True):
     id: str
     agent: str
     route: str
+    tier: str | None
+    label: str | None
+    confidence: float | None
     record: bytes
     feedback: list[Feedback]
 
@@ -33,6 +36,9 @@ class _Owner(msgspec.Struct):
     id: str
     agent: str
     route: str
+    tier: str | None = None
+    label: str | None = None
+    confidence: float | None = None
 
 
 _decode_owner = msgspec.json.Decoder(_Owner).decode
@@ -67,4 +73,6 @@ async def find_decision(
 
 def _found(record: bytes, feedback: list[Feedback]) -> FoundDecision:
     owner = _decode_owner(record)
-    return FoundDecision(owner.id, owner.agent, owner.route, record, feedback)
+    return FoundDecision(
+        owner.id, owner.agent, owner.route, owner.tier, owner.label, owner.confidence, record, feedback
+    )

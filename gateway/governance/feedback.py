@@ -67,16 +67,23 @@ async def record_feedback(
     found = await find_decision(said.decision_id, store, recent)
     if found is None or (agent is not None and found.agent != agent):
         raise NotFound(f"no decision {said.decision_id!r}", param="decision_id", code="decision_not_found")
+    label = None if said.label is None else said.label.strip()
+    agreed = said.correct
+    if agreed is None and label is not None and found.label is not None:  # a label is a verdict too
+        agreed = label == found.label
     feedback = Feedback(
         decision_id=found.id,
         source=source,
         time=time.time(),
         agent=found.agent,
         route=found.route,
-        label=None if said.label is None else said.label.strip(),
+        label=label,
         correct=said.correct,
         score=said.score,
         comment=said.comment,
+        agreed=agreed,
+        tier=found.tier,
+        confidence=found.confidence,
     )
     await store.store.put_feedback(feedback)
     return feedback

@@ -52,12 +52,16 @@ class BudgetAlerts:
             )
             log.warning("%s", msgspec.json.encode(alert).decode())
             self._metrics.budget_warnings.labels(usage.subject, usage.window, usage.metric).inc()
-            if self._url is not None:
-                task = asyncio.ensure_future(self._post(alert))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+            self.post(alert)
 
-    async def _post(self, alert: BudgetAlert) -> None:
+    def post(self, event: msgspec.Struct) -> None:
+        """POST one event to the webhook, in the background (when there is a webhook)."""
+        if self._url is not None:
+            task = asyncio.ensure_future(self._post(event))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _post(self, alert: msgspec.Struct) -> None:
         assert self._url is not None
         try:
             async with self._session.post(
@@ -67,9 +71,9 @@ class BudgetAlerts:
                 timeout=self._timeout,
             ) as response:
                 if response.status >= 300:
-                    log.warning("budget webhook answered %d", response.status)
+                    log.warning("alerts webhook answered %d", response.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("budget webhook failed: %s", type(exc).__name__)
+            log.warning("alerts webhook failed: %s", type(exc).__name__)
 
     async def close(self) -> None:
         if self._pending:

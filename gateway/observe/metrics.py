@@ -65,6 +65,40 @@ class _StoreCollector(Collector):
         )
 
 
+QualityRow = tuple[str, "float | None", float, float, bool, "float | None"]
+
+
+class _QualityCollector(Collector):
+    """Each audited route's live precision (with its interval), breach and classifier threshold."""
+
+    def __init__(self, readings: Callable[[], Iterable[QualityRow]]) -> None:
+        self._readings = readings
+
+    def collect(self) -> Iterable[Any]:
+        precision = GaugeMetricFamily(
+            "tiergate_live_precision",
+            "Live precision of a route's audited answers",
+            labels=["route", "bound"],
+        )
+        breach = GaugeMetricFamily(
+            "tiergate_quality_breach", "1 while a route is in breach", labels=["route"]
+        )
+        threshold = GaugeMetricFamily(
+            "tiergate_classifier_threshold", "The classifier threshold in force", labels=["route"]
+        )
+        for route, point, low, high, breached, in_force in self._readings():
+            if point is not None:
+                precision.add_metric([route, "point"], point)
+            precision.add_metric([route, "low"], low)
+            precision.add_metric([route, "high"], high)
+            breach.add_metric([route], float(breached))
+            if in_force is not None:
+                threshold.add_metric([route], in_force)
+        yield precision
+        yield breach
+        yield threshold
+
+
 class Metrics:
     def __init__(self, circuits: Mapping[str, CircuitBreaker], routes: Iterable[str]) -> None:
         self.registry = CollectorRegistry()
@@ -122,6 +156,12 @@ class Metrics:
             ["agent", "kind"],
             registry=self.registry,
         )
+        self.quality_events = Counter(
+            "tiergate_quality_events",
+            "Quality breaches and recoveries, by route and kind",
+            ["route", "kind"],
+            registry=self.registry,
+        )
         self.budget_warnings = Counter(
             "tiergate_budget_warnings",
             "Soft-limit crossings, by subject, window and metric",
@@ -132,6 +172,12 @@ class Metrics:
     def watch_store(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
         """Report the spool and the shipper (read when scraped)."""
         self.registry.register(_StoreCollector(spool, shipper))
+
+    def watch_quality(self, readings: Callable[[], Iterable[QualityRow]]) -> None:
+        self.registry.register(_QualityCollector(readings))
+
+    def quality_event(self, event: Any) -> None:
+        self._child(self.quality_events, event.route or "", event.kind).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)

@@ -20,6 +20,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 
@@ -30,7 +31,7 @@ from gateway.errors import clip
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
-from gateway.pipeline.plan import Planner
+from gateway.pipeline.plan import NothingPaused, Paused, Planner
 from gateway.pipeline.relay import Relay
 from gateway.pipeline.respond import Respond
 from gateway.pipeline.results import STREAM_HEADERS, ChatResult
@@ -38,7 +39,11 @@ from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.settlement import Draft, Ending, Records, Settlement
 from gateway.pipeline.walk import LadderWalk
 from tiers.base import TierRequest
-from tiers.types import ChatRequest
+from tiers.types import Answer, ChatRequest
+
+
+class Audits(Protocol):
+    def offer(self, route: str, decision_id: str, request: ChatRequest, answer: Answer) -> None: ...
 
 
 class RequestPath:
@@ -50,10 +55,13 @@ class RequestPath:
         cache: CacheLookup,
         counter: TokenCounter,
         records: Records,
+        audits: Audits | None = None,
+        paused: Paused | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._admission = admission
-        self._planner = Planner(budget)
+        self._planner = Planner(budget, paused or NothingPaused())
+        self._audits = audits
         self._budget = budget
         self._cache = cache
         self._ladder = LadderWalk()
@@ -111,6 +119,8 @@ class RequestPath:
                     relay = Relay(settlement, answer, admitted.check)
                     return ChatResult(headers={**settlement.headers(answer), **STREAM_HEADERS}, stream=relay)
                 whole = self._respond.answered(settlement, answer, prompt)
+                if self._audits is not None:
+                    self._audits.offer(plan.route.name, draft.id, outgoing, answer)
             await settlement.finish(whole.ending)
             return self._respond.result(settlement, whole)
         except BaseException as exc:

@@ -33,6 +33,7 @@ from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.pipeline.settlement import Records
+from gateway.runtime.governance import Governance, build_governance
 from gateway.store.runtime import StoreRuntime
 from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
@@ -86,6 +87,7 @@ class Gateway:
     activity: Activity
     agent_slots: dict[str, Bulkhead]
     store: StoreRuntime | None
+    governance: Governance
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -311,6 +313,7 @@ def build_request_path(
     records: Records,
     metrics: Metrics,
     alerts: BudgetAlerts,
+    governance: Governance | None = None,
 ) -> RequestPath:
     agents = config.agents
     return RequestPath(
@@ -325,6 +328,8 @@ def build_request_path(
         cache=CacheLookup(cache, config.cache),
         counter=counter,
         records=records,
+        audits=governance.audits if governance is not None else None,
+        paused=governance.governor if governance is not None else None,
     )
 
 
@@ -365,14 +370,16 @@ async def build_gateway(
     if store is not None:
         sink = store.spool if isinstance(sink, NoSink) else TeeSink(sink, store.spool)
     recent = RecentRecords(config.records.keep_last)
-    routes = build_routes(config, tiers, load_classifiers(config))
+    classifiers = load_classifiers(config)
+    routes = build_routes(config, tiers, classifiers)
     metrics = Metrics(circuits, routes.routes)
     if store is not None:
         metrics.watch_store(store.spool, store.shipper.stats)
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)
-    chat = build_request_path(config, routes, ledger, cache, counter, records, metrics, alerts)
+    governance = build_governance(config, tiers, classifiers, store, alerts, metrics, stack)
+    chat = build_request_path(config, routes, ledger, cache, counter, records, metrics, alerts, governance)
     admin = config.server.admin_key
     return Gateway(
         config=config,
@@ -391,4 +398,5 @@ async def build_gateway(
         activity=Activity(),
         agent_slots={a.id: Bulkhead(a.max_concurrency, a.queue_timeout_s) for a in config.agents},
         store=store,
+        governance=governance,
     )

@@ -55,6 +55,32 @@ class Feedback(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     correct: bool | None = None
     score: float | None = None
     comment: str | None = None
+    agreed: bool | None = None  # the answer was right (true), wrong (false), or it does not say
+    tier: str | None = None  # of the answer the feedback is about
+    confidence: float | None = None
+
+
+class Audit(msgspec.Struct, kw_only=True, frozen=True):
+    decision_id: str
+    time: float
+    route: str
+    tier: str
+    reference: str
+    agreed: bool
+    tokens: int
+    label: str | None = None
+    confidence: float | None = None
+    reference_label: str | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """One verdict on a cheap tier's answer, from an audit or from feedback."""
+
+    time: float
+    agreed: bool
+    source: Literal["audit", "feedback"]
+    tier: str | None
+    confidence: float | None
 
 
 class StoredDecision(msgspec.Struct, frozen=True):
@@ -85,6 +111,18 @@ class Store(Protocol):
     async def feedback(self, route: str, since: float | None = None) -> list[Feedback]: ...
 
     async def feedback_of(self, decision_id: str) -> list[Feedback]: ...
+
+    async def add_audit(self, audit: Audit) -> None: ...
+
+    async def audits(self, route: str, limit: int) -> list[Audit]: ...
+
+    async def outcomes(self, route: str, window: int) -> list[Outcome]:
+        """The latest `window` verdicts on the route's answers (audits and feedback), newest first."""
+        ...
+
+    async def tier_counts(self, route: str, since: float) -> dict[str, int]:
+        """Decisions of the route since then, by the tier that answered ("none": nobody did)."""
+        ...
 
     async def add_event(self, event: Event) -> None: ...
 

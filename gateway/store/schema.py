@@ -49,7 +49,28 @@ feedback = Table(
     Column("correct", Boolean),
     Column("score", Double),
     Column("comment", Text),
+    # what the feedback says of the answer: right (true), wrong (false), or nothing either way
+    Column("agreed", Boolean),
+    Column("tier", String(128)),
+    Column("confidence", Double),
     Index("ix_feedback_route_time", "route", "time"),
+)
+
+# An answer of a cheap tier, also asked of the route's reference tier in the background.
+audits = Table(
+    "audits",
+    metadata,
+    Column("decision_id", String(64), primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("tier", String(128), nullable=False),
+    Column("label", Text),
+    Column("confidence", Double),
+    Column("reference", String(128), nullable=False),
+    Column("reference_label", Text),
+    Column("agreed", Boolean, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Index("ix_audits_route_time", "route", "time"),
 )
 
 # Things that happened to the gateway and matter later: breaches, drift, promotions.

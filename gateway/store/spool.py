@@ -25,6 +25,8 @@ SEGMENT_SUFFIX = ".spool"
 OFFSET_SUFFIX = ".offset"
 LOCK_SUFFIX = ".lock"
 SEGMENT_BYTES = 16 * 1024 * 1024
+TYPICAL_LINE_BYTES = 1024  # a read for n lines takes n of these (fewer, longer lines come back fewer)
+LINE_BYTES = 1024 * 1024  # and at least this, so that any one record fits in a read
 
 
 class SpoolFull(Exception):
@@ -119,11 +121,11 @@ class Segment:
         except (FileNotFoundError, ValueError):
             self.offset = 0
 
-    def read(self, max_lines: int, max_bytes: int = 8 * 1024 * 1024) -> tuple[list[bytes], int]:
+    def read(self, max_lines: int) -> tuple[list[bytes], int]:
         """Up to `max_lines` whole lines after the offset, and how many bytes they take."""
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            chunk = f.read(max_bytes)
+            chunk = f.read(max(LINE_BYTES, max_lines * TYPICAL_LINE_BYTES))
         end = chunk.rfind(b"\n")
         if end < 0:
             return [], 0

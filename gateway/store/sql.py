@@ -6,39 +6,56 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy import and_, delete, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.store.protocol import Cursor, DecisionQuery, DecisionRow, Event, Feedback, Page, StoredDecision
-from gateway.store.schema import decisions, events, feedback
+from gateway.store.protocol import (
+    Audit,
+    Cursor,
+    DecisionQuery,
+    DecisionRow,
+    Event,
+    Feedback,
+    Outcome,
+    Page,
+    StoredDecision,
+)
+from gateway.store.schema import audits, decisions, events, feedback
 
-FEEDBACK_FIELDS = ("time", "agent", "route", "label", "correct", "score", "comment")
+FEEDBACK_FIELDS = (
+    "time",
+    "agent",
+    "route",
+    "label",
+    "correct",
+    "score",
+    "comment",
+    "agreed",
+    "tier",
+    "confidence",
+)
 
 
 class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if postgres else sqlite.insert
+        marks = ", ".join(f"${i}" if postgres else "?" for i in range(1, 8))
+        self._insert_decisions = (
+            f"INSERT INTO decisions (id, time, agent, route, tier, status, record) VALUES ({marks})"
+            " ON CONFLICT (id) DO NOTHING"
+        )
 
     async def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
         if not rows:
             return
-        values = [
-            {
-                "id": r.id,
-                "time": r.time,
-                "agent": r.agent,
-                "route": r.route,
-                "tier": r.tier,
-                "status": r.status,
-                "record": r.record.decode(),
-            }
-            for r in rows
-        ]
-        statement = self._insert(decisions).on_conflict_do_nothing(index_elements=["id"])
+        # Straight to the driver: the shipper's batches are the store's one hot path, and the
+        # statement needs none of SQLAlchemy's per-row processing.
+        values = [(r.id, r.time, r.agent, r.route, r.tier, r.status, r.record.decode()) for r in rows]
         async with self.engine.begin() as conn:
-            await conn.execute(statement, values)
+            await conn.exec_driver_sql(self._insert_decisions, values)
 
     async def decision(self, decision_id: str) -> StoredDecision | None:
         async with self.engine.connect() as conn:
@@ -101,6 +118,51 @@ class SqlStore:
         async with self.engine.connect() as conn:
             return await _feedback_of(conn, decision_id)
 
+    async def add_audit(self, audit: Audit) -> None:
+        statement = self._insert(audits).values(msgspec.structs.asdict(audit))
+        async with self.engine.begin() as conn:
+            await conn.execute(statement.on_conflict_do_nothing(index_elements=["decision_id"]))
+
+    async def audits(self, route: str, limit: int) -> list[Audit]:
+        statement = select(audits).where(audits.c.route == route).order_by(audits.c.time.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(statement)
+            return [Audit(**{k: v for k, v in r._mapping.items() if v is not None}) for r in rows]
+
+    async def outcomes(self, route: str, window: int) -> list[Outcome]:
+        audited = (
+            select(audits.c.time, audits.c.agreed, audits.c.tier, audits.c.confidence)
+            .where(audits.c.route == route)
+            .order_by(audits.c.time.desc())
+            .limit(window)
+        )
+        said = (
+            select(feedback.c.time, feedback.c.agreed, feedback.c.tier, feedback.c.confidence)
+            .where(feedback.c.route == route, feedback.c.agreed.is_not(None))
+            .order_by(feedback.c.time.desc())
+            .limit(window)
+        )
+        async with self.engine.connect() as conn:
+            found = [
+                Outcome(r.time, bool(r.agreed), "audit", r.tier, r.confidence)
+                for r in await conn.execute(audited)
+            ]
+            found += [
+                Outcome(r.time, bool(r.agreed), "feedback", r.tier, r.confidence)
+                for r in await conn.execute(said)
+            ]
+        found.sort(key=lambda o: o.time, reverse=True)
+        return found[:window]
+
+    async def tier_counts(self, route: str, since: float) -> dict[str, int]:
+        statement = (
+            select(decisions.c.tier, func.count())
+            .where(decisions.c.route == route, decisions.c.time >= since)
+            .group_by(decisions.c.tier)
+        )
+        async with self.engine.connect() as conn:
+            return {tier or "none": int(n) for tier, n in await conn.execute(statement)}
+
     async def add_event(self, event: Event) -> None:
         values = {
             "time": event.time,
@@ -128,6 +190,7 @@ class SqlStore:
         old = select(decisions.c.id).where(decisions.c.time < before)
         async with self.engine.begin() as conn:
             await conn.execute(delete(feedback).where(feedback.c.decision_id.in_(old)))
+            await conn.execute(delete(audits).where(audits.c.time < before))
             gone = await conn.execute(delete(decisions).where(decisions.c.time < before))
             await conn.execute(delete(events).where(events.c.time < before))
         return int(gone.rowcount or 0)

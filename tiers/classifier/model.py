@@ -407,6 +407,10 @@ class ClassifierTier:
     def __init__(self, predictor: Predictor) -> None:
         self._predictor = predictor
 
+    @property
+    def predictor(self) -> Predictor:
+        return self._predictor
+
     async def decide(self, request: TierRequest) -> Answer | Escalate:
         text = request.chat.last_user_text()
         if len(text) > INLINE_CHARS:

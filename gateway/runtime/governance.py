@@ -1,0 +1,74 @@
+"""Building the quality loop for the routes that ask for it: auditors, the governor of paused
+tiers, and the monitor of live precision (all need the decision store)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from gateway.config.models import GatewayConfig, RouteConfig
+from gateway.governance.audit import Auditor, Audits
+from gateway.governance.quality import EventSink, Governor, QualityMonitor, RouteQuality
+from gateway.observe.alerts import BudgetAlerts
+from gateway.observe.metrics import Metrics
+from gateway.store.runtime import StoreRuntime
+from tiers.base import Tier
+from tiers.classifier.model import OUT_OF_SCOPE, ClassifierTier, Predictor
+
+
+@dataclass(frozen=True, slots=True)
+class Governance:
+    audits: Audits
+    governor: Governor
+    monitor: QualityMonitor
+
+
+def audited_tiers(route: RouteConfig, reference: str) -> list[str]:
+    """The tiers below the reference: rules, the classifier, and the LLMs before it on the ladder."""
+    tiers = (["rules"] if route.rules else []) + (["classifier"] if route.classifier else [])
+    smaller = route.llm[: route.llm.index(reference)] if reference in route.llm else route.llm
+    return tiers + [f"llm:{name}" for name in smaller]
+
+
+def route_labels(route: RouteConfig, predictor: Predictor | None) -> list[str]:
+    labels = [label for label in (predictor.lean.classes if predictor else []) if label != OUT_OF_SCOPE]
+    labels += [rule.answer for rule in route.rules if rule.answer is not None and rule.answer not in labels]
+    return labels
+
+
+def build_governance(
+    config: GatewayConfig,
+    llm_tiers: dict[str, Tier],
+    classifiers: dict[str, Tier],
+    store: StoreRuntime | None,
+    alerts: BudgetAlerts,
+    metrics: Metrics,
+    stack: AsyncExitStack,
+) -> Governance:
+    governor = Governor()
+    auditors: dict[str, Auditor] = {}
+    qualities: list[RouteQuality] = []
+    if store is not None:
+        for route in config.routes:
+            if route.audit is None:
+                continue
+            classifier = classifiers.get(route.name)
+            predictor = classifier.predictor if isinstance(classifier, ClassifierTier) else None
+            tiers = audited_tiers(route, route.audit.reference)
+            auditors[route.name] = Auditor(
+                route.name,
+                route.audit,
+                llm_tiers[route.audit.reference],
+                frozenset(tiers),
+                route_labels(route, predictor),
+                store.store,
+            )
+            qualities.append(RouteQuality(route.name, route.audit, tiers, predictor, governor))
+    audits = Audits(auditors)
+    stack.push_async_callback(audits.close)
+    sink = EventSink(store.store, alerts.post, metrics.quality_event) if store is not None else None
+    monitor = QualityMonitor(qualities, store.store if store is not None else None, sink)
+    metrics.watch_quality(monitor.readings)
+    monitor.start()
+    stack.push_async_callback(monitor.close)
+    return Governance(audits, governor, monitor)

@@ -30,14 +30,14 @@ import msgspec
 from harness import ROOT, Report, chat_body, gateway, paired_latency, simulator, throughput
 
 sys.path.insert(0, str(ROOT))
-from gateway.observe.records import DecisionRecord  # noqa: E402
-from gateway.store.engine import create_engine  # noqa: E402
-from gateway.store.migrate import upgrade  # noqa: E402
-from gateway.store.shipper import Shipper  # noqa: E402
-from gateway.store.spool import SpoolWriter  # noqa: E402
-from gateway.store.sql import SqlStore  # noqa: E402
-from routing.ladder import Attempt  # noqa: E402
-from tests.databases import create_database, drop_database  # noqa: E402
+from gateway.observe.records import DecisionRecord
+from gateway.store.engine import create_engine
+from gateway.store.migrate import upgrade
+from gateway.store.shipper import Shipper
+from gateway.store.spool import SpoolWriter
+from gateway.store.sql import SqlStore
+from routing.ladder import Attempt
+from tests.databases import create_database, drop_database
 
 KEY = "sk-bench"
 
@@ -62,32 +62,36 @@ def config(sim: str, store_dir: str | None) -> dict[str, Any]:
 
 
 def overhead(args: argparse.Namespace, out: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory() as store_dir, simulator() as sim:
-        with gateway(config(sim, None)) as off, gateway(config(sim, store_dir)) as on:
-            headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
-            direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
-            targets = [direct]
-            for gw in (off, on):
-                targets += [(f"{gw}/chat/completions", chat_body("pass"), headers)]
-                targets += [(f"{gw}/chat/completions", chat_body("rules"), headers)]
-            measured = paired_latency(targets, args.requests)
-            out["latency"] = {
-                "direct": measured[0],
-                "pass-through, store off": measured[1],
-                "rules answer, store off": measured[2],
-                "pass-through, store on": measured[3],
-                "rules answer, store on": measured[4],
-            }
-            rates: dict[str, list[float]] = {"off": [], "on": []}
-            for _ in range(args.rounds):
-                for name, gw in (("off", off), ("on", on)):
-                    result = throughput(
-                        f"{gw}/chat/completions", chat_body("rules"), f"Bearer {KEY}", 32, args.seconds
-                    )
-                    if result["non_2xx"]:
-                        raise SystemExit(f"store {name}: {result['non_2xx']} non-2xx answers")
-                    rates[name].append(result["rps"])
-            out["rules_rps"] = rates
+    with (
+        tempfile.TemporaryDirectory() as store_dir,
+        simulator() as sim,
+        gateway(config(sim, None)) as off,
+        gateway(config(sim, store_dir)) as on,
+    ):
+        headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+        direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
+        targets = [direct]
+        for gw in (off, on):
+            targets += [(f"{gw}/chat/completions", chat_body("pass"), headers)]
+            targets += [(f"{gw}/chat/completions", chat_body("rules"), headers)]
+        measured = paired_latency(targets, args.requests)
+        out["latency"] = {
+            "direct": measured[0],
+            "pass-through, store off": measured[1],
+            "rules answer, store off": measured[2],
+            "pass-through, store on": measured[3],
+            "rules answer, store on": measured[4],
+        }
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(args.rounds):
+            for name, gw in (("off", off), ("on", on)):
+                result = throughput(
+                    f"{gw}/chat/completions", chat_body("rules"), f"Bearer {KEY}", 32, args.seconds
+                )
+                if result["non_2xx"]:
+                    raise SystemExit(f"store {name}: {result['non_2xx']} non-2xx answers")
+                rates[name].append(result["rps"])
+        out["rules_rps"] = rates
 
 
 def records(n: int) -> list[bytes]:
@@ -152,7 +156,9 @@ def shipping(args: argparse.Namespace, out: dict[str, Any]) -> None:
     lines = records(args.records)
     out["record_bytes"] = statistics.mean(len(x) for x in lines)
     with tempfile.TemporaryDirectory() as tmp:
-        out["sqlite"] = asyncio.run(ship(f"sqlite:///{tmp}/decisions.db", lines, Path(tmp) / "s1", args.batch))
+        out["sqlite"] = asyncio.run(
+            ship(f"sqlite:///{tmp}/decisions.db", lines, Path(tmp) / "s1", args.batch)
+        )
     name = "tiergate_bench_" + secrets.token_hex(4)
     url = create_database(args.postgres, name)
     try:
@@ -212,7 +218,9 @@ def shipping_table(result: Report, out: dict[str, Any], args: argparse.Namespace
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=2000, help="paired requests at 1 connection")
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration per run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating wrk runs per gateway")

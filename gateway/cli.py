@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tiers.classifier.training import DEFAULT_FOLDS, train
 
     try:
-        rows = load_rows(args.data)
+        rows = [row for path in args.data for row in load_rows(path)]
         model = train(
             rows,
             target_precision=args.target_precision,
@@ -268,6 +268,78 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0 if found == head or args.db_command == "current" else 1
 
 
+def cmd_export_training(args: argparse.Namespace) -> int:
+    """Training rows from a route's feedback corrections and audited answers, as JSONL."""
+    import asyncio
+
+    from gateway.admin.decisions import when
+    from gateway.errors import BadRequest
+    from gateway.governance.export import jsonl, training_rows
+    from gateway.store.engine import create_engine
+    from gateway.store.sql import SqlStore
+
+    config = _load_or_exit(args.config)
+    if config.store is None:
+        print("tiergate export-training: the config has no store (store.url)", file=sys.stderr)
+        return 1
+    if config.route(args.route) is None:
+        print(f"tiergate export-training: no route {args.route!r} in the config", file=sys.stderr)
+        return 1
+    try:
+        since = when(args.since, "since") if args.since else None
+    except BadRequest as exc:
+        print(f"tiergate export-training: {exc.message}", file=sys.stderr)
+        return 1
+    url = config.store.url
+
+    async def run() -> list[bytes]:
+        store = SqlStore(create_engine(url))
+        try:
+            return list(jsonl(await training_rows(store, args.route, since)))
+        finally:
+            await store.close()
+
+    lines = asyncio.run(run())
+    with open(args.out, "wb") as out:
+        out.writelines(lines)
+    print(f"{args.out}: {len(lines)} rows from route {args.route!r}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two (or more) models side by side on the same held-out rows."""
+    from tiers.classifier.evaluation import evaluate
+    from tiers.classifier.model import ClassifierModel, ModelError
+    from tiers.classifier.rows import DataError, load_rows
+
+    try:
+        rows = load_rows(args.data)
+        models = [ClassifierModel.load(path) for path in args.model]
+    except (DataError, ModelError, OSError) as exc:
+        print(f"tiergate compare: {exc}", file=sys.stderr)
+        return 1
+    reports = [evaluate(model, rows) for model in models]
+    if args.json:
+        print(json.dumps({path: r for path, r in zip(args.model, reports, strict=True)}, indent=2))
+        return 0
+
+    def figure(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    width = max(len(p) for p in args.model)
+    print(f"{'':26} " + " ".join(f"{p:>{width}}" for p in args.model))
+    for name, key in (
+        ("threshold", "threshold"),
+        ("top-1 accuracy", "top1_accuracy"),
+        ("coverage at threshold", "coverage"),
+        ("precision of answered", "accuracy_answered"),
+        ("out-of-scope escalated", "out_of_scope_escalated"),
+    ):
+        print(f"{name:26} " + " ".join(f"{figure(r[key]):>{width}}" for r in reports))
+    print(f"({len(rows)} rows, {reports[0]['out_of_scope_rows']} of them out of scope)")
+    return 0
+
+
 def _safe_url(url: str) -> str:
     """A URL as it may be printed: without its password."""
     from sqlalchemy.engine import make_url
@@ -294,7 +366,12 @@ def parser() -> argparse.ArgumentParser:
     schema.set_defaults(run=cmd_config_schema)
 
     train = sub.add_parser("train", help="train a classifier-tier model from CSV or JSONL rows")
-    train.add_argument("--data", required=True, help="CSV (text, label|category) or JSONL ({text, label})")
+    train.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="CSV (text, label|category) or JSONL ({text, label}); give it again to train on several files",
+    )
     train.add_argument("--out", required=True, help="where to write the model (.joblib)")
     train.add_argument(
         "--target-precision", type=float, default=0.975, help="calibrate the threshold to this"
@@ -346,6 +423,23 @@ def parser() -> argparse.ArgumentParser:
     router_eval.add_argument("--data", required=True)
     router_eval.add_argument("--json", action="store_true")
     router_eval.set_defaults(run=cmd_eval_router)
+
+    export = sub.add_parser(
+        "export-training", help="training rows from a route's feedback corrections and audited answers"
+    )
+    export.add_argument("--config", help="YAML config (default: the built-in quickstart)")
+    export.add_argument("--route", required=True)
+    export.add_argument("--since", help="only verdicts from then on (epoch seconds or ISO 8601)")
+    export.add_argument("--out", required=True, help="a JSONL file of {text, label}")
+    export.set_defaults(run=cmd_export_training)
+
+    compare = sub.add_parser(
+        "compare", help="models side by side: coverage, precision, out-of-scope escalation"
+    )
+    compare.add_argument("--model", required=True, action="append", help="give it once per model")
+    compare.add_argument("--data", required=True, help="held-out rows (CSV or JSONL)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(run=cmd_compare)
 
     db = sub.add_parser("db", help="the decision store's schema: upgrade it, or say where it stands")
     db_commands = db.add_subparsers(dest="db_command", required=True)

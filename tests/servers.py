@@ -7,7 +7,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import uvicorn
@@ -62,10 +62,10 @@ def aiohttp_server(app: web.Application) -> Iterator[str]:
 
 
 @contextmanager
-def gateway_server(config: GatewayConfig) -> Iterator[str]:
-    """Yields the gateway's base URL (ending in /v1)."""
+def gateway_server(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None) -> Iterator[str]:
+    """Yields the gateway's base URL (ending in /v1); `load` re-reads the config on a reload."""
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(create_app(config), config, host="127.0.0.1", port=port))
+    server = uvicorn.Server(uvicorn_config(create_app(config, load), config, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -6,10 +6,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from gateway.admin.decisions import when
 from gateway.errors import BadRequest, NotFound
-from gateway.governance.quality import read
+from gateway.governance.quality import read, wilson
+from gateway.pipeline.routes import ShadowDecision
 from gateway.runtime.build import Gateway
+from gateway.store.protocol import DecisionQuery
 
 DEFAULT_SINCE_S = 86400.0
 DEFAULT_WINDOW = 500
@@ -64,7 +68,65 @@ async def quality_report(gateway: Gateway, params: Mapping[str, str]) -> dict[st
             "breached": quality.breached,
             "checked_at": quality.checked_at,
         }
+    if route.classifier is not None and route.classifier.shadow is not None:
+        report["shadow"] = await shadow_report(
+            gateway, name, since, audit.window if audit else DEFAULT_WINDOW
+        )
     report["events"] = [
         {"time": e.time, "kind": e.kind, "detail": e.detail} for e in (await store.events(name, since))[-20:]
     ]
     return report
+
+
+class _Scored(msgspec.Struct):
+    tier: str | None = None
+    label: str | None = None
+    shadow: ShadowDecision | None = None
+
+
+SHADOW_SAMPLE = 5000
+
+
+async def shadow_report(gateway: Gateway, route: str, since: float, window: int) -> dict[str, Any]:
+    """The candidate beside the model in force: how often it would answer, how often the two agree
+    where both answer, and how each fares against the audits' reference labels."""
+    assert gateway.store is not None
+    store = gateway.store.store
+    decode = msgspec.json.Decoder(_Scored).decode
+    page = await store.decisions(DecisionQuery(route=route, since=since, limit=SHADOW_SAMPLE))
+    scored = [d for d in map(decode, page.records) if d.shadow is not None]
+    both = [
+        d for d in scored if d.tier == "classifier" and d.shadow is not None and d.shadow.label is not None
+    ]
+    audits = [a for a in await store.audits(route, window) if a.reference_label is not None]
+    records = await store.records([a.decision_id for a in audits])
+    checked = [(a, decode(records[a.decision_id])) for a in audits if a.decision_id in records]
+    shadow_checked = [
+        (a, d.shadow.label) for a, d in checked if d.shadow is not None and d.shadow.label is not None
+    ]
+    in_force = [a for a, d in checked if d.tier == "classifier"]
+    return {
+        "decisions": len(scored),
+        "in_force_answered": sum(d.tier == "classifier" for d in scored) / len(scored) if scored else None,
+        "shadow_answered": sum(d.shadow is not None and d.shadow.label is not None for d in scored)
+        / len(scored)
+        if scored
+        else None,
+        "agreement": sum(d.shadow is not None and d.shadow.label == d.label for d in both) / len(both)
+        if both
+        else None,
+        "audited_precision": {
+            "in_force": _share([a.agreed for a in in_force]),
+            "shadow": _share([label == a.reference_label for a, label in shadow_checked]),
+        },
+    }
+
+
+def _share(verdicts: list[bool]) -> dict[str, Any]:
+    right = sum(verdicts)
+    low, high = wilson(right, len(verdicts))
+    return {
+        "precision": right / len(verdicts) if verdicts else None,
+        "interval_95": [round(low, 4), round(high, 4)],
+        "n": len(verdicts),
+    }

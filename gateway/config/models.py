@@ -203,6 +203,11 @@ class ClassifierConfig(Model):
         " exist yet: for small example sets such as the quickstart's; train real models with"
         " `tiergate train`",
     )
+    shadow: str | None = Field(
+        None,
+        description="a candidate model that scores every request too: its decision is recorded"
+        " (never served) and /admin/quality compares it with the model in force",
+    )
     min_confidence: float | None = Field(
         None,
         ge=0,

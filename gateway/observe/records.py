@@ -11,6 +11,7 @@ from typing import IO, Protocol
 
 import msgspec
 
+from gateway.pipeline.routes import ShadowDecision
 from routing.ladder import Attempt
 
 
@@ -37,6 +38,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str | None = None
     error_code: str | None = None
     last_user_message: str | None = None
+    shadow: ShadowDecision | None = None  # what the route's candidate classifier would have answered
 
 
 class RecordSink(Protocol):

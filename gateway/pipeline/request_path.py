@@ -101,6 +101,8 @@ class RequestPath:
             raise
         settlement = Settlement(draft, plan, control, self._budget, self._records)
         try:
+            if plan.route.shadow is not None:  # scored beside the ladder, recorded, never served
+                settlement.shadow = plan.route.shadow.score(request.last_user_text())
             key = self._cache.key(settlement, control)
             cached = None if key is None else await self._cache.lookup(settlement, key, control)
             if cached is not None:

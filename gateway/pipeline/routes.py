@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from gateway.config.models import AgentConfig, RouteCacheConfig
 from gateway.errors import Forbidden, NotFound, clip
@@ -53,10 +55,22 @@ class ResolvedRoute:
     cheapest_first: tuple[UpstreamOption, ...] = ()
     complexity: ComplexityRouting | None = None
     repair: bool = True  # show a failed structured answer back to its LLM once
+    shadow: Shadow | None = None  # a candidate classifier, scored and recorded, never served
 
 
 def allowed(agent: AgentConfig, name: str) -> bool:
     return "*" in agent.routes or name in agent.routes
+
+
+class Shadow(Protocol):
+    def score(self, text: str) -> ShadowDecision: ...
+
+
+class ShadowDecision(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a candidate classifier would have answered: its label, or None where it escalates."""
+
+    confidence: float
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from gateway.errors import GatewayError
 from gateway.observe.records import DecisionRecord, Recorder
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.plan import Plan
+from gateway.pipeline.routes import ShadowDecision
 from routing.ladder import Attempt, LadderResult
 from tiers.types import Answer, ChatRequest, Usage
 
@@ -132,6 +133,7 @@ class Settlement:
         "draft",
         "finished",
         "plan",
+        "shadow",
         "stores",
     )
 
@@ -150,6 +152,7 @@ class Settlement:
         self._rejected: Sequence[Answer] = ()  # answers that failed review: their tokens were spent
         self._ladder_ms: float | None = None
         self._spent_tokens: int | None = None
+        self.shadow: ShadowDecision | None = None
         self.finished = False
 
     def joined(self, flight: Flight | None, cache: str) -> None:
@@ -208,6 +211,7 @@ class Settlement:
             validation=ending.validation,
             error=ending.error,
             error_code=ending.error_code,
+            shadow=self.shadow,
         )
 
     def headers(self, answer: Answer) -> dict[str, str]:

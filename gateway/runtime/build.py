@@ -22,6 +22,7 @@ from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
 from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
 from gateway.config.rules import rule_specs
+from gateway.governance.shadow import ShadowClassifier
 from gateway.http.wire import InputLimits
 from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
@@ -253,6 +254,13 @@ def build_routes(
             )
             smaller = tuple(upstream_tiers[n].name for n in route.llm[:-1])
             complexity = ComplexityRouting(scorer, route.complexity.large_above, smaller)
+        shadow = None
+        if route.classifier is not None and route.classifier.shadow is not None:
+            candidate = ClassifierModel.load(route.classifier.shadow)
+            vectors = (
+                StaticEmbeddings.load(str(candidate.embeddings["source"])) if candidate.embeddings else None
+            )
+            shadow = ShadowClassifier(Predictor(candidate, None, vectors))
         routes[route.name] = resolved(
             route.name,
             list(route.llm),
@@ -261,6 +269,7 @@ def build_routes(
             output_schema=route.output_schema,
             complexity=complexity,
             repair=route.repair,
+            shadow=shadow,
         )
     return RouteTable(routes)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from gateway.config.loading import ConfigError
 from gateway.config.models import GatewayConfig
 from gateway.runtime.build import Gateway, build_gateway
+from gateway.store.protocol import Event
 from gateway.store.runtime import StoreRuntime
 
 log = logging.getLogger("tiergate")
@@ -80,12 +82,34 @@ class GatewayHolder:
                 log.error("reload refused, keeping the running config: %s", exc)
                 return [str(exc)]
             old, old_stack = self.current, self._stack
+            await self._record_promotions(self._config, config)
             self.current, self._stack, self._config = gateway, stack, config
             task = asyncio.ensure_future(self._retire(old, old_stack))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             log.warning("config reloaded")
             return []
+
+    async def _record_promotions(self, old: GatewayConfig, new: GatewayConfig) -> None:
+        """A route whose classifier model changed (a shadow promoted, say) is an event."""
+        if self._store is None:
+            return
+        for route in new.routes:
+            before = old.route(route.name)
+            was = before.classifier.model if before is not None and before.classifier else None
+            now = route.classifier.model if route.classifier else None
+            if was != now:
+                event = Event(
+                    time=time.time(),
+                    kind="classifier.promoted",
+                    route=route.name,
+                    detail={"from": was, "to": now},
+                )
+                log.warning("route %r now classifies with %s (was %s)", route.name, now, was)
+                try:
+                    await self._store.store.add_event(event)
+                except Exception as exc:
+                    log.error("the promotion of %r was not recorded: %s", route.name, exc)
 
     async def _retire(self, old: Gateway, stack: AsyncExitStack) -> None:
         try:

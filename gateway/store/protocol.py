@@ -114,7 +114,7 @@ class Store(Protocol):
 
     async def add_audit(self, audit: Audit) -> None: ...
 
-    async def audits(self, route: str, limit: int) -> list[Audit]: ...
+    async def audits(self, route: str, limit: int, since: float | None = None) -> list[Audit]: ...
 
     async def outcomes(self, route: str, window: int) -> list[Outcome]:
         """The latest `window` verdicts on the route's answers (audits and feedback), newest first."""
@@ -122,6 +122,10 @@ class Store(Protocol):
 
     async def tier_counts(self, route: str, since: float) -> dict[str, int]:
         """Decisions of the route since then, by the tier that answered ("none": nobody did)."""
+        ...
+
+    async def records(self, decision_ids: Sequence[str]) -> dict[str, bytes]:
+        """The records of these decisions (those still stored), by id."""
         ...
 
     async def add_event(self, event: Event) -> None: ...

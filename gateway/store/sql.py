@@ -123,8 +123,10 @@ class SqlStore:
         async with self.engine.begin() as conn:
             await conn.execute(statement.on_conflict_do_nothing(index_elements=["decision_id"]))
 
-    async def audits(self, route: str, limit: int) -> list[Audit]:
+    async def audits(self, route: str, limit: int, since: float | None = None) -> list[Audit]:
         statement = select(audits).where(audits.c.route == route).order_by(audits.c.time.desc()).limit(limit)
+        if since is not None:
+            statement = statement.where(audits.c.time >= since)
         async with self.engine.connect() as conn:
             rows = await conn.execute(statement)
             return [Audit(**{k: v for k, v in r._mapping.items() if v is not None}) for r in rows]
@@ -162,6 +164,17 @@ class SqlStore:
         )
         async with self.engine.connect() as conn:
             return {tier or "none": int(n) for tier, n in await conn.execute(statement)}
+
+    async def records(self, decision_ids: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        async with self.engine.connect() as conn:
+            for start in range(0, len(decision_ids), 500):
+                chunk = list(decision_ids[start : start + 500])
+                rows = await conn.execute(
+                    select(decisions.c.id, decisions.c.record).where(decisions.c.id.in_(chunk))
+                )
+                found.update((r.id, r.record.encode()) for r in rows)
+        return found
 
     async def add_event(self, event: Event) -> None:
         values = {

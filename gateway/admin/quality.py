@@ -72,6 +72,8 @@ async def quality_report(gateway: Gateway, params: Mapping[str, str]) -> dict[st
         report["shadow"] = await shadow_report(
             gateway, name, since, audit.window if audit else DEFAULT_WINDOW
         )
+    drift = gateway.governance.monitor.drifts.get(name)
+    report["drift"] = drift.report() if drift is not None else None
     report["events"] = [
         {"time": e.time, "kind": e.kind, "detail": e.detail} for e in (await store.events(name, since))[-20:]
     ]

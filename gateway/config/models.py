@@ -253,6 +253,14 @@ class AuditConfig(Model):
     check_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the window is measured")
 
 
+class DriftConfig(Model):
+    """How a classifier route's live traffic is compared with its model's training baseline."""
+
+    window: int = Field(500, ge=10, le=100_000, description="the latest decisions compared")
+    min_decisions: int = Field(100, ge=1, description="scored decisions needed before drift is judged")
+    check_interval_s: float = Field(30.0, gt=0, le=3600)
+
+
 class RouteConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     rules: list[RuleConfig] = []
@@ -263,6 +271,7 @@ class RouteConfig(Model):
     complexity: ComplexityConfig | None = None
     cache: RouteCacheConfig = RouteCacheConfig()
     audit: AuditConfig | None = None
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _has_a_tier(self) -> RouteConfig:

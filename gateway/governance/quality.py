@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 import msgspec
 
 from gateway.config.models import AuditConfig
-from gateway.store.protocol import Event, Outcome, Store
+from gateway.governance.drift import DriftWatch
+from gateway.store.protocol import DecisionQuery, Event, Outcome, Store
 from tiers.classifier.model import Predictor
 
 log = logging.getLogger("tiergate")
@@ -182,9 +183,14 @@ class QualityMonitor:
     """The background task that reads each audited route's window and acts on it."""
 
     def __init__(
-        self, routes: Sequence[RouteQuality], store: Store | None, announce: EventSink | None
+        self,
+        routes: Sequence[RouteQuality],
+        store: Store | None,
+        announce: EventSink | None,
+        drifts: Sequence[DriftWatch] = (),
     ) -> None:
         self.routes = {r.route: r for r in routes}
+        self.drifts = {d.route: d for d in drifts}
         self._store = store
         self._announce = announce
         self._task: asyncio.Task[None] | None = None
@@ -195,12 +201,18 @@ class QualityMonitor:
             for q in self.routes.values()
         ]
 
+    def drift_readings(self) -> list[tuple[str, str, float]]:
+        return [(d.route, signal, value) for d in self.drifts.values() for signal, value in d.psi.items()]
+
     def start(self) -> None:
-        if self.routes and self._store is not None:
+        if (self.routes or self.drifts) and self._store is not None:
             self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        interval = min(r.config.check_interval_s for r in self.routes.values())
+        interval = min(
+            [r.config.check_interval_s for r in self.routes.values()]
+            + [d.config.check_interval_s for d in self.drifts.values()]
+        )
         while True:
             await asyncio.sleep(interval)
             await self.check()
@@ -216,6 +228,16 @@ class QualityMonitor:
                 continue
             event = quality.judge(outcomes)
             if event is not None:
+                await self._announce.send(event)
+        for watch in self.drifts.values():
+            try:
+                page = await self._store.decisions(
+                    DecisionQuery(route=watch.route, limit=watch.config.window)
+                )
+            except Exception as exc:
+                log.warning("drift of route %r not read: %s", watch.route, exc)
+                continue
+            for event in watch.judge(page.records):
                 await self._announce.send(event)
 
     async def close(self) -> None:

@@ -99,6 +99,21 @@ class _QualityCollector(Collector):
         yield threshold
 
 
+class _DriftCollector(Collector):
+    def __init__(self, readings: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self._readings = readings
+
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily(
+            "tiergate_drift_psi",
+            "PSI of a route's live window against its model's training baseline, per signal",
+            labels=["route", "signal"],
+        )
+        for route, signal, value in self._readings():
+            family.add_metric([route, signal], value)
+        yield family
+
+
 class Metrics:
     def __init__(self, circuits: Mapping[str, CircuitBreaker], routes: Iterable[str]) -> None:
         self.registry = CollectorRegistry()
@@ -175,6 +190,9 @@ class Metrics:
 
     def watch_quality(self, readings: Callable[[], Iterable[QualityRow]]) -> None:
         self.registry.register(_QualityCollector(readings))
+
+    def watch_drift(self, readings: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self.registry.register(_DriftCollector(readings))
 
     def quality_event(self, event: Any) -> None:
         self._child(self.quality_events, event.route or "", event.kind).inc()

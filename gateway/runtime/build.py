@@ -22,6 +22,7 @@ from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
 from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
 from gateway.config.rules import rule_specs
+from gateway.governance.drift import DriftReference, drift_reference
 from gateway.governance.shadow import ShadowClassifier
 from gateway.http.wire import InputLimits
 from gateway.observe.alerts import BudgetAlerts
@@ -189,13 +190,14 @@ def micro_prices(upstream: UpstreamConfig) -> tuple[float, float]:
     )
 
 
-def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
+def load_classifiers(config: GatewayConfig) -> tuple[dict[str, Tier], dict[str, DriftReference]]:
     """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up
     (unless the route names rows to train it from)."""
     train_missing_models(config)
     loaded: dict[str, ClassifierModel] = {}
     embeddings: dict[str, StaticEmbeddings] = {}  # one copy of each, whatever the routes
     tiers: dict[str, Tier] = {}
+    references: dict[str, DriftReference] = {}
     for route in config.routes:
         if route.classifier is None:
             continue
@@ -210,7 +212,10 @@ def load_classifiers(config: GatewayConfig) -> dict[str, Tier]:
                 embeddings[source] = StaticEmbeddings.load(source)
             shared = embeddings[source]
         tiers[route.name] = ClassifierTier(Predictor(model, route.classifier.min_confidence, shared))
-    return tiers
+        reference = drift_reference(model)
+        if reference is not None:
+            references[route.name] = reference
+    return tiers, references
 
 
 def build_routes(
@@ -379,7 +384,7 @@ async def build_gateway(
     if store is not None:
         sink = store.spool if isinstance(sink, NoSink) else TeeSink(sink, store.spool)
     recent = RecentRecords(config.records.keep_last)
-    classifiers = load_classifiers(config)
+    classifiers, references = load_classifiers(config)
     routes = build_routes(config, tiers, classifiers)
     metrics = Metrics(circuits, routes.routes)
     if store is not None:
@@ -387,7 +392,7 @@ async def build_gateway(
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)
-    governance = build_governance(config, tiers, classifiers, store, alerts, metrics, stack)
+    governance = build_governance(config, tiers, classifiers, references, store, alerts, metrics, stack)
     chat = build_request_path(config, routes, ledger, cache, counter, records, metrics, alerts, governance)
     admin = config.server.admin_key
     return Gateway(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gateway.config.models import GatewayConfig, RouteConfig
 from gateway.governance.audit import Auditor, Audits
+from gateway.governance.drift import DriftReference, DriftWatch
 from gateway.governance.quality import EventSink, Governor, QualityMonitor, RouteQuality
 from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
@@ -40,6 +41,7 @@ def build_governance(
     config: GatewayConfig,
     llm_tiers: dict[str, Tier],
     classifiers: dict[str, Tier],
+    references: dict[str, DriftReference],
     store: StoreRuntime | None,
     alerts: BudgetAlerts,
     metrics: Metrics,
@@ -64,11 +66,17 @@ def build_governance(
                 store.store,
             )
             qualities.append(RouteQuality(route.name, route.audit, tiers, predictor, governor))
+    drifts = [
+        DriftWatch(route.name, references[route.name], route.drift)
+        for route in config.routes
+        if store is not None and route.name in references
+    ]
     audits = Audits(auditors)
     stack.push_async_callback(audits.close)
     sink = EventSink(store.store, alerts.post, metrics.quality_event) if store is not None else None
-    monitor = QualityMonitor(qualities, store.store if store is not None else None, sink)
+    monitor = QualityMonitor(qualities, store.store if store is not None else None, sink, drifts)
     metrics.watch_quality(monitor.readings)
+    metrics.watch_drift(monitor.drift_readings)
     monitor.start()
     stack.push_async_callback(monitor.close)
     return Governance(audits, governor, monitor)

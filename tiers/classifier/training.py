@@ -36,6 +36,8 @@ from tiers.classifier.confidence import (
     signals,
     word_count,
 )
+from tiers.classifier.drift import BELOW, OUT_OF_SCOPE_OUTCOME
+from tiers.classifier.drift import baseline as drift_baseline
 from tiers.classifier.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
 from tiers.classifier.evaluation import calibrate_threshold, report
 from tiers.classifier.head import DenseHead
@@ -304,6 +306,11 @@ def _calibrate(
         threshold,
     )
     metrics["confidence"] = confidence_kind(reliability)
+    outcomes = [
+        OUT_OF_SCOPE_OUTCOME if not s.ahead else classes[s.best] if score >= threshold else BELOW
+        for s, score in zip(out_of_fold, confidences, strict=True)
+    ]
+    metrics["baseline"] = drift_baseline(texts, confidences, outcomes)
     return Calibration(reliability, threshold, metrics)
 
 

@@ -42,7 +42,9 @@ from tests.databases import create_database, drop_database
 KEY = "sk-bench"
 
 
-def config(sim: str, store_dir: str | None) -> dict[str, Any]:
+def config(
+    sim: str, store_dir: str | None, ship_interval_s: float = 0.2, store_url: str | None = None
+) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "upstreams": [{"name": "small", "base_url": sim, "model": "sim-small"}],
         "agents": [{"id": "bench", "api_key": KEY}],
@@ -57,7 +59,8 @@ def config(sim: str, store_dir: str | None) -> dict[str, Any]:
         ],
     }
     if store_dir is not None:
-        raw["store"] = {"url": f"sqlite:///{store_dir}/decisions.db"}
+        url = store_url or f"sqlite:///{store_dir}/decisions.db"
+        raw["store"] = {"url": url, "ship_interval_s": ship_interval_s, "auto_upgrade": True}
     return raw
 
 
@@ -66,7 +69,7 @@ def overhead(args: argparse.Namespace, out: dict[str, Any]) -> None:
         tempfile.TemporaryDirectory() as store_dir,
         simulator() as sim,
         gateway(config(sim, None)) as off,
-        gateway(config(sim, store_dir)) as on,
+        gateway(config(sim, store_dir, args.ship_interval, args.store_url)) as on,
     ):
         headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
         direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
@@ -228,6 +231,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="the shipper's batch (store.ship_batch)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", choices=["overhead", "shipping"])
+    parser.add_argument("--store-url", help="the store of the gateway with one (default: a SQLite file)")
+    parser.add_argument(
+        "--ship-interval", type=float, default=0.2, help="store.ship_interval_s of the gateway with the store"
+    )
     args = parser.parse_args()
     out: dict[str, Any] = {}
     if args.only != "shipping":

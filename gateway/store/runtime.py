@@ -80,6 +80,7 @@ class StoreRuntime:
         except Exception as exc:
             log.error("records left in the spool at shutdown (%s); they are shipped at the next start", exc)
         self.spool.close()
+        await self.shipper.close()
         await self.store.close()
 
 

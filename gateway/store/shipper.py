@@ -13,27 +13,15 @@ import logging
 import time
 from pathlib import Path
 
-import msgspec
-
+from gateway.store.batches import Batches, StoreBatches
 from gateway.store.engine import sqlite_path
-from gateway.store.protocol import DecisionRow, Store
+from gateway.store.protocol import Store
 from gateway.store.spool import DeadWriter, Segment, SpoolWriter, segments, writer_of
 
 log = logging.getLogger("tiergate")
 
 PRUNE_EVERY_S = 3600.0
 MAX_BACKOFF_S = 5.0
-
-
-class _Columns(msgspec.Struct):
-    """The fields of a decision record that the store keeps as columns."""
-
-    id: str
-    time: float
-    agent: str
-    route: str
-    status: int
-    tier: str | None = None
 
 
 class ShipperStats:
@@ -51,14 +39,15 @@ class Shipper:
         interval_s: float,
         batch: int,
         retention_s: float,
+        batches: Batches | None = None,
     ) -> None:
         self._store = store
+        self._batches = batches or StoreBatches(store)
         self._writer = writer
         self._directory = writer.directory
         self._interval_s = interval_s
         self._batch = batch
         self._retention_s = retention_s
-        self._decode = msgspec.json.Decoder(_Columns).decode
         self._pruned_at = 0.0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -125,15 +114,18 @@ class Shipper:
     async def _ship_segment(self, segment: Segment, own: bool, finished: bool) -> int:
         count = 0
         while True:
-            lines, size = segment.read(self._batch)
-            if not lines:
+            shipped = await self._batches.ship(segment.path, segment.offset, self._batch)
+            if not shipped.lines:
                 break
-            await self._store.add_decisions(self._rows(lines))
-            segment.advance(size)
+            for line in shipped.unreadable:
+                self.stats.torn += 1
+                log.error("a spooled record could not be read and was dropped: %r", line)
+            segment.advance(shipped.size)
             if own:
-                self._writer.shipped(size)
-            count += len(lines)
-            self.stats.shipped += len(lines)
+                self._writer.shipped(shipped.size)
+            stored = shipped.lines - len(shipped.unreadable)
+            count += stored
+            self.stats.shipped += stored
             await asyncio.sleep(0)  # let requests in between batches
         if finished:
             left = segment.size() - segment.offset
@@ -143,17 +135,8 @@ class Shipper:
             segment.remove()
         return count
 
-    def _rows(self, lines: list[bytes]) -> list[DecisionRow]:
-        rows = []
-        for line in lines:
-            try:
-                c = self._decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.stats.torn += 1
-                log.error("a spooled record could not be read and was dropped: %r", line[:200])
-                continue
-            rows.append(DecisionRow(c.id, c.time, c.agent, c.route, c.status, line, c.tier))
-        return rows
+    async def close(self) -> None:
+        await self._batches.close()
 
     async def _prune(self) -> None:
         now = time.time()

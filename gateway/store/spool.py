@@ -25,8 +25,6 @@ SEGMENT_SUFFIX = ".spool"
 OFFSET_SUFFIX = ".offset"
 LOCK_SUFFIX = ".lock"
 SEGMENT_BYTES = 16 * 1024 * 1024
-TYPICAL_LINE_BYTES = 1024  # a read for n lines takes n of these (fewer, longer lines come back fewer)
-LINE_BYTES = 1024 * 1024  # and at least this, so that any one record fits in a read
 
 
 class SpoolFull(Exception):
@@ -111,7 +109,7 @@ class SpoolWriter:
 
 
 class Segment:
-    """One spool file as a shipper reads it: from the offset shipped so far, whole lines only."""
+    """One spool file as a shipper sees it: how far it has been shipped."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -120,20 +118,6 @@ class Segment:
             self.offset = int(self.offset_path.read_text() or 0)
         except (FileNotFoundError, ValueError):
             self.offset = 0
-
-    def read(self, max_lines: int) -> tuple[list[bytes], int]:
-        """Up to `max_lines` whole lines after the offset, and how many bytes they take."""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(max(LINE_BYTES, max_lines * TYPICAL_LINE_BYTES))
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return [], 0
-        lines = chunk[: end + 1].split(b"\n", max_lines)
-        if len(lines) > max_lines:  # more than asked: the rest is read again next time
-            size = end + 1 - len(lines[max_lines])
-            return lines[:max_lines], size
-        return lines[:-1], end + 1
 
     def advance(self, size: int) -> None:
         self.offset += size

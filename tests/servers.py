@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import uvicorn
 from aiohttp import web
@@ -18,6 +19,8 @@ from gateway.config.models import GatewayConfig
 from gateway.http.app import create_app
 from gateway.runtime.workers import uvicorn_config
 from tiers.llm.simulator import SimulatedUpstream, SimulatorSettings
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -93,3 +96,13 @@ def webhook_server() -> Iterator[tuple[str, list[dict[str, object]]]]:
     app.router.add_post("/hook", receive)
     with aiohttp_server(app) as url:
         yield f"{url}/hook", received
+
+
+def until(check: Callable[[], T], timeout_s: float = 10.0, every_s: float = 0.05) -> T:
+    """`check()` once it is truthy, or its last value when `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)

@@ -4,8 +4,6 @@ restores it."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
 from tests.intents import make_rows
-from tests.servers import gateway_server
+from tests.servers import gateway_server, until
 from tiers.classifier.training import train
 
 pytestmark = pytest.mark.e2e
@@ -58,15 +56,6 @@ def audited_config(simulator_url: str, model: Path, tmp_path: Path, on_breach: s
     return make_config(simulator_url, routes=routes, agents=agents, store=store)
 
 
-def until(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def ask(client: openai.OpenAI, text: str) -> tuple[str, str]:
     raw = client.chat.completions.with_raw_response.create(
         model="triage", messages=[{"role": "user", "content": text}]
@@ -87,7 +76,12 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
             def quality() -> dict[str, Any]:
                 return dict(admin.get("/admin/quality", params={"route": "triage"}).json())
 
-            report = until(lambda: (q := quality())["audit"]["breached"] and q)
+            def breached_with_all_decisions_stored() -> dict[str, Any]:
+                q = quality()  # audits are stored at once; decisions reach the store from the spool
+                stored = q["decisions"]["by_tier"].get("classifier", 0) == len(answered)
+                return q if q["audit"]["breached"] and stored else {}
+
+            report = until(breached_with_all_decisions_stored)
             assert report, quality()
             # the simulated reference answers with no label: every audit disagrees
             assert report["audited"]["precision"] == 0.0 and report["audited"]["weight"] >= 5

@@ -3,7 +3,6 @@ reads them across workers' lifetimes, and agents and reviewers post feedback."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -11,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
-from tests.servers import gateway_server
+from tests.servers import gateway_server, until
 
 pytestmark = pytest.mark.e2e
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -33,15 +32,6 @@ def root(url: str) -> str:
     return url.removesuffix("/v1")
 
 
-def wait_for(fetch: Any, timeout_s: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fetch()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def test_decisions_are_listed_filtered_and_paged_from_the_store(
     simulator: tuple[str, Any], store_url: str, tmp_path: Any
 ) -> None:
@@ -58,7 +48,7 @@ def test_decisions_are_listed_filtered_and_paged_from_the_store(
             def listed() -> list[dict[str, Any]]:
                 return admin.get("/admin/decisions", params={"limit": 100}).json()["data"]
 
-            assert len(wait_for(lambda: len(listed()) == 4 and listed())) == 4
+            assert len(until(lambda: len(listed()) == 4 and listed())) == 4
             first = admin.get("/admin/decisions", params={"agent": "agent", "limit": 2}).json()
             assert [d["id"] for d in first["data"]] == ids[::-1][:2]
             rest = admin.get(
@@ -106,7 +96,7 @@ def test_feedback_from_agents_and_reviewers(
             assert http.post("/v1/feedback", headers=agent, json=again).status_code == 200
             review = {"decision_id": decision, "score": 0.2, "comment": "wrong queue"}
             assert http.post("/admin/feedback", headers=ADMIN, json=review).status_code == 200
-            found = wait_for(lambda: http.get(f"/admin/decisions/{decision}", headers=ADMIN).json())
+            found = until(lambda: http.get(f"/admin/decisions/{decision}", headers=ADMIN).json())
             feedback = {f["source"]: f for f in found["feedback"]}
             assert feedback["agent"]["label"] == "billing" and feedback["agent"]["correct"] is False
             assert feedback["reviewer"]["comment"] == "wrong queue"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import yaml
 from gateway.config.loading import load_config
 from tests.conftest import ADMIN_KEY, DEMO_KEY
 from tests.intents import make_rows, write_csv
-from tests.servers import gateway_server
+from tests.servers import gateway_server, until
 from tiers.classifier.training import train
 
 pytestmark = pytest.mark.e2e
@@ -65,15 +63,6 @@ def write(path: Path, simulator_url: str, tmp_path: Path, classifier: dict[str, 
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def until(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_feedback_export_retrain_compare_shadow_and_promote(

@@ -60,8 +60,11 @@ async def quality_report(gateway: Gateway, params: Mapping[str, str]) -> dict[st
         "audit": None,
         "threshold": None,
     }
+    predictor = gateway.governance.predictors.get(name)
     if quality is not None and quality.predictor is not None:
-        report["threshold"] = {"in_force": quality.threshold, "calibrated": quality.base_threshold}
+        report["threshold"] = {"in_force": quality.threshold, "configured": quality.base_threshold}
+    elif predictor is not None:
+        report["threshold"] = {"in_force": predictor.threshold, "configured": predictor.threshold}
     if audit is not None and quality is not None:
         report["audit"] = {
             **audit.model_dump(),

@@ -22,6 +22,7 @@ class Governance:
     audits: Audits
     governor: Governor
     monitor: QualityMonitor
+    predictors: dict[str, Predictor]  # each classifier route's, whose threshold a breach may raise
 
 
 def audited_tiers(route: RouteConfig, reference: str) -> list[str]:
@@ -79,4 +80,7 @@ def build_governance(
     metrics.watch_drift(monitor.drift_readings)
     monitor.start()
     stack.push_async_callback(monitor.close)
-    return Governance(audits, governor, monitor)
+    predictors = {
+        name: tier.predictor for name, tier in classifiers.items() if isinstance(tier, ClassifierTier)
+    }
+    return Governance(audits, governor, monitor, predictors)

@@ -85,7 +85,7 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
             assert report, quality()
             # the simulated reference answers with no label: every audit disagrees
             assert report["audited"]["precision"] == 0.0 and report["audited"]["weight"] >= 5
-            assert report["threshold"]["in_force"] > 1.0 > report["threshold"]["calibrated"]
+            assert report["threshold"]["in_force"] > 1.0 > report["threshold"]["configured"]
             assert [e["kind"] for e in report["events"]] == ["quality.breach"]
             assert report["events"][0]["detail"]["action"] == "tighten"
             assert report["decisions"]["by_tier"]["classifier"] == len(answered)
@@ -103,7 +103,7 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
                 assert review.status_code == 200
             report = until(lambda: not (q := quality())["audit"]["breached"] and q)
             assert report, quality()
-            assert report["threshold"]["in_force"] == report["threshold"]["calibrated"]
+            assert report["threshold"]["in_force"] == report["threshold"]["configured"]
             assert [e["kind"] for e in report["events"]] == ["quality.breach", "quality.recovered"]
             assert report["feedback"]["precision"] == 1.0
             assert ask(client, TEXTS[0])[0] == "classifier"

@@ -86,5 +86,7 @@ def page_body(page: Page) -> bytes:
 
 
 def decision_body(found: FoundDecision) -> bytes:
-    feedback = msgspec.json.encode(found.feedback)
-    return found.record[:-1] + b',"feedback":' + feedback + b"}"
+    """The record, with what was said of it (`feedback`) and its audit (null when not audited)."""
+    said = msgspec.json.encode(found.feedback)
+    audit = msgspec.json.encode(found.audit)
+    return found.record[:-1] + b',"feedback":' + said + b',"audit":' + audit + b"}"

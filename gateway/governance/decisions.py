@@ -14,7 +14,7 @@ import time
 import msgspec
 
 from gateway.observe.records import RecentRecords
-from gateway.store.protocol import Feedback
+from gateway.store.protocol import Audit, Feedback
 from gateway.store.runtime import StoreRuntime
 
 WAIT_STEP_S = 0.05
@@ -30,6 +30,7 @@ class FoundDecision(msgspec.Struct, frozen=True):
     confidence: float | None
     record: bytes
     feedback: list[Feedback]
+    audit: Audit | None = None
 
 
 class _Owner(msgspec.Struct):
@@ -52,7 +53,7 @@ async def find_decision(
     if store is not None:
         found = await store.store.decision(decision_id)
         if found is not None:
-            return _found(found.record, found.feedback)
+            return _found(found.record, found.feedback, found.audit)
     line = recent.get(decision_id)
     if line is not None:
         feedback = []
@@ -67,12 +68,12 @@ async def find_decision(
         await asyncio.sleep(WAIT_STEP_S)
         found = await store.store.decision(decision_id)
         if found is not None:
-            return _found(found.record, found.feedback)
+            return _found(found.record, found.feedback, found.audit)
     return None
 
 
-def _found(record: bytes, feedback: list[Feedback]) -> FoundDecision:
+def _found(record: bytes, feedback: list[Feedback], audit: Audit | None = None) -> FoundDecision:
     owner = _decode_owner(record)
     return FoundDecision(
-        owner.id, owner.agent, owner.route, owner.tier, owner.label, owner.confidence, record, feedback
+        owner.id, owner.agent, owner.route, owner.tier, owner.label, owner.confidence, record, feedback, audit
     )

@@ -86,6 +86,7 @@ class Outcome(msgspec.Struct, frozen=True):
 class StoredDecision(msgspec.Struct, frozen=True):
     record: bytes
     feedback: list[Feedback]
+    audit: Audit | None = None
 
 
 class Event(msgspec.Struct, kw_only=True, frozen=True):

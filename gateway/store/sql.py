@@ -64,7 +64,9 @@ class SqlStore:
             ).first()
             if row is None:
                 return None
-            return StoredDecision(row.record.encode(), await _feedback_of(conn, decision_id))
+            audited = (await conn.execute(select(audits).where(audits.c.decision_id == decision_id))).first()
+            audit = None if audited is None else _audit(audited._mapping)
+            return StoredDecision(row.record.encode(), await _feedback_of(conn, decision_id), audit)
 
     async def decisions(self, query: DecisionQuery) -> Page:
         c = decisions.c
@@ -128,8 +130,7 @@ class SqlStore:
         if since is not None:
             statement = statement.where(audits.c.time >= since)
         async with self.engine.connect() as conn:
-            rows = await conn.execute(statement)
-            return [Audit(**{k: v for k, v in r._mapping.items() if v is not None}) for r in rows]
+            return [_audit(r._mapping) for r in await conn.execute(statement)]
 
     async def outcomes(self, route: str, window: int) -> list[Outcome]:
         audited = (
@@ -225,6 +226,10 @@ async def _feedback_of(conn: AsyncConnection, decision_id: str) -> list[Feedback
         select(feedback).where(feedback.c.decision_id == decision_id).order_by(feedback.c.source)
     )
     return [_feedback(r._mapping) for r in said]
+
+
+def _audit(row: Any) -> Audit:
+    return Audit(**{k: v for k, v in row.items() if v is not None})
 
 
 def _feedback(row: Any) -> Feedback:

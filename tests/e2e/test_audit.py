@@ -56,6 +56,10 @@ def audited_config(simulator_url: str, model: Path, tmp_path: Path, on_breach: s
     return make_config(simulator_url, routes=routes, agents=agents, store=store)
 
 
+def audited_label(decision: str, admin: httpx.Client) -> str:
+    return str(admin.get(f"/admin/decisions/{decision}").json()["label"])
+
+
 def ask(client: openai.OpenAI, text: str) -> tuple[str, str]:
     raw = client.chat.completions.with_raw_response.create(
         model="triage", messages=[{"role": "user", "content": text}]
@@ -89,6 +93,11 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
             assert [e["kind"] for e in report["events"]] == ["quality.breach"]
             assert report["events"][0]["detail"]["action"] == "tighten"
             assert report["decisions"]["by_tier"]["classifier"] == len(answered)
+            audited = admin.get(f"/admin/decisions/{answered[0][1]}").json()["audit"]
+            assert audited["agreed"] is False and audited["reference"] == "llm:large"
+            assert audited["tier"] == "classifier" and audited["label"] == audited_label(
+                answered[0][1], admin
+            )
             metrics = httpx.get(f"{root}/metrics").text
             assert 'tiergate_quality_breach{route="triage"} 1.0' in metrics
             # the classifier no longer answers what it answered before

@@ -61,6 +61,7 @@ def test_decisions_are_listed_filtered_and_paged_from_the_store(
             assert all(d["label"] == "account_access" for d in rules)
             one = admin.get(f"/admin/decisions/{ids[0]}").json()
             assert one["id"] == ids[0] and one["tier"] == "rules" and one["feedback"] == []
+            assert one["audit"] is None
             since = admin.get("/admin/decisions", params={"since": "2999-01-01T00:00:00Z"}).json()
             assert since["data"] == [] and since["next_cursor"] is None
             for params, param in (

@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 
 from gateway.store.engine import create_engine
 from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
-from gateway.store.protocol import Cursor, DecisionQuery, DecisionRow, Event, Feedback
+from gateway.store.protocol import Audit, Cursor, DecisionQuery, DecisionRow, Event, Feedback
 from gateway.store.schema import metadata
 from gateway.store.sql import SqlStore
 
@@ -163,6 +163,35 @@ async def test_feedback_replaces_per_source_and_travels_with_its_decision(store:
     ]
     assert [f.source for f in await store.feedback("triage", since=2.5)] == ["reviewer"]
     assert await store.feedback("other") == []
+
+
+async def test_an_audit_travels_with_its_decision_and_counts_as_an_outcome(store: SqlStore) -> None:
+    await store.add_decisions([row(1), row(2)])
+    audit = Audit(
+        decision_id="d0001",
+        time=1001.0,
+        route="triage",
+        tier="classifier",
+        reference="llm:large",
+        agreed=False,
+        tokens=12,
+        label="billing",
+        confidence=0.91,
+        reference_label="refund",
+    )
+    await store.add_audit(audit)
+    await store.add_audit(audit)  # once only
+    found = await store.decision("d0001")
+    assert found is not None and found.audit == audit
+    assert (await store.decision("d0002")).audit is None  # type: ignore[union-attr]
+    await store.put_feedback(
+        Feedback(decision_id="d0002", source="agent", time=1003.0, agent="a", route="triage", agreed=True)
+    )
+    outcomes = await store.outcomes("triage", window=10)
+    assert [(o.source, o.agreed) for o in outcomes] == [("feedback", True), ("audit", False)]
+    assert await store.audits("triage", 10) == [audit]
+    assert await store.tier_counts("triage", since=0) == {"rules": 2}
+    assert set(await store.records(["d0001", "nope"])) == {"d0001"}
 
 
 async def test_events_and_pruning(store: SqlStore) -> None:

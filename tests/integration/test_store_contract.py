@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import inspect
 
 from gateway.store.engine import create_engine
 from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
-from gateway.store.protocol import Audit, Cursor, DecisionQuery, DecisionRow, Event, Feedback
+from gateway.store.protocol import Audit, Cursor, DecisionQuery, DecisionRow, Event, Feedback, Source
 from gateway.store.schema import metadata
 from gateway.store.sql import SqlStore
 
@@ -112,54 +113,20 @@ async def test_same_time_decisions_page_by_id(store: SqlStore) -> None:
     assert ids == ["s4", "s3", "s2", "s1", "s0"]
 
 
+def said(source: Source, time: float, decision: str = "d0001", **fields: Any) -> Feedback:
+    return Feedback(decision_id=decision, source=source, time=time, agent="a", route="triage", **fields)
+
+
 async def test_feedback_replaces_per_source_and_travels_with_its_decision(store: SqlStore) -> None:
     await store.add_decisions([row(1)])
-    await store.put_feedback(
-        Feedback(decision_id="d0001", source="agent", time=1.0, agent="a", route="triage", correct=True)
-    )
-    await store.put_feedback(
-        Feedback(
-            decision_id="d0001",
-            source="agent",
-            time=2.0,
-            agent="a",
-            route="triage",
-            label="billing",
-            correct=False,
-        )
-    )
-    await store.put_feedback(
-        Feedback(
-            decision_id="d0001",
-            source="reviewer",
-            time=3.0,
-            agent="a",
-            route="triage",
-            score=0.5,
-            comment="ok",
-        )
-    )
+    await store.put_feedback(said("agent", 1.0, correct=True))
+    await store.put_feedback(said("agent", 2.0, label="billing", correct=False))
+    await store.put_feedback(said("reviewer", 3.0, score=0.5, comment="ok"))
     found = await store.decision("d0001")
     assert found is not None
     assert found.feedback == [
-        Feedback(
-            decision_id="d0001",
-            source="agent",
-            time=2.0,
-            agent="a",
-            route="triage",
-            label="billing",
-            correct=False,
-        ),
-        Feedback(
-            decision_id="d0001",
-            source="reviewer",
-            time=3.0,
-            agent="a",
-            route="triage",
-            score=0.5,
-            comment="ok",
-        ),
+        said("agent", 2.0, label="billing", correct=False),
+        said("reviewer", 3.0, score=0.5, comment="ok"),
     ]
     assert [f.source for f in await store.feedback("triage", since=2.5)] == ["reviewer"]
     assert await store.feedback("other") == []
@@ -184,9 +151,7 @@ async def test_an_audit_travels_with_its_decision_and_counts_as_an_outcome(store
     found = await store.decision("d0001")
     assert found is not None and found.audit == audit
     assert (await store.decision("d0002")).audit is None  # type: ignore[union-attr]
-    await store.put_feedback(
-        Feedback(decision_id="d0002", source="agent", time=1003.0, agent="a", route="triage", agreed=True)
-    )
+    await store.put_feedback(said("agent", 1003.0, decision="d0002", agreed=True))
     outcomes = await store.outcomes("triage", window=10)
     assert [(o.source, o.agreed) for o in outcomes] == [("feedback", True), ("audit", False)]
     assert await store.audits("triage", 10) == [audit]
@@ -200,9 +165,7 @@ async def test_events_and_pruning(store: SqlStore) -> None:
     assert [e.kind for e in await store.events("triage")] == ["drift", "reload"]
     assert (await store.events(since=15.0))[0].detail == {}
     await store.add_decisions([row(i) for i in range(10)])
-    await store.put_feedback(
-        Feedback(decision_id="d0001", source="agent", time=1.0, agent="a", route="triage", correct=True)
-    )
+    await store.put_feedback(said("agent", 1.0, correct=True))
     assert await store.prune(before=1005.0) == 5
     assert await store.decision("d0001") is None
     assert await store.feedback("triage") == []

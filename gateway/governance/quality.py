@@ -9,7 +9,8 @@ which the audited classifier answers were right often enough (or shuts it if non
 `pause` sends every request past the audited tiers; `alert` only says so. When the upper bound
 is back above `min_precision` the action is undone. Each change is an event: a log line, a
 metric, the alerts webhook and a row in the store's events. Workers read the same store, so
-they reach the same verdict (each one logs it)."""
+they reach the same verdict; the first to announce a change stores it, and the others, finding it
+there, stay quiet (two checking at the same instant may both announce it)."""
 
 from __future__ import annotations
 
@@ -256,6 +257,13 @@ class EventSink:
         self._on_event = on_event
 
     async def send(self, event: Event) -> None:
+        """Announce an event, unless another worker (reading the same store) already has: each
+        worker reaches the same verdict, and a change is announced once."""
+        try:
+            if await self._announced(event):
+                return
+        except Exception as exc:  # the store may be down: better twice than never
+            log.warning("earlier events not read: %s", exc)
         log.warning("%s", msgspec.json.encode(event).decode())
         if self._on_event is not None:
             self._on_event(event)
@@ -265,3 +273,13 @@ class EventSink:
             await self._store.add_event(event)
         except Exception as exc:
             log.warning("event not stored: %s", exc)
+
+    async def _announced(self, event: Event) -> bool:
+        """The latest stored event of the same route, family and signal is this very change."""
+        family, signal = event.kind.split(".")[0], event.detail.get("signal")
+        same = [
+            e
+            for e in await self._store.events(event.route)
+            if e.route == event.route and e.kind.split(".")[0] == family and e.detail.get("signal") == signal
+        ]
+        return bool(same) and same[-1].kind == event.kind

@@ -78,6 +78,16 @@ def test_decisions_are_listed_filtered_and_paged_from_the_store(
             assert missing.status_code == 404
             assert missing.json()["error"]["code"] == "decision_not_found"
             assert httpx.get(root(url) + "/admin/decisions").status_code == 401
+            for params, status, param in (
+                ({}, 400, "route"),
+                ({"route": "nope"}, 404, "route"),
+                ({"route": "triage", "since": "soon"}, 400, "since"),
+            ):
+                answer = admin.get("/admin/quality", params=params)
+                assert answer.status_code == status and answer.json()["error"]["param"] == param
+            quality = admin.get("/admin/quality", params={"route": "triage"}).json()
+            assert quality["decisions"]["by_tier"] == {"rules": 3}
+            assert quality["decisions"]["coverage"] == 1.0 and quality["audit"] is None
 
 
 def test_feedback_from_agents_and_reviewers(

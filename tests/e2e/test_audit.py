@@ -80,12 +80,15 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
             def quality() -> dict[str, Any]:
                 return dict(admin.get("/admin/quality", params={"route": "triage"}).json())
 
-            def breached_with_all_decisions_stored() -> dict[str, Any]:
-                q = quality()  # audits are stored at once; decisions reach the store from the spool
-                stored = q["decisions"]["by_tier"].get("classifier", 0) == len(answered)
-                return q if q["audit"]["breached"] and stored else {}
+            def settled(breached: bool, events: int) -> dict[str, Any]:
+                """The report once the monitor's verdict, its events and every decision are stored
+                (audits are stored at once; decisions reach the store from the spool)."""
+                q = quality()
+                stored = q["decisions"]["by_tier"].get("classifier", 0) >= len(answered)
+                done = q["audit"]["breached"] == breached and len(q["events"]) == events and stored
+                return q if done else {}
 
-            report = until(breached_with_all_decisions_stored)
+            report = until(lambda: settled(breached=True, events=1))
             assert report, quality()
             # the simulated reference answers with no label: every audit disagrees
             assert report["audited"]["precision"] == 0.0 and report["audited"]["weight"] >= 5
@@ -110,7 +113,7 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
                 assert said.status_code == 200, said.text
                 review = admin.post("/admin/feedback", json={"decision_id": decision, "correct": True})
                 assert review.status_code == 200
-            report = until(lambda: not (q := quality())["audit"]["breached"] and q)
+            report = until(lambda: settled(breached=False, events=2))
             assert report, quality()
             assert report["threshold"]["in_force"] == report["threshold"]["configured"]
             assert [e["kind"] for e in report["events"]] == ["quality.breach", "quality.recovered"]

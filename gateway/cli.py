@@ -126,13 +126,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_and_rows(args: argparse.Namespace) -> tuple[ClassifierModel, list[tuple[str, str | None]]] | None:
+def _model_and_rows(
+    args: argparse.Namespace, labelled: bool = True
+) -> tuple[ClassifierModel, list[tuple[str, str | None]]] | None:
     """The model and rows a predict or eval command names; None (with the reason printed) if unusable."""
     from tiers.classifier.model import ClassifierModel, ModelError
     from tiers.classifier.rows import DataError, load_rows
 
     try:
-        return ClassifierModel.load(args.model), load_rows(args.data)
+        return ClassifierModel.load(args.model), load_rows(args.data, labelled)
     except (ModelError, DataError) as exc:
         print(f"tiergate {args.command}: {exc}", file=sys.stderr)
         return None
@@ -141,7 +143,7 @@ def _model_and_rows(args: argparse.Namespace) -> tuple[ClassifierModel, list[tup
 def cmd_predict(args: argparse.Namespace) -> int:
     from tiers.classifier.model import Predictor
 
-    loaded = _model_and_rows(args)
+    loaded = _model_and_rows(args, labelled=False)
     if loaded is None:
         return 1
     model, rows = loaded

@@ -181,6 +181,14 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     assert "coverage at threshold" in text
     missing = run_cli("eval", "--model", str(tmp_path / "nope.joblib"), "--data", str(test))
     assert missing.returncode == 1 and "no such model" in missing.stderr
+    # texts alone are enough to predict, not to evaluate
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\nwhere is my new card\nwhat is the weather like\n")
+    alone = run_cli("predict", "--model", str(out), "--data", str(texts))
+    assert alone.returncode == 0, alone.stderr
+    assert [json.loads(line)["label"] for line in alone.stdout.splitlines()] == ["card_arrival", None]
+    unlabelled = run_cli("eval", "--model", str(out), "--data", str(texts))
+    assert unlabelled.returncode == 1 and "needs columns `text` and `label`" in unlabelled.stderr
 
 
 def test_confidence_is_the_margin_over_the_runner_up_and_out_of_scope_first_escalates(

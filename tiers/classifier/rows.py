@@ -16,8 +16,9 @@ class DataError(Exception):
     """Training or evaluation data that cannot be read."""
 
 
-def load_rows(path: str | Path) -> list[Row]:
-    """Rows from a CSV (columns `text` and `label` or `category`) or JSONL (`{"text", "label"}`)."""
+def load_rows(path: str | Path, labelled: bool = True) -> list[Row]:
+    """Rows from a CSV (columns `text` and `label` or `category`) or JSONL (`{"text", "label"}`).
+    With `labelled=False` (texts to predict) a CSV needs only `text`; any label is read as given."""
     file = Path(path)
     if not file.exists():
         raise DataError(f"{file}: no such file")
@@ -40,12 +41,12 @@ def load_rows(path: str | Path) -> list[Row]:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
         column = "label" if "label" in fields else "category" if "category" in fields else None
-        if "text" not in fields or column is None:
+        if "text" not in fields or (column is None and labelled):
             raise DataError(
                 f"{file}: a CSV needs columns `text` and `label` (or `category`); it has {fields}"
             )
         for record in reader:
-            label = record[column]
+            label = record[column] if column is not None else None
             rows.append((record["text"], label if label else None))
     return rows
 

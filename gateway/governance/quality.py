@@ -146,6 +146,18 @@ class RouteQuality:
             self._apply(outcomes)  # the audited rows may support another level by now
         return None
 
+    def carry_over(self, old: RouteQuality) -> None:
+        """After a reload: keep the breach the running config was in, and its action, so a rebuilt
+        classifier does not answer at its configured threshold until the next check."""
+        if not old.breached or old.config != self.config:
+            return
+        self.breached, self.reading = True, old.reading
+        if self.predictor is not None and old.threshold is not None and self.base_threshold is not None:
+            self.predictor.threshold = max(self.base_threshold, old.threshold)
+        paused = old.governor.skips(self.route)
+        if paused is not None:
+            self.governor.pause(self.route, list(paused), next(iter(paused.values())))
+
     def _apply(self, outcomes: Sequence[Outcome]) -> dict[str, object]:
         config = self.config
         if config.on_breach == "tighten" and self.predictor is not None and self.base_threshold is not None:

@@ -392,7 +392,17 @@ async def build_gateway(
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)
-    governance = build_governance(config, tiers, classifiers, references, store, alerts, metrics, stack)
+    governance = build_governance(
+        config,
+        tiers,
+        classifiers,
+        references,
+        store,
+        alerts,
+        metrics,
+        stack,
+        previous.governance if previous is not None else None,
+    )
     chat = build_request_path(config, routes, ledger, cache, counter, records, metrics, alerts, governance)
     admin = config.server.admin_key
     return Gateway(

@@ -47,7 +47,9 @@ def build_governance(
     alerts: BudgetAlerts,
     metrics: Metrics,
     stack: AsyncExitStack,
+    previous: Governance | None = None,
 ) -> Governance:
+    """The loop's parts for this config; a breach of the `previous` gateway's carries over."""
     governor = Governor()
     auditors: dict[str, Auditor] = {}
     qualities: list[RouteQuality] = []
@@ -66,7 +68,11 @@ def build_governance(
                 route_labels(route, predictor),
                 store.store,
             )
-            qualities.append(RouteQuality(route.name, route.audit, tiers, predictor, governor))
+            quality = RouteQuality(route.name, route.audit, tiers, predictor, governor)
+            old = previous.monitor.routes.get(route.name) if previous is not None else None
+            if old is not None:
+                quality.carry_over(old)
+            qualities.append(quality)
     drifts = [
         DriftWatch(route.name, references[route.name], route.drift)
         for route in config.routes

@@ -70,7 +70,8 @@ def ask(client: openai.OpenAI, text: str) -> tuple[str, str]:
 def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it(
     simulator: tuple[str, Any], model_path: Path, tmp_path: Path
 ) -> None:
-    with gateway_server(audited_config(simulator[0], model_path, tmp_path, "tighten")) as url:
+    config = audited_config(simulator[0], model_path, tmp_path, "tighten")
+    with gateway_server(config, lambda: config) as url:
         root = url.removesuffix("/v1")
         client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
         answered = [ask(client, text) for text in TEXTS * 2]
@@ -103,8 +104,10 @@ def test_a_disagreeing_reference_tightens_the_threshold_and_feedback_restores_it
             )
             metrics = httpx.get(f"{root}/metrics").text
             assert 'tiergate_quality_breach{route="triage"} 1.0' in metrics
-            # the classifier no longer answers what it answered before
+            # the classifier no longer answers what it answered before, even just after a reload
             assert ask(client, TEXTS[0])[0] == "llm:small"
+            assert admin.post("/admin/reload").status_code == 200
+            assert ask(client, TEXTS[1])[0] == "llm:small"
             # people who know better say the classifier was right: feedback outweighs the audits
             for _, decision in answered:
                 said = httpx.post(

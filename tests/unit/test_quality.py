@@ -76,3 +76,18 @@ def test_a_breach_needs_enough_evidence_and_recovers() -> None:
 )
 def test_a_reference_answer_is_read_as_a_label(answer: str, label: str | None) -> None:
     assert label_of(answer, ["card_arrival", "lost_card", "refund"]) == label
+
+
+def test_a_breach_and_its_action_carry_over_a_reload() -> None:
+    config = AuditConfig(reference="large", min_precision=0.9, on_breach="pause", min_samples=10)
+    before = RouteQuality("r", config, ["classifier", "llm:small"], None, Governor())
+    assert before.judge([outcome(False)] * 10) is not None
+    after = RouteQuality("r", config, ["classifier", "llm:small"], None, Governor())
+    after.carry_over(before)
+    assert after.breached and set(after.governor.skips("r") or {}) == {"classifier", "llm:small"}
+    assert after.judge([outcome(False)] * 10) is None  # still the same breach: no second event
+    changed = RouteQuality(
+        "r", config.model_copy(update={"min_precision": 0.5}), ["classifier"], None, Governor()
+    )
+    changed.carry_over(before)  # another policy starts afresh
+    assert not changed.breached and changed.governor.skips("r") is None

@@ -1,10 +1,10 @@
 """The decision store's cost and capacity, measured in one run.
 
-1. Overhead: two gateways as real processes on loopback, one without a store and one with the
-   SQLite store (spool + shipper), over one simulated upstream. Pass-through and rules-answer
-   latency at 1 connection (requests to both in turn, with direct calls to the upstream), then
-   rules-answer requests/s with wrk, the two gateways alternating (off, on, off, on, ...) so that
-   drift in the machine's speed hits both alike; the median of each is compared.
+1. Overhead: three gateways as real processes on loopback over one simulated upstream: without a
+   store, with the SQLite store and with a PostgreSQL store (a database created and dropped on the
+   server at --postgres). Pass-through and rules-answer latency at 1 connection (requests to each
+   in turn, with direct calls to the upstream), then rules-answer requests/s with wrk, the gateways
+   alternating so that drift in the machine's speed hits all alike; the medians are compared.
 2. Shipping: records of a realistic size written to a spool, then shipped by the shipper to a
    fresh SQLite file and to a fresh PostgreSQL database (created and dropped on the server at
    --postgres); records stored per second.
@@ -65,36 +65,43 @@ def config(
 
 
 def overhead(args: argparse.Namespace, out: dict[str, Any]) -> None:
-    with (
-        tempfile.TemporaryDirectory() as store_dir,
-        simulator() as sim,
-        gateway(config(sim, None)) as off,
-        gateway(config(sim, store_dir, args.ship_interval, args.store_url)) as on,
-    ):
-        headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
-        direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
-        targets = [direct]
-        for gw in (off, on):
-            targets += [(f"{gw}/chat/completions", chat_body("pass"), headers)]
-            targets += [(f"{gw}/chat/completions", chat_body("rules"), headers)]
-        measured = paired_latency(targets, args.requests)
-        out["latency"] = {
-            "direct": measured[0],
-            "pass-through, store off": measured[1],
-            "rules answer, store off": measured[2],
-            "pass-through, store on": measured[3],
-            "rules answer, store on": measured[4],
-        }
-        rates: dict[str, list[float]] = {"off": [], "on": []}
-        for _ in range(args.rounds):
-            for name, gw in (("off", off), ("on", on)):
-                result = throughput(
-                    f"{gw}/chat/completions", chat_body("rules"), f"Bearer {KEY}", 32, args.seconds
-                )
-                if result["non_2xx"]:
-                    raise SystemExit(f"store {name}: {result['non_2xx']} non-2xx answers")
-                rates[name].append(result["rps"])
-        out["rules_rps"] = rates
+    """Three gateways side by side: no store, the SQLite store, the PostgreSQL store."""
+    name = "tiergate_bench_" + secrets.token_hex(4)
+    postgres = create_database(args.postgres, name)
+    try:
+        with (
+            tempfile.TemporaryDirectory() as sqlite_dir,
+            tempfile.TemporaryDirectory() as postgres_dir,
+            simulator() as sim,
+            gateway(config(sim, None)) as off,
+            gateway(config(sim, sqlite_dir, args.ship_interval)) as sqlite,
+            gateway(config(sim, postgres_dir, args.ship_interval, postgres)) as pg,
+        ):
+            gateways = {"off": off, "SQLite": sqlite, "PostgreSQL": pg}
+            headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+            direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
+            targets = [direct]
+            for gw in gateways.values():
+                targets += [
+                    (f"{gw}/chat/completions", chat_body(route), headers) for route in ("pass", "rules")
+                ]
+            measured = iter(paired_latency(targets, args.requests))
+            out["latency"] = {"direct": next(measured)}
+            for store in gateways:
+                for scenario in ("pass-through", "rules answer"):
+                    out["latency"][f"{scenario}, {store}"] = next(measured)
+            rates: dict[str, list[float]] = {store: [] for store in gateways}
+            for _ in range(args.rounds):  # alternating, so drift in the machine's speed hits all alike
+                for store, gw in gateways.items():
+                    result = throughput(
+                        f"{gw}/chat/completions", chat_body("rules"), f"Bearer {KEY}", 32, args.seconds
+                    )
+                    if result["non_2xx"]:
+                        raise SystemExit(f"store {store}: {result['non_2xx']} non-2xx answers")
+                    rates[store].append(result["rps"])
+            out["rules_rps"] = rates
+    finally:
+        drop_database(args.postgres, name)
 
 
 def records(n: int) -> list[bytes]:
@@ -183,28 +190,21 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> Report:
 def overhead_tables(result: Report, out: dict[str, Any], args: argparse.Namespace) -> None:
     latency = out["latency"]
     direct = latency["direct"]["p50_ms"]
-    rows = []
-    for scenario in ("pass-through", "rules answer"):
-        off, on = latency[f"{scenario}, store off"], latency[f"{scenario}, store on"]
-        rows.append(
-            [
-                scenario,
-                round(off["p50_ms"] - direct, 3),
-                round(on["p50_ms"] - direct, 3),
-                round(on["p50_ms"] - off["p50_ms"], 3),
-            ]
-        )
+    stores = list(out["rules_rps"])
     result.table(
         f"Latency added over a direct call at 1 connection, p50 (ms; {args.requests} requests each)",
-        ["scenario", "store off", "store on (SQLite)", "difference"],
-        rows,
+        ["scenario", *(f"store {s}" if s == "off" else s for s in stores)],
+        [
+            [scenario, *(round(latency[f"{scenario}, {s}"]["p50_ms"] - direct, 3) for s in stores)]
+            for scenario in ("pass-through", "rules answer")
+        ],
     )
-    off, on = statistics.median(out["rules_rps"]["off"]), statistics.median(out["rules_rps"]["on"])
+    medians = {s: statistics.median(rates) for s, rates in out["rules_rps"].items()}
     result.table(
         f"Rules answers/s at 32 connections, 1 worker (median of {args.rounds} alternating runs of"
         f" {args.seconds} s; goal: store on within 10 % of off)",
-        ["store off", "store on (SQLite)", "on / off"],
-        [[round(off), round(on), f"{on / off:.3f}"]],
+        ["store", "requests/s", "share of off"],
+        [[s, round(m), f"{m / medians['off']:.3f}"] for s, m in medians.items()],
     )
 
 
@@ -231,9 +231,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="the shipper's batch (store.ship_batch)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--only", choices=["overhead", "shipping"])
-    parser.add_argument("--store-url", help="the store of the gateway with one (default: a SQLite file)")
     parser.add_argument(
-        "--ship-interval", type=float, default=0.2, help="store.ship_interval_s of the gateway with the store"
+        "--ship-interval", type=float, default=0.2, help="store.ship_interval_s of the gateways with a store"
     )
     args = parser.parse_args()
     out: dict[str, Any] = {}

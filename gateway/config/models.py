@@ -309,8 +309,9 @@ class StoreConfig(Model):
     retention_days: float = Field(30.0, gt=0, description="decisions older than this are deleted")
     spool_dir: str | None = Field(
         None,
-        description="where each worker spools its records before they are shipped; default: a"
-        " `spool` folder beside a SQLite file, else .tiergate/spool",
+        description="where each worker spools its records before they are shipped (a worker ships"
+        " what a dead one left here, so gateways with different stores need different folders);"
+        " default: a `spool` folder beside a SQLite file, else .tiergate/spool",
     )
     spool_max_mb: float = Field(
         256.0, gt=0, description="a worker's unshipped records beyond this are dropped (and counted)"

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.config.loading import ConfigError, load_config
 from gateway.config.models import GatewayConfig
@@ -349,24 +349,8 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="tiergate", description="A tiered decision gateway for agents.")
-    sub = root.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="serve the gateway")
-    serve.add_argument("--config", help="YAML config (default: the built-in quickstart)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    serve.set_defaults(run=cmd_serve)
-
-    check = sub.add_parser("check-config", help="report every problem in a config file")
-    check.add_argument("file")
-    check.set_defaults(run=cmd_check_config)
-
-    schema = sub.add_parser("config-schema", help="print the config's JSON schema")
-    schema.set_defaults(run=cmd_config_schema)
-
+def _classifier_commands(sub: Any) -> None:
+    """train, predict, eval, train-router, eval-router"""
     train = sub.add_parser("train", help="train a classifier-tier model from CSV or JSONL rows")
     train.add_argument(
         "--data",
@@ -426,6 +410,9 @@ def parser() -> argparse.ArgumentParser:
     router_eval.add_argument("--json", action="store_true")
     router_eval.set_defaults(run=cmd_eval_router)
 
+
+def _store_commands(sub: Any) -> None:
+    """export-training, compare, db"""
     export = sub.add_parser(
         "export-training", help="training rows from a route's feedback corrections and audited answers"
     )
@@ -452,6 +439,27 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--config", help="YAML config (default: the built-in quickstart)")
         command.set_defaults(run=cmd_db)
 
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="tiergate", description="A tiered decision gateway for agents.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", help="YAML config (default: the built-in quickstart)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.set_defaults(run=cmd_serve)
+
+    check = sub.add_parser("check-config", help="report every problem in a config file")
+    check.add_argument("file")
+    check.set_defaults(run=cmd_check_config)
+
+    schema = sub.add_parser("config-schema", help="print the config's JSON schema")
+    schema.set_defaults(run=cmd_config_schema)
+
+    _classifier_commands(sub)
+    _store_commands(sub)
     sim = sub.add_parser("simulate-upstream", help="serve the simulated OpenAI-compatible upstream")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8081)

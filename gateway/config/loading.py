@@ -80,6 +80,30 @@ def expand_env(
     return node
 
 
+def _route_problems(config: GatewayConfig, upstream_names: set[str]) -> list[str]:
+    """What each route refers to: its upstreams, its audit's reference, its rules' targets."""
+    problems: list[str] = []
+    for i, route in enumerate(config.routes):
+        for j, name in enumerate(route.llm):
+            if name not in upstream_names:
+                problems.append(f"routes[{i}].llm[{j}]: unknown upstream {name!r}")
+        if route.audit is not None and route.audit.reference not in upstream_names:
+            problems.append(f"routes[{i}].audit.reference: unknown upstream {route.audit.reference!r}")
+        if route.audit is not None and route.audit.on_breach == "tighten" and route.classifier is None:
+            problems.append(f"routes[{i}].audit.on_breach: tighten needs a classifier on the route")
+        tiers = {"rules", "classifier", *route.llm} | {f"llm:{n}" for n in route.llm}
+        for j, rule in enumerate(route.rules):
+            if rule.escalate_to is not None and rule.escalate_to not in tiers:
+                problems.append(
+                    f"routes[{i}].rules[{j}].escalate_to: {rule.escalate_to!r} is not a tier of this route"
+                )
+        try:
+            RulesTier(rule_specs(route))
+        except RuleError as exc:
+            problems.append(f"routes[{i}].rules: {exc}")
+    return problems
+
+
 def _cross_check(config: GatewayConfig) -> list[str]:
     """Problems no single model can see: names that must be unique or must refer to something."""
     problems: list[str] = []
@@ -100,25 +124,7 @@ def _cross_check(config: GatewayConfig) -> list[str]:
     clash = upstream_names & route_names
     for name in sorted(clash):
         problems.append(f"routes: route {name!r} has the name of an upstream; model names must be unique")
-    for i, route in enumerate(config.routes):
-        for j, name in enumerate(route.llm):
-            if name not in upstream_names:
-                problems.append(f"routes[{i}].llm[{j}]: unknown upstream {name!r}")
-        if route.audit is not None and route.audit.reference not in upstream_names:
-            problems.append(f"routes[{i}].audit.reference: unknown upstream {route.audit.reference!r}")
-        if route.audit is not None and route.audit.on_breach == "tighten" and route.classifier is None:
-            problems.append(f"routes[{i}].audit.on_breach: tighten needs a classifier on the route")
-        tiers = {"rules", "classifier", *route.llm} | {f"llm:{n}" for n in route.llm}
-        for j, rule in enumerate(route.rules):
-            if rule.escalate_to is not None and rule.escalate_to not in tiers:
-                problems.append(
-                    f"routes[{i}].rules[{j}].escalate_to: {rule.escalate_to!r} is not a tier of this route"
-                )
-    for i, route in enumerate(config.routes):
-        try:
-            RulesTier(rule_specs(route))
-        except RuleError as exc:
-            problems.append(f"routes[{i}].rules: {exc}")
+    problems += _route_problems(config, upstream_names)
     keys: dict[str, int] = {}
     team_names = {t.id for t in config.teams}
     for i, agent in enumerate(config.agents):

@@ -347,20 +347,10 @@ def build_request_path(
     )
 
 
-async def build_gateway(
-    config: GatewayConfig,
-    stack: AsyncExitStack,
-    previous: Gateway | None = None,
-    store: StoreRuntime | None = None,
-) -> Gateway:
-    """Create every client and component; `stack` closes them when the worker stops. On a reload,
-    in-memory budgets and cache carry over from the `previous` gateway, so a reload never
-    forgets what was spent. The decision `store` outlives reloads (the holder owns it); without
-    one, a configured store is opened here and closed with `stack`."""
-    counter = TokenCounter(load_encoding(config.tokenizer.encoding))
-    session = upstream_session(config)
-    stack.push_async_callback(session.close)
-    tiers, circuits = build_llm_tiers(config, session, counter)
+def build_state(
+    config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None
+) -> tuple[Ledger, Cache]:
+    """The budget ledger and the cache; in memory, they carry over from the `previous` gateway."""
     redis = None
     if config.state.backend == "redis" and config.state.url:
         redis = connect(config.state.url, config.state.timeout_s)
@@ -376,6 +366,13 @@ async def build_gateway(
     if previous is not None and isinstance(cache, MemoryCache) and isinstance(previous.cache, MemoryCache):
         cache = previous.cache
     stack.push_async_callback(cache.close)
+    return ledger, cache
+
+
+async def build_records_sink(
+    config: GatewayConfig, stack: AsyncExitStack, store: StoreRuntime | None
+) -> tuple[RecordSink, StoreRuntime | None]:
+    """Where decision records go: the configured sink and, with a store, the worker's spool."""
     sink = build_sink(config)
     stack.callback(sink.close)
     if store is None and config.store is not None:
@@ -383,6 +380,25 @@ async def build_gateway(
         stack.push_async_callback(store.close)
     if store is not None:
         sink = store.spool if isinstance(sink, NoSink) else TeeSink(sink, store.spool)
+    return sink, store
+
+
+async def build_gateway(
+    config: GatewayConfig,
+    stack: AsyncExitStack,
+    previous: Gateway | None = None,
+    store: StoreRuntime | None = None,
+) -> Gateway:
+    """Create every client and component; `stack` closes them when the worker stops. On a reload,
+    in-memory budgets and cache carry over from the `previous` gateway, so a reload never
+    forgets what was spent. The decision `store` outlives reloads (the holder owns it); without
+    one, a configured store is opened here and closed with `stack`."""
+    counter = TokenCounter(load_encoding(config.tokenizer.encoding))
+    session = upstream_session(config)
+    stack.push_async_callback(session.close)
+    tiers, circuits = build_llm_tiers(config, session, counter)
+    ledger, cache = build_state(config, stack, previous)
+    sink, store = await build_records_sink(config, stack, store)
     recent = RecentRecords(config.records.keep_last)
     classifiers, references = load_classifiers(config)
     routes = build_routes(config, tiers, classifiers)

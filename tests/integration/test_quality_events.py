@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from gateway.config.models import AuditConfig
 from gateway.governance.quality import EventSink, Governor, RouteQuality
-from gateway.store.engine import create_engine
-from gateway.store.migrate import upgrade
 from gateway.store.protocol import Outcome
 from gateway.store.sql import SqlStore
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlStore]:
-    engine = create_engine(store_url)
-    await upgrade(engine, store_url)
-    store = SqlStore(engine)
-    yield store
-    await store.close()
 
 
 async def test_a_change_that_every_worker_sees_is_announced_once(store: SqlStore) -> None:

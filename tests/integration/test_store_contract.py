@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -20,15 +18,6 @@ from gateway.store.migrate import current_revision, downgrade, head_revision, up
 from gateway.store.protocol import Audit, Cursor, DecisionQuery, DecisionRow, Event, Feedback, Source
 from gateway.store.schema import metadata
 from gateway.store.sql import SqlStore
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlStore]:
-    engine = create_engine(store_url)
-    await upgrade(engine, store_url)
-    store = SqlStore(engine)
-    yield store
-    await store.close()
 
 
 def row(

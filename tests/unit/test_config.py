@@ -168,3 +168,23 @@ def test_a_config_without_agents_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("", {})
     assert any(p.startswith("agents:") for p in info.value.problems)
+
+
+def test_an_audit_names_a_known_reference_and_tightens_only_a_classifier() -> None:
+    config = """
+upstreams: [{name: small, base_url: "http://127.0.0.1:1/v1", model: m}]
+agents: [{id: a, api_key: sk-a}]
+routes:
+  - {name: r, llm: [small], audit: {reference: huge, on_breach: tighten}}
+store: {url: "ftp://somewhere"}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(config, {})
+    problems = " | ".join(info.value.problems)
+    assert "store.url" in problems
+    with pytest.raises(ConfigError) as info:
+        parse_config(config.replace('store: {url: "ftp://somewhere"}', ""), {})
+    assert info.value.problems == [
+        "routes[0].audit.reference: unknown upstream 'huge'",
+        "routes[0].audit.on_breach: tighten needs a classifier on the route",
+    ]

@@ -1,23 +1,22 @@
-"""Moving one batch of spooled records into the store: read whole lines from a segment, decode
-the columns, insert. `Batches` is the seam: `StoreBatches` does it in the worker's event loop,
-through the store. (Shipping SQLite batches from a process of their own was measured too, in
-benchmarks/store.py, and gained nothing measurable on throughput; it is not kept.)"""
+"""Moving one batch of spooled records into the store: read whole lines from a segment, insert
+them as they are (the database takes the columns out of the JSON). Only when the store refuses a
+batch are its lines checked here, so that a line that is not a record is dropped, not retried."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import msgspec
 
-from gateway.store.protocol import DecisionRow, Store
+from gateway.store.protocol import Store
 
 TYPICAL_LINE_BYTES = 1024  # a read for n lines takes n of these (fewer, longer lines come back fewer)
 LINE_BYTES = 1024 * 1024  # and at least this, so that any one record fits in a read
 
 
 class _Columns(msgspec.Struct):
-    """The fields of a decision record that the store keeps as columns."""
+    """The fields of a decision record that the store keeps as columns: a line without them is
+    not a record."""
 
     id: str
     time: float
@@ -50,36 +49,28 @@ def read_lines(path: Path, offset: int, max_lines: int) -> tuple[list[bytes], in
     return lines[:-1], end + 1
 
 
-def decode_rows(lines: list[bytes]) -> tuple[list[DecisionRow], list[bytes]]:
-    rows, unreadable = [], []
+def sort_lines(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """The lines that are records, and (the first 200 bytes of) those that are not."""
+    records, unreadable = [], []
     for line in lines:
         try:
-            c = _decode(line)
+            _decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError):
             unreadable.append(line[:200])
             continue
-        rows.append(DecisionRow(c.id, c.time, c.agent, c.route, c.status, line, c.tier))
-    return rows, unreadable
+        records.append(line)
+    return records, unreadable
 
 
-class Batches(Protocol):
-    async def ship(self, path: Path, offset: int, max_lines: int) -> Shipped: ...
-
-    async def close(self) -> None: ...
-
-
-class StoreBatches:
-    """Batches read, decoded and inserted in the worker's event loop, through the store."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def ship(self, path: Path, offset: int, max_lines: int) -> Shipped:
-        lines, size = read_lines(path, offset, max_lines)
-        rows, unreadable = decode_rows(lines)
-        if rows:
-            await self._store.add_decisions(rows)
+async def ship_batch(store: Store, path: Path, offset: int, max_lines: int) -> Shipped:
+    """Up to `max_lines` records of the segment at `path`, after `offset`, into the store."""
+    lines, size = read_lines(path, offset, max_lines)
+    try:
+        await store.add_records(lines)
+    except Exception:
+        records, unreadable = sort_lines(lines)
+        if not unreadable:
+            raise  # the store's trouble, not the lines': the batch waits for a retry
+        await store.add_records(records)
         return Shipped(len(lines), size, unreadable)
-
-    async def close(self) -> None:
-        return None
+    return Shipped(len(lines), size, [])

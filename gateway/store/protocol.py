@@ -10,18 +10,6 @@ import msgspec
 Source = Literal["agent", "reviewer"]
 
 
-class DecisionRow(msgspec.Struct, frozen=True):
-    """A decision record as stored: the columns queries filter on, and the record's JSON line."""
-
-    id: str
-    time: float
-    agent: str
-    route: str
-    status: int
-    record: bytes
-    tier: str | None = None
-
-
 class Cursor(msgspec.Struct, array_like=True, frozen=True):
     """Where a page of decisions (newest first) ended: the last one's time and id."""
 
@@ -97,8 +85,10 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Store(Protocol):
-    async def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
-        """Store these decisions; one already stored (a spool shipped twice) is left as it is."""
+    async def add_records(self, lines: Sequence[bytes]) -> None:
+        """Store these decision records, each the JSON line the gateway wrote; the store takes the
+        columns it filters on out of the JSON itself. A record already stored (a spool shipped
+        twice) is left as it is. A line that is not a record fails the whole call, storing none."""
         ...
 
     async def decision(self, decision_id: str) -> StoredDecision | None: ...

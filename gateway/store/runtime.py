@@ -14,7 +14,8 @@ from gateway.config.models import StoreConfig
 from gateway.errors import Unavailable
 from gateway.store.engine import create_engine
 from gateway.store.migrate import current_revision, head_revision, upgrade
-from gateway.store.shipper import Shipper, spool_directory
+from gateway.store.shipper import spool_directory
+from gateway.store.shipper_process import ShipperProcess
 from gateway.store.spool import SpoolWriter
 from gateway.store.sql import SqlStore
 
@@ -44,8 +45,7 @@ class StoreRuntime:
     config: StoreConfig
     store: SqlStore
     spool: SpoolWriter
-    shipper: Shipper
-    task: asyncio.Task[None]
+    shipper: ShipperProcess
 
     @classmethod
     async def open(cls, config: StoreConfig) -> StoreRuntime:
@@ -63,24 +63,12 @@ class StoreRuntime:
         spool = SpoolWriter(
             spool_directory(config.spool_dir, config.url), int(config.spool_max_mb * 1024 * 1024)
         )
-        shipper = Shipper(
-            store, spool, config.ship_interval_s, config.ship_batch, config.retention_days * 86400
-        )
-        task = asyncio.create_task(shipper.run(), name="tiergate-shipper")
-        return cls(config, store, spool, shipper, task)
+        return cls(config, store, spool, await ShipperProcess.start(config, spool))
 
     async def close(self) -> None:
         """Ship what is spooled (for a few seconds at most), then stop; the rest stays spooled."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        self.spool.stop()
-        try:
-            await asyncio.wait_for(self.shipper.ship(), CLOSE_SHIP_S)
-        except Exception as exc:
-            log.error("records left in the spool at shutdown (%s); they are shipped at the next start", exc)
+        await self.shipper.close(CLOSE_SHIP_S)
         self.spool.close()
-        await self.shipper.close()
         await self.store.close()
 
 

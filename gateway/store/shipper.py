@@ -1,6 +1,7 @@
-"""The shipper: a background task per worker that moves spooled records to the store in batches.
+"""The shipper: moves spooled records to the store in batches (each worker runs one in a process
+of its own, gateway/store/shipper_process.py).
 
-It ships this worker's spool, and the spool of any worker that died (its lock is free), so records
+It ships one worker's spool, and the spool of any worker that died (its lock is free), so records
 spooled before a SIGKILL reach the store after a restart. While the store is down or slow the
 spool grows and requests go on as before; a log line marks each change between reachable and not.
 """
@@ -12,16 +13,33 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Protocol
 
-from gateway.store.batches import Batches, StoreBatches
+from gateway.store.batches import ship_batch
 from gateway.store.engine import sqlite_path
 from gateway.store.protocol import Store
-from gateway.store.spool import DeadWriter, Segment, SpoolWriter, segments, writer_of
+from gateway.store.spool import DeadWriter, Segment, segments, writer_of
 
 log = logging.getLogger("tiergate")
 
 PRUNE_EVERY_S = 3600.0
 MAX_BACKOFF_S = 5.0
+
+
+class Spool(Protocol):
+    """The spool a shipper ships: one writer's segments in a directory."""
+
+    directory: Path
+    name: str  # the writer's
+
+    @property
+    def current(self) -> Path | None:
+        """The segment being written (not to be removed once shipped); None once writing stopped."""
+        ...
+
+    def shipped(self, size: int) -> None:
+        """`size` more bytes of the writer's records are in the store."""
+        ...
 
 
 class ShipperStats:
@@ -35,14 +53,12 @@ class Shipper:
     def __init__(
         self,
         store: Store,
-        writer: SpoolWriter,
+        writer: Spool,
         interval_s: float,
         batch: int,
         retention_s: float,
-        batches: Batches | None = None,
     ) -> None:
         self._store = store
-        self._batches = batches or StoreBatches(store)
         self._writer = writer
         self._directory = writer.directory
         self._interval_s = interval_s
@@ -56,19 +72,23 @@ class Shipper:
     async def run(self) -> None:
         delay = self._interval_s
         while True:
-            try:
-                await self.ship()
-                await self._prune()
-                delay = self._interval_s
-                self._set_up(True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._set_up(False, exc)
-                delay = min(MAX_BACKOFF_S, delay * 2)
+            delay = self._interval_s if await self.pass_once() else min(MAX_BACKOFF_S, delay * 2)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def pass_once(self) -> bool:
+        """Ship what is spooled and prune what is past retention; whether the store took it."""
+        try:
+            await self.ship()
+            await self._prune()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._set_up(False, exc)
+            return False
+        self._set_up(True)
+        return True
 
     def nudge(self) -> None:
         """Ship now rather than at the next tick."""
@@ -114,7 +134,7 @@ class Shipper:
     async def _ship_segment(self, segment: Segment, own: bool, finished: bool) -> int:
         count = 0
         while True:
-            shipped = await self._batches.ship(segment.path, segment.offset, self._batch)
+            shipped = await ship_batch(self._store, segment.path, segment.offset, self._batch)
             if not shipped.lines:
                 break
             for line in shipped.unreadable:
@@ -134,9 +154,6 @@ class Shipper:
                 log.error("dropped %d bytes of a torn record at the end of %s", left, segment.path.name)
             segment.remove()
         return count
-
-    async def close(self) -> None:
-        await self._batches.close()
 
     async def _prune(self) -> None:
         now = time.time()

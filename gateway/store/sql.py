@@ -14,7 +14,6 @@ from gateway.store.protocol import (
     Audit,
     Cursor,
     DecisionQuery,
-    DecisionRow,
     Event,
     Feedback,
     Outcome,
@@ -22,6 +21,21 @@ from gateway.store.protocol import (
     StoredDecision,
 )
 from gateway.store.schema import audits, decisions, events, feedback
+
+_COLUMNS = "INSERT INTO decisions (id, time, agent, route, tier, status, record) "
+INSERT_RECORDS_SQLITE = (
+    _COLUMNS + "SELECT value ->> '$.id', value ->> '$.time', value ->> '$.agent', value ->> '$.route',"
+    " value ->> '$.tier', value ->> '$.status', value FROM json_each(?) WHERE true"
+    " ON CONFLICT (id) DO NOTHING"
+)
+# PostgreSQL's ->> refuses a record holding the escape \u0000 (it cannot be text there), whichever
+# field it reads: the columns are read from a copy with that escape replaced, the record kept whole.
+INSERT_RECORDS_POSTGRES = (
+    _COLUMNS + "SELECT c ->> 'id', (c ->> 'time')::float8, c ->> 'agent', c ->> 'route', c ->> 'tier',"
+    " (c ->> 'status')::integer, r::text FROM json_array_elements($1::json) AS r,"
+    " LATERAL (SELECT replace(r::text, '\\u0000', '\\ufffd')::json AS c) AS columns"
+    " ON CONFLICT (id) DO NOTHING"
+)
 
 FEEDBACK_FIELDS = (
     "time",
@@ -42,20 +56,18 @@ class SqlStore:
         self.engine = engine
         postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
-        marks = ", ".join(f"${i}" if postgres else "?" for i in range(1, 8))
-        self._insert_decisions = (
-            f"INSERT INTO decisions (id, time, agent, route, tier, status, record) VALUES ({marks})"
-            " ON CONFLICT (id) DO NOTHING"
-        )
+        self._insert_records = INSERT_RECORDS_POSTGRES if postgres else INSERT_RECORDS_SQLITE
 
-    async def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
-        if not rows:
+    async def add_records(self, lines: Sequence[bytes]) -> None:
+        if not lines:
             return
-        # Straight to the driver: the shipper's batches are the store's one hot path, and the
-        # statement needs none of SQLAlchemy's per-row processing.
-        values = [(r.id, r.time, r.agent, r.route, r.tier, r.status, r.record.decode()) for r in rows]
+        # The shipper's batches are the store's one hot path. The whole batch goes as one JSON
+        # array in one parameter, and the database takes it apart: the worker's event loop does
+        # no per-record work, and SQLite's thread takes Python's lock once per batch, not twice
+        # per row as a row-by-row insert does (which slowed the event loop measurably).
+        payload = (b"[" + b",".join(lines) + b"]").decode()
         async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(self._insert_decisions, values)
+            await conn.exec_driver_sql(self._insert_records, (payload,))
 
     async def decision(self, decision_id: str) -> StoredDecision | None:
         async with self.engine.connect() as conn:

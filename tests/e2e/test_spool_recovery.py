@@ -65,6 +65,26 @@ def start(config: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the gateway did not start: " + process.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
 
 
+def shippers(spool: Path) -> list[int]:
+    """The shipper processes shipping this spool."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"gateway.store.shipper_process" in command and any(str(spool).encode() in c for c in command):
+            found.append(int(entry.name))
+    return found
+
+
+def gone(spool: Path, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while shippers(spool) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return shippers(spool) == []
+
+
 def stored_ids(url: str) -> set[str]:
     async def read() -> set[str]:
         store = SqlStore(create_engine(url))
@@ -106,6 +126,7 @@ def test_records_spooled_before_a_sigkill_reach_the_store_after_a_restart(
     deadline = time.monotonic() + 10
     while len(answered) < 300 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert len(shippers(tmp_path / "spool")) == 1  # the worker's shipper runs beside it
     os.kill(process.pid, signal.SIGKILL)  # mid-load
     process.wait(10)
     stop.set()
@@ -114,6 +135,7 @@ def test_records_spooled_before_a_sigkill_reach_the_store_after_a_restart(
     assert len(answered) >= 300
     before = stored_ids(store_url)
     assert set(answered) - before, "the records should still have been in the spool when it was killed"
+    assert gone(tmp_path / "spool"), "the shipper of a killed worker should stop with it"
 
     process = start(config, port)
     try:
@@ -127,5 +149,34 @@ def test_records_spooled_before_a_sigkill_reach_the_store_after_a_restart(
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(20)
+    assert gone(tmp_path / "spool", within_s=1.0)
     # the dead process's spool is gone once shipped; a stopped one ships its own at shutdown
     assert [p.name for p in (tmp_path / "spool").glob("*.spool")] == []
+
+
+def test_a_shipper_process_that_dies_is_started_again_and_ships_what_waited(
+    simulator: tuple[str, Any], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"sqlite:///{tmp_path}/decisions.db"
+    config = write_config(tmp_path / "gateway.yaml", simulator[0], url, tmp_path / "spool", port)
+    process = start(config, port)
+    try:
+        [first] = shippers(tmp_path / "spool")
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=RESET,
+            headers={"authorization": f"Bearer {DEMO_KEY}"},
+        )
+        decision = reply.headers["x-tiergate-decision-id"]
+        os.kill(first, signal.SIGKILL)  # before its next tick (30 s): the record waits in the spool
+        assert decision not in stored_ids(url)
+        deadline = time.monotonic() + 10
+        while decision not in stored_ids(url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert decision in stored_ids(url)  # the new process's first pass shipped it
+        assert len(shippers(tmp_path / "spool")) == 1 and shippers(tmp_path / "spool") != [first]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=20)
+    assert b"the shipper process stopped" in errors

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade
-from gateway.store.protocol import DecisionQuery, DecisionRow
+from gateway.store.protocol import DecisionQuery
 from gateway.store.shipper import Shipper
 from gateway.store.spool import SpoolWriter
 from gateway.store.sql import SqlStore
@@ -25,10 +25,10 @@ class Outage(SqlStore):
 
     down = False
 
-    async def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
+    async def add_records(self, lines: Sequence[bytes]) -> None:
         if self.down:
             raise ConnectionRefusedError("the store is down")
-        await super().add_decisions(rows)
+        await super().add_records(lines)
 
 
 @pytest.fixture
@@ -129,6 +129,29 @@ async def test_a_dead_workers_spool_is_shipped_torn_end_and_all(store: Outage, t
     assert {p.name.split(".")[0] for p in directory.iterdir()} == {alive.name}  # the dead one's are gone
     alive.close()
     assert list(directory.glob("*.lock")) == []
+
+
+async def test_lines_that_are_not_records_are_dropped_and_the_rest_of_their_batch_stored(
+    store: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = SpoolWriter(tmp_path / "spool", max_bytes=1 << 20)
+    spool.write(record(1))
+    spool.write(b"not json at all")
+    spool.write(msgspec.json.encode({"id": "f" * 32, "time": 1.0, "route": "r", "status": 200}))  # no agent
+    spool.write(record(2))
+    shipper = Shipper(store, spool, interval_s=0.01, batch=10, retention_s=86400)
+    assert await shipper.ship() == 2
+    assert await stored(store) == [1, 2]
+    assert shipper.stats.torn == 2
+    assert sum("could not be read" in r.message for r in caplog.records) == 2
+    store.down = True  # a store that fails a batch of good records keeps it for a retry
+    spool.write(record(3))
+    with pytest.raises(ConnectionRefusedError):
+        await shipper.ship()
+    store.down = False
+    assert await shipper.ship() == 1
+    assert await stored(store) == [1, 2, 3]
+    spool.close()
 
 
 async def test_a_live_workers_spool_is_left_to_it(store: Outage, tmp_path: Path) -> None:

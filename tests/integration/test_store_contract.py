@@ -8,25 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 
 from gateway.store.engine import create_engine
 from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
-from gateway.store.protocol import Audit, Cursor, DecisionQuery, DecisionRow, Event, Feedback, Source
+from gateway.store.protocol import Audit, Cursor, DecisionQuery, Event, Feedback, Source
 from gateway.store.schema import metadata
 from gateway.store.sql import SqlStore
 
 
 def row(
     i: int, agent: str = "a", route: str = "triage", tier: str | None = "rules", status: int = 200
-) -> DecisionRow:
+) -> bytes:
     record = {"id": f"d{i:04d}", "time": 1000.0 + i, "agent": agent, "route": route, "status": status}
     if tier:
         record["tier"] = tier
-    return DecisionRow(f"d{i:04d}", 1000.0 + i, agent, route, status, msgspec.json.encode(record), tier)
+    return msgspec.json.encode(record)
 
 
 async def test_migrations_build_the_schema_the_code_uses(store: SqlStore) -> None:
@@ -52,8 +54,8 @@ async def test_a_downgrade_removes_what_the_upgrade_made(store_url: str) -> None
 
 
 async def test_decisions_are_stored_once_and_found_by_id(store: SqlStore) -> None:
-    await store.add_decisions([row(1), row(2)])
-    await store.add_decisions([row(2), row(3)])  # a spool shipped twice: the repeat is ignored
+    await store.add_records([row(1), row(2)])
+    await store.add_records([row(2), row(3)])  # a spool shipped twice: the repeat is ignored
     found = await store.decision("d0002")
     assert found is not None
     assert msgspec.json.decode(found.record)["id"] == "d0002"
@@ -64,11 +66,37 @@ async def test_decisions_are_stored_once_and_found_by_id(store: SqlStore) -> Non
     assert page.next is None
 
 
+async def test_a_record_is_stored_as_written_and_a_batch_with_a_stranger_stores_nothing(
+    store: SqlStore,
+) -> None:
+    line = msgspec.json.encode(
+        {
+            "id": "u1",
+            "time": 1234.5678901234,
+            "agent": "ägent",
+            "route": "triage",
+            "status": 200,
+            "last_user_message": 'say "hi"\n\u0000 naïve ✓',
+            "attempts": [{"tier": "rules", "confidence": 1e-7}],
+        }
+    )
+    await store.add_records([line])
+    found = await store.decision("u1")
+    assert found is not None and found.record == line
+    page = await store.decisions(DecisionQuery(agent="ägent", since=1234.0))
+    assert page.records == [line]
+    assert (await store.decisions(DecisionQuery(tier="rules"))).records == []  # no tier: none stored
+    for stranger in (b"{not json", msgspec.json.encode({"id": "u3", "time": 1.0})):
+        with pytest.raises(DBAPIError):
+            await store.add_records([row(2), stranger])
+        assert await store.decision("d0002") is None
+
+
 async def test_filters_and_pages_cover_every_match_once_newest_first(store: SqlStore) -> None:
     rows = [
         row(i, agent="a" if i % 2 else "b", tier="classifier" if i % 3 else "llm:small") for i in range(50)
     ]
-    await store.add_decisions(rows)
+    await store.add_records(rows)
     seen: list[str] = []
     after: Cursor | None = None
     while True:
@@ -77,7 +105,7 @@ async def test_filters_and_pages_cover_every_match_once_newest_first(store: SqlS
         if page.next is None:
             break
         after = page.next
-    expected = [r.id for r in reversed(rows) if r.agent == "a"]
+    expected = [r["id"] for r in map(msgspec.json.decode, reversed(rows)) if r["agent"] == "a"]
     assert seen == expected
     page = await store.decisions(DecisionQuery(tier="llm:small", since=1010.0, until=1030.0, limit=100))
     assert [msgspec.json.decode(r)["id"] for r in page.records] == [
@@ -93,9 +121,10 @@ async def test_filters_and_pages_cover_every_match_once_newest_first(store: SqlS
 
 async def test_same_time_decisions_page_by_id(store: SqlStore) -> None:
     same = [
-        DecisionRow(f"s{i}", 5.0, "a", "r", 200, msgspec.json.encode({"id": f"s{i}"}), None) for i in range(5)
+        msgspec.json.encode({"id": f"s{i}", "time": 5.0, "agent": "a", "route": "r", "status": 200})
+        for i in range(5)
     ]
-    await store.add_decisions(same)
+    await store.add_records(same)
     first = await store.decisions(DecisionQuery(limit=2))
     second = await store.decisions(DecisionQuery(limit=10, after=first.next))
     ids = [msgspec.json.decode(r)["id"] for r in first.records + second.records]
@@ -107,7 +136,7 @@ def said(source: Source, time: float, decision: str = "d0001", **fields: Any) ->
 
 
 async def test_feedback_replaces_per_source_and_travels_with_its_decision(store: SqlStore) -> None:
-    await store.add_decisions([row(1)])
+    await store.add_records([row(1)])
     await store.put_feedback(said("agent", 1.0, correct=True))
     await store.put_feedback(said("agent", 2.0, label="billing", correct=False))
     await store.put_feedback(said("reviewer", 3.0, score=0.5, comment="ok"))
@@ -122,7 +151,7 @@ async def test_feedback_replaces_per_source_and_travels_with_its_decision(store:
 
 
 async def test_an_audit_travels_with_its_decision_and_counts_as_an_outcome(store: SqlStore) -> None:
-    await store.add_decisions([row(1), row(2)])
+    await store.add_records([row(1), row(2)])
     audit = Audit(
         decision_id="d0001",
         time=1001.0,
@@ -153,7 +182,7 @@ async def test_events_and_pruning(store: SqlStore) -> None:
     await store.add_event(Event(time=20.0, kind="reload"))
     assert [e.kind for e in await store.events("triage")] == ["drift", "reload"]
     assert (await store.events(since=15.0))[0].detail == {}
-    await store.add_decisions([row(i) for i in range(10)])
+    await store.add_records([row(i) for i in range(10)])
     await store.put_feedback(said("agent", 1.0, correct=True))
     assert await store.prune(before=1005.0) == 5
     assert await store.decision("d0001") is None

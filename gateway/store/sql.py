@@ -28,12 +28,13 @@ INSERT_RECORDS_SQLITE = (
     " value ->> '$.tier', value ->> '$.status', value FROM json_each(?) WHERE true"
     " ON CONFLICT (id) DO NOTHING"
 )
-# PostgreSQL's ->> refuses a record holding the escape \u0000 (it cannot be text there), whichever
+# PostgreSQL refuses to read a record holding the escape \u0000 (it cannot be text there), whichever
 # field it reads: the columns are read from a copy with that escape replaced, the record kept whole.
 INSERT_RECORDS_POSTGRES = (
-    _COLUMNS + "SELECT c ->> 'id', (c ->> 'time')::float8, c ->> 'agent', c ->> 'route', c ->> 'tier',"
-    " (c ->> 'status')::integer, r::text FROM json_array_elements($1::json) AS r,"
-    " LATERAL (SELECT replace(r::text, '\\u0000', '\\ufffd')::json AS c) AS columns"
+    _COLUMNS + "SELECT c.id, c.time, c.agent, c.route, c.tier, c.status, r::text"
+    " FROM json_array_elements($1::json) AS r, LATERAL json_to_record("
+    "CASE WHEN strpos(r::text, '\\u0000') = 0 THEN r ELSE replace(r::text, '\\u0000', '\\ufffd')::json END"
+    ") AS c(id text, time float8, agent text, route text, tier text, status integer)"
     " ON CONFLICT (id) DO NOTHING"
 )
 

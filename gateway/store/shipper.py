@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -69,10 +70,11 @@ class Shipper:
         self._lock = asyncio.Lock()
         self.stats = ShipperStats()
 
-    async def run(self) -> None:
+    async def run(self, after_pass: Callable[[], None] = lambda: None) -> None:
         delay = self._interval_s
         while True:
             delay = self._interval_s if await self.pass_once() else min(MAX_BACKOFF_S, delay * 2)
+            after_pass()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

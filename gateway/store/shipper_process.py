@@ -40,7 +40,6 @@ log = logging.getLogger("tiergate")
 
 RESTART_S = 1.0
 READY_S = 15.0  # a worker waits this long at most for its shipper's first pass before it serves
-REPORT_EVERY_S = 0.05
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -209,23 +208,17 @@ async def _child(settings: Settings, out: BinaryIO) -> None:
             out.flush()
             reported = now
 
-    async def reports() -> None:
-        while True:
-            report()
-            await asyncio.sleep(REPORT_EVERY_S)
-
     await shipper.pass_once()
-    running = [asyncio.create_task(shipper.run()), asyncio.create_task(reports())]
+    report()
+    running = asyncio.create_task(shipper.run(after_pass=report))
     try:
         while command := await commands.readline():
             if command == b"ship\n":
                 shipper.nudge()
             elif command == b"finish\n":
                 spool.stopped = True
-                for task in running:
-                    task.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
-                running = []
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
                 try:
                     await shipper.ship()
                 except Exception as exc:
@@ -233,9 +226,8 @@ async def _child(settings: Settings, out: BinaryIO) -> None:
                 break
         # stdin closed without a finish: the worker is gone, and its spool waits for a successor
     finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
         report()
         await store.close()
 

@@ -176,6 +176,15 @@ def test_a_shipper_process_that_dies_is_started_again_and_ships_what_waited(
             time.sleep(0.1)
         assert decision in stored_ids(url)  # the new process's first pass shipped it
         assert len(shippers(tmp_path / "spool")) == 1 and shippers(tmp_path / "spool") != [first]
+        # what the process reports reaches the worker's metrics and the spool's bound
+        metrics = ""
+        deadline = time.monotonic() + 5
+        while "tiergate_spool_bytes 0.0" not in metrics and time.monotonic() < deadline:
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            time.sleep(0.1)
+        assert "tiergate_spool_bytes 0.0" in metrics
+        assert "tiergate_records_shipped_total 1.0" in metrics
+        assert "tiergate_store_up 1.0" in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=20)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -160,12 +161,17 @@ def chat_body(model: str, text: str = "Route this ticket: my card was charged tw
 
 
 async def _paired(targets: list[tuple[str, bytes, dict[str, str]]], n: int) -> list[list[float]]:
-    """Latency of each target, in ms, sending one request to each in turn (so drift hits all alike)."""
+    """Latency of each target, in ms, sending one request to each in turn, in a new random order
+    each round: drift hits all alike, and so does the place in the round (a target that follows
+    another gateway, rather than itself, measurably pays for the caches it finds cold)."""
     times: list[list[float]] = [[] for _ in targets]
+    order = random.Random(0)
     connector = aiohttp.TCPConnector(limit=len(targets))
     async with aiohttp.ClientSession(connector=connector) as session:
         for i in range(n + 50):
-            for j, (url, body, headers) in enumerate(targets):
+            turns = list(enumerate(targets))
+            order.shuffle(turns)
+            for j, (url, body, headers) in turns:
                 began = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()

@@ -3,8 +3,9 @@
 1. Overhead: three gateways as real processes on loopback over one simulated upstream: without a
    store, with the SQLite store and with a PostgreSQL store (a database created and dropped on the
    server at --postgres). Pass-through and rules-answer latency at 1 connection (requests to each
-   in turn, with direct calls to the upstream), then rules-answer requests/s with wrk, the gateways
-   alternating so that drift in the machine's speed hits all alike; the medians are compared.
+   in turn, in a random order each round, with direct calls to the upstream), then rules-answer
+   requests/s with wrk, the gateways alternating so that drift in the machine's speed hits all
+   alike; the medians are compared.
 2. Shipping: records of a realistic size written to a spool, then shipped by the shipper to a
    fresh SQLite file and to a fresh PostgreSQL database (created and dropped on the server at
    --postgres); records stored per second.

@@ -11,6 +11,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from gateway.admin.approvals import admin_approval, admin_approvals, admin_decide, admin_trust
 from gateway.admin.decisions import decision_body, decision_query, page_body
 from gateway.admin.quality import quality_report
 from gateway.config.loading import ConfigError
@@ -138,6 +139,10 @@ admin_router = Router(
         admin_feedback,
         admin_quality,
         admin_reload,
+        admin_approvals,
+        admin_trust,
+        admin_approval,
+        admin_decide,
     ],
     guards=[require_admin],
 )

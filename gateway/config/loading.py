@@ -104,6 +104,21 @@ def _route_problems(config: GatewayConfig, upstream_names: set[str]) -> list[str
     return problems
 
 
+def _approval_problems(config: GatewayConfig, route_names: set[str]) -> list[str]:
+    """Approvals live in the decision store, and an agent's policies name routes."""
+    problems: list[str] = []
+    asks = [f"routes[{i}].approval" for i, r in enumerate(config.routes) if r.approval is not None]
+    for i, agent in enumerate(config.agents):
+        for name, policy in agent.approval.items():
+            if name != "*" and name not in route_names:
+                problems.append(f"agents[{i}].approval.{name}: unknown route {name!r}")
+            if policy is not None:
+                asks.append(f"agents[{i}].approval.{name}")
+    if asks and config.store is None:
+        problems.append(f"{asks[0]}: approvals are kept in the decision store; configure store.url")
+    return problems
+
+
 def _cross_check(config: GatewayConfig) -> list[str]:
     """Problems no single model can see: names that must be unique or must refer to something."""
     problems: list[str] = []
@@ -125,6 +140,7 @@ def _cross_check(config: GatewayConfig) -> list[str]:
     for name in sorted(clash):
         problems.append(f"routes: route {name!r} has the name of an upstream; model names must be unique")
     problems += _route_problems(config, upstream_names)
+    problems += _approval_problems(config, route_names)
     keys: dict[str, int] = {}
     team_names = {t.id for t in config.teams}
     for i, agent in enumerate(config.agents):

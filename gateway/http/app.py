@@ -15,6 +15,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.types import Receive, Scope, Send
 
+from gateway.admin.approvals import agent_approval
 from gateway.admin.routes import admin_router
 from gateway.config.models import GatewayConfig
 from gateway.errors import (
@@ -172,6 +173,7 @@ def create_app(
         route_handlers=[
             chat_completions,
             agent_feedback,
+            agent_approval,
             list_models,
             get_model,
             healthz,

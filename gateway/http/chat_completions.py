@@ -181,10 +181,16 @@ async def _answer(
                 cache_ttl.decode("latin-1") if cache_ttl else None,
             )
         )
+        approval_id, host = headers.get(b"x-tiergate-approval-id"), headers.get(b"host")
         result = await _unless_gone(
             scope,
             gateway.chat.complete(
-                agent, request, control, conversation.decode("latin-1") if conversation else None
+                agent,
+                request,
+                control,
+                conversation.decode("latin-1") if conversation else None,
+                approval_id.decode("latin-1") if approval_id else None,
+                host.decode("latin-1") if host else None,
             ),
         )
     except GatewayError as exc:

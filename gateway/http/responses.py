@@ -37,6 +37,7 @@ class _Completion(msgspec.Struct):
 class _Delta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _ChunkChoice(msgspec.Struct):
@@ -70,7 +71,14 @@ def completion_body(ident: str, content: str, model: str, usage: Usage) -> bytes
     )
 
 
-def completion_frames(ident: str, content: str, model: str, usage: Usage, include_usage: bool) -> list[bytes]:
+def completion_frames(
+    ident: str,
+    content: str,
+    model: str,
+    usage: Usage,
+    include_usage: bool,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> list[bytes]:
     """A complete answer as the SSE events a streaming client expects, ending in [DONE]."""
     created = int(time.time())
 
@@ -84,13 +92,33 @@ def completion_frames(ident: str, content: str, model: str, usage: Usage, includ
     frames = [chunk(_Delta(role="assistant", content=""), None)]
     if content:
         frames.append(chunk(_Delta(content=content), None))
-    frames.append(chunk(_Delta(), "stop"))
+    if tool_calls:
+        calls = [{"index": i, **call} for i, call in enumerate(tool_calls)]
+        frames.append(chunk(_Delta(tool_calls=calls), None))
+    frames.append(chunk(_Delta(), "tool_calls" if tool_calls else "stop"))
     if include_usage:
         frames.append(
             frame(msgspec.json.encode(_Chunk(ident, "chat.completion.chunk", created, model, [], usage)))
         )
     frames.append(DONE)
     return frames
+
+
+def frames_of_body(body: bytes, include_usage: bool) -> list[bytes]:
+    """A whole chat.completion body as the frames of a stream (an answer held, then delivered)."""
+    completion: dict[str, Any] = msgspec.json.decode(body)
+    message = completion["choices"][0]["message"]
+    usage = (
+        msgspec.convert(completion.get("usage") or {}, Usage) if completion.get("usage") else Usage.of(0, 0)
+    )
+    return completion_frames(
+        completion.get("id", "chatcmpl-held"),
+        message.get("content") or "",
+        completion.get("model", ""),
+        usage,
+        include_usage,
+        message.get("tool_calls") or None,
+    )
 
 
 def with_usage(body: bytes, usage: Usage) -> bytes:

@@ -3,7 +3,6 @@ optional webhook POST (sent in the background, bounded by a timeout, never delay
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -12,6 +11,7 @@ import msgspec
 
 from budgets.policy import MICRO_USD, WindowUsage
 from gateway.observe.metrics import Metrics
+from gateway.observe.webhook import Webhook
 
 log = logging.getLogger("tiergate.budget")
 
@@ -32,10 +32,7 @@ class BudgetAlerts:
         self, metrics: Metrics, session: aiohttp.ClientSession, webhook_url: str | None, timeout_s: float
     ) -> None:
         self._metrics = metrics
-        self._session = session
-        self._url = webhook_url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._pending: set[asyncio.Task[None]] = set()
+        self._webhook = Webhook(session, webhook_url, timeout_s, "alerts")
 
     def crossed(self, agent: str, crossings: tuple[WindowUsage, ...]) -> None:
         for usage in crossings:
@@ -56,25 +53,7 @@ class BudgetAlerts:
 
     def post(self, event: msgspec.Struct) -> None:
         """POST one event to the webhook, in the background (when there is a webhook)."""
-        if self._url is not None:
-            task = asyncio.ensure_future(self._post(event))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _post(self, alert: msgspec.Struct) -> None:
-        assert self._url is not None
-        try:
-            async with self._session.post(
-                self._url,
-                data=msgspec.json.encode(alert),
-                headers={"content-type": "application/json"},
-                timeout=self._timeout,
-            ) as response:
-                if response.status >= 300:
-                    log.warning("alerts webhook answered %d", response.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("alerts webhook failed: %s", type(exc).__name__)
+        self._webhook.post(event)
 
     async def close(self) -> None:
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=2)
+        await self._webhook.close()

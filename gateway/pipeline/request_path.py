@@ -27,7 +27,7 @@ import msgspec
 from budgets.tokens import PromptTokens, TokenCounter
 from gateway.cache.flight import DEFAULT_CONTROL, CacheControl
 from gateway.config.models import AgentConfig
-from gateway.errors import clip
+from gateway.errors import GatewayError, clip
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
@@ -38,12 +38,35 @@ from gateway.pipeline.results import STREAM_HEADERS, ChatResult
 from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.settlement import Draft, Ending, Records, Settlement
 from gateway.pipeline.walk import LadderWalk
+from routing.ladder import Attempt
 from tiers.base import TierRequest
 from tiers.types import Answer, ChatRequest
 
 
 class Audits(Protocol):
     def offer(self, route: str, decision_id: str, request: ChatRequest, answer: Answer) -> None: ...
+
+
+class Approvals(Protocol):
+    """The approval stage (gateway/approval/gate.py)."""
+
+    def policy(self, agent: AgentConfig, route: str) -> object | None: ...
+
+    async def replay(
+        self, agent: AgentConfig, route: str, request: ChatRequest, approval_id: str | None
+    ) -> ChatResult | None: ...
+
+    async def hold(
+        self,
+        agent: AgentConfig,
+        route: str,
+        request: ChatRequest,
+        answer: Answer,
+        body: bytes,
+        attempts: list[Attempt],
+        headers: dict[str, str],
+        host: str | None,
+    ) -> ChatResult | None: ...
 
 
 class RequestPath:
@@ -56,12 +79,14 @@ class RequestPath:
         counter: TokenCounter,
         records: Records,
         audits: Audits | None = None,
+        approvals: Approvals | None = None,
         paused: Paused | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._admission = admission
         self._planner = Planner(budget, paused or NothingPaused())
         self._audits = audits
+        self._approvals = approvals
         self._budget = budget
         self._cache = cache
         self._ladder = LadderWalk()
@@ -84,6 +109,8 @@ class RequestPath:
         request: ChatRequest,
         control: CacheControl = DEFAULT_CONTROL,
         conversation: str | None = None,
+        approval_id: str | None = None,
+        host: str | None = None,
     ) -> ChatResult:
         draft = Draft(
             f"{self._id_prefix}{next(self._id_counter):010x}",
@@ -93,6 +120,10 @@ class RequestPath:
             self._clock(),
         )
         prompt = PromptTokens(lambda: self._prompt_tokens(request))
+        if self._approvals is not None:  # a re-sent request that waits for, or got, a decision
+            replayed = await self._replay(agent, request, approval_id)
+            if replayed is not None:
+                return replayed
         try:
             admitted = self._admission.admit(agent, request, conversation)
             plan = await self._planner.plan(agent, admitted.route, request, prompt)
@@ -100,6 +131,7 @@ class RequestPath:
             self._records.refused(draft, clip(request.model), exc)
             raise
         settlement = Settlement(draft, plan, control, self._budget, self._records)
+        held = self._approvals is not None and self._approvals.policy(agent, plan.route.name) is not None
         try:
             if plan.route.shadow is not None:  # scored beside the ladder, recorded, never served
                 settlement.shadow = plan.route.shadow.score(request.last_user_text())
@@ -109,6 +141,8 @@ class RequestPath:
                 whole = self._respond.replayed(settlement, cached)
             else:
                 outgoing = plan.grant.request
+                if held and outgoing.stream:  # a held answer is streamed once it is approved
+                    outgoing = msgspec.structs.replace(outgoing, stream=False, stream_options=None)
                 tier_request = TierRequest(
                     chat=outgoing,
                     agent=agent.id,
@@ -123,12 +157,36 @@ class RequestPath:
                 whole = self._respond.answered(settlement, answer, prompt)
                 if self._audits is not None:
                     self._audits.offer(plan.route.name, draft.id, outgoing, answer)
-            await settlement.finish(whole.ending)
+            await settlement.finish(whole.ending)  # charged when generated, approved or not
+            if held:
+                assert self._approvals is not None
+                approved = await self._approvals.hold(
+                    agent,
+                    plan.route.name,
+                    request,
+                    whole.answer,
+                    whole.body,
+                    list(settlement.attempts),
+                    settlement.headers(whole.answer),
+                    host,
+                )
+                if approved is not None:
+                    return approved
             return self._respond.result(settlement, whole)
         except BaseException as exc:
             if not settlement.finished:  # failed, declined or cancelled before it handed off
                 await settlement.finish(Ending.failed(exc))
             raise
+
+    async def _replay(
+        self, agent: AgentConfig, request: ChatRequest, approval_id: str | None
+    ) -> ChatResult | None:
+        assert self._approvals is not None
+        try:
+            route = self.routes.resolve(agent, request.model).name
+        except GatewayError:
+            return None  # admission says what is wrong with the request
+        return await self._approvals.replay(agent, route, request, approval_id)
 
     def _prompt_tokens(self, request: ChatRequest) -> int:
         tokens = self._counter.count_messages((m.text(), m.name) for m in request.messages)

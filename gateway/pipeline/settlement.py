@@ -161,6 +161,11 @@ class Settlement:
         self._flight, self.cache = flight, cache
         self.stores = flight is not None and flight.leader
 
+    @property
+    def attempts(self) -> Sequence[Attempt]:
+        """The tiers the ladder tried, as the record will show them."""
+        return self._attempts
+
     def tried(self, result: LadderResult, ms: float) -> None:
         """The ladder's walk: its attempts are recorded, its rejected answers charged."""
         self._attempts, self._rejected, self._ladder_ms = result.attempts, result.rejected, ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from budgets.policy import MICRO_USD, BudgetPolicy
 from budgets.redis_client import connect
 from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
+from gateway.approval.gate import ApprovalGate
 from gateway.auth import AdminKey, AgentDirectory, key_digest
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
@@ -28,6 +30,7 @@ from gateway.http.wire import InputLimits
 from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
 from gateway.observe.records import JsonLinesSink, NoSink, RecentRecords, Recorder, RecordSink, TeeSink
+from gateway.observe.webhook import Webhook
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import AgentBudget, BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
@@ -36,6 +39,7 @@ from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.pipeline.settlement import Records
 from gateway.runtime.governance import Governance, build_governance
+from gateway.store.approvals import SqlApprovals
 from gateway.store.runtime import StoreRuntime
 from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
@@ -90,6 +94,7 @@ class Gateway:
     agent_slots: dict[str, Bulkhead]
     store: StoreRuntime | None
     governance: Governance
+    approvals: ApprovalGate | None
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -318,6 +323,44 @@ def build_llm_tiers(
     return tiers, circuits
 
 
+def asks_approval(config: GatewayConfig) -> bool:
+    """Whether any route or agent has an approval policy."""
+    return any(r.approval is not None for r in config.routes) or any(
+        p is not None for a in config.agents for p in a.approval.values()
+    )
+
+
+def build_approvals(
+    config: GatewayConfig,
+    store: StoreRuntime | None,
+    session: aiohttp.ClientSession,
+    stack: AsyncExitStack,
+) -> ApprovalGate | None:
+    """The approval stage and its expiry task (approvals live in the store: none without one)."""
+    if store is None:
+        return None
+    webhook = Webhook(session, config.approvals.webhook_url, config.approvals.timeout_s, "approvals")
+    stack.push_async_callback(webhook.close)
+    gate = ApprovalGate(
+        SqlApprovals(store.store.engine),
+        store.store,
+        config.approvals,
+        {r.name: r for r in config.routes},
+        {a.id: a for a in config.agents},
+        webhook,
+    )
+    if asks_approval(config):
+        expiry = asyncio.create_task(gate.expire_forever(), name="tiergate-approval-expiry")
+
+        async def stop() -> None:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+
+        stack.push_async_callback(stop)
+    return gate
+
+
 def build_request_path(
     config: GatewayConfig,
     routes: RouteTable,
@@ -328,6 +371,7 @@ def build_request_path(
     metrics: Metrics,
     alerts: BudgetAlerts,
     governance: Governance | None = None,
+    approvals: ApprovalGate | None = None,
 ) -> RequestPath:
     agents = config.agents
     return RequestPath(
@@ -344,6 +388,7 @@ def build_request_path(
         records=records,
         audits=governance.audits if governance is not None else None,
         paused=governance.governor if governance is not None else None,
+        approvals=approvals if approvals is not None and asks_approval(config) else None,
     )
 
 
@@ -419,7 +464,10 @@ async def build_gateway(
         stack,
         previous.governance if previous is not None else None,
     )
-    chat = build_request_path(config, routes, ledger, cache, counter, records, metrics, alerts, governance)
+    approvals = build_approvals(config, store, session, stack)
+    chat = build_request_path(
+        config, routes, ledger, cache, counter, records, metrics, alerts, governance, approvals
+    )
     admin = config.server.admin_key
     return Gateway(
         config=config,
@@ -439,4 +487,5 @@ async def build_gateway(
         agent_slots={a.id: Bulkhead(a.max_concurrency, a.queue_timeout_s) for a in config.agents},
         store=store,
         governance=governance,
+        approvals=approvals,
     )

@@ -130,3 +130,77 @@ class Store(Protocol):
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+ApprovalStatus = Literal["pending", "approved", "edited", "rejected", "expired"]
+
+
+class Approval(msgspec.Struct, kw_only=True, frozen=True):
+    """An answer held for a person (or approved for a trusted agent), and what was decided."""
+
+    id: str
+    time: float
+    agent: str
+    route: str
+    decision_id: str
+    request_hash: str
+    status: ApprovalStatus
+    reason: str
+    condition: str
+    tier: str
+    confidence: float
+    request: str
+    answer: str
+    expires_at: float
+    decided_at: float | None = None
+    note: str | None = None
+    edited: str | None = None
+    automatic: bool = False
+    review: Literal["pending", "done"] | None = None
+    delivered: bool = False
+
+
+class Trust(msgspec.Struct, kw_only=True, frozen=True):
+    """An agent's record for one condition: approvals in a row since the last edit or rejection."""
+
+    agent: str
+    condition: str
+    streak: int
+    trusted: bool
+    since: float
+    reason: str
+
+
+class ApprovalStore(Protocol):
+    async def add_approval(self, approval: Approval) -> None: ...
+
+    async def approval(self, approval_id: str) -> Approval | None: ...
+
+    async def approvals(
+        self, status: ApprovalStatus | None = None, review: bool = False, limit: int = 100
+    ) -> list[Approval]:
+        """Newest first; `review`: only trusted answers waiting for a look after the fact."""
+        ...
+
+    async def latest_approval(self, agent: str, request_hash: str, since: float) -> Approval | None:
+        """The newest approval of this agent for this request since then, unless delivered."""
+        ...
+
+    async def decide(
+        self, approval_id: str, status: ApprovalStatus, now: float, note: str | None, edited: str | None
+    ) -> bool:
+        """Record a decision on a pending approval (or on a trusted answer waiting for review);
+        False when it was decided already: each approval is decided exactly once."""
+        ...
+
+    async def delivered(self, approval_id: str) -> None: ...
+
+    async def expire(self, now: float) -> list[Approval]:
+        """Mark pending approvals past their expiry as expired; the ones this call expired."""
+        ...
+
+    async def trust_of(self, agent: str, condition: str) -> Trust | None: ...
+
+    async def put_trust(self, trust: Trust) -> None: ...
+
+    async def trusts(self) -> list[Trust]: ...

@@ -84,3 +84,47 @@ events = Table(
     Column("detail", Text, nullable=False),
     Index("ix_events_time", "time"),
 )
+
+# An answer held for a person, and what they decided. `status`: pending, approved, edited,
+# rejected or expired; an answer approved automatically (its agent is trusted for the condition)
+# is stored approved with `automatic`, and `review` pending when it was sampled for a look after
+# the fact.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("agent", String(128), nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("decision_id", String(64), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),  # the condition that held, in words
+    Column("condition", Text, nullable=False),  # and as its key (trust is earned per condition)
+    Column("tier", String(128), nullable=False),
+    Column("confidence", Double, nullable=False),
+    Column("request", Text, nullable=False),  # the request's JSON
+    Column("answer", Text, nullable=False),  # the proposed answer's body (chat.completion JSON)
+    Column("expires_at", Double, nullable=False),
+    Column("decided_at", Double),
+    Column("note", Text),  # the reviewer's reason
+    Column("edited", Text),  # the answer as edited (JSON: content and/or tool calls)
+    Column("automatic", Boolean, nullable=False),
+    Column("review", String(16)),  # pending or done, for a trusted answer sampled for review
+    Column("delivered", Boolean, nullable=False),
+    Index("ix_approvals_status_time", "status", "time"),
+    Index("ix_approvals_agent_request", "agent", "request_hash", "time"),
+)
+
+# Who holds trust for what: per agent and condition, the run of approvals since the last edit or
+# rejection.
+trust = Table(
+    "trust",
+    metadata,
+    Column("agent", String(128), primary_key=True),
+    Column("condition", String(512), primary_key=True),
+    Column("streak", Integer, nullable=False),
+    Column("trusted", Boolean, nullable=False),
+    Column("since", Double, nullable=False),
+    Column("reason", Text, nullable=False),
+)

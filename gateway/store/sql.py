@@ -20,7 +20,7 @@ from gateway.store.protocol import (
     Page,
     StoredDecision,
 )
-from gateway.store.schema import audits, decisions, events, feedback
+from gateway.store.schema import approvals, audits, decisions, events, feedback
 
 _COLUMNS = "INSERT INTO decisions (id, time, agent, route, tier, status, record) "
 INSERT_RECORDS_SQLITE = (
@@ -220,6 +220,9 @@ class SqlStore:
             await conn.execute(delete(audits).where(audits.c.time < before))
             gone = await conn.execute(delete(decisions).where(decisions.c.time < before))
             await conn.execute(delete(events).where(events.c.time < before))
+            await conn.execute(
+                delete(approvals).where(approvals.c.time < before, approvals.c.status != "pending")
+            )
         return int(gone.rowcount or 0)
 
     async def ping(self) -> bool:

@@ -287,10 +287,10 @@ class ApprovalCondition(Model):
 
     @model_validator(mode="after")
     def _something(self) -> ApprovalCondition:
-        if all(v is None for v in (self.tool_call, self.confidence_below, self.out_of_scope, self.metadata)):
-            raise ValueError("a condition needs tool_call, confidence_below, out_of_scope or metadata")
         if self.args is not None and self.tool_call is None:
             raise ValueError("args compares a tool call's arguments: give tool_call too")
+        if all(v is None for v in (self.tool_call, self.confidence_below, self.out_of_scope, self.metadata)):
+            raise ValueError("a condition needs tool_call, confidence_below, out_of_scope or metadata")
         for field, comparisons in (self.args or {}).items():
             for op, value in comparisons.items():
                 if op == "in" and not isinstance(value, list):

@@ -326,3 +326,36 @@ def test_bad_input_gets_clear_errors(simulator: tuple[str, Any], store_url: str,
                 messages=[{"role": "user", "content": "hi"}],
                 extra_headers={"x-tiergate-approval-id": "nope"},
             )
+
+
+def test_a_restarted_gateway_serves_the_decision_of_a_pending_approval(
+    simulator: tuple[str, Any], store_url: str, tmp_path: Any
+) -> None:
+    config = approval_config(simulator[0], store_url, tmp_path, hold_s=0.1)
+    with gateway_server(config) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        with pytest.raises(openai.ConflictError) as pending:
+            refund(client, 700)
+        approval_id = pending.value.response.headers["x-tiergate-approval-id"]
+    with gateway_server(config) as url:  # the same store, a new process's worth of state
+        with httpx.Client(base_url=root(url), headers=ADMIN) as admin:
+            assert admin.get(f"/admin/approvals/{approval_id}").json()["status"] == "pending"
+            assert (
+                admin.post(f"/admin/approvals/{approval_id}", json={"decision": "approve"}).status_code == 200
+            )
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        raw = refund(client, 700)  # the same request again: the decision, no tier run again
+        assert raw.headers["x-tiergate-approval"] == "approved"
+        assert raw.headers["x-tiergate-approval-id"] == approval_id
+
+
+def test_a_decision_taken_on_one_gateway_reaches_a_request_held_on_another(
+    simulator: tuple[str, Any], store_url: str, tmp_path: Any
+) -> None:
+    first = approval_config(simulator[0], store_url, tmp_path / "a")
+    second = approval_config(simulator[0], store_url, tmp_path / "b")
+    with gateway_server(first) as one, gateway_server(second) as two:
+        with reviewer(two, approve) as decided:  # the reviewer uses the second gateway
+            raw = refund(openai.OpenAI(base_url=one, api_key=DEMO_KEY, max_retries=0), 650)
+        assert raw.headers["x-tiergate-approval"] == "approved"
+        assert raw.headers["x-tiergate-approval-id"] == decided[0]

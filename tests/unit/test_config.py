@@ -188,3 +188,34 @@ store: {url: "ftp://somewhere"}
         "routes[0].audit.reference: unknown upstream 'huge'",
         "routes[0].audit.on_breach: tighten needs a classifier on the route",
     ]
+
+
+def test_approval_policies_need_the_store_and_name_known_routes() -> None:
+    text = """
+agents: [{id: a, api_key: k, approval: {nowhere: {when: [{confidence_below: 0.5}]}}}]
+routes:
+  - {name: r, rules: [{when: {contains_any: [x]}, answer: y}], approval: {when: [{metadata: {impact: high}}]}}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    problems = "\n".join(info.value.problems)
+    assert "agents[0].approval.nowhere: unknown route 'nowhere'" in problems
+    assert "routes[0].approval: approvals are kept in the decision store; configure store.url" in problems
+    for condition, expected in (
+        ("{}", "a condition needs tool_call"),
+        ("{args: {amount: {gt: 5}}}", "give tool_call too"),
+        ("{tool_call: refund, args: {amount: {gt: high}}}", "needs a number"),
+        ("{tool_call: refund, args: {amount: {in: 5}}}", "needs a list"),
+        ("{tool_call: refund, args: {amount: {about: 5}}}", "about"),
+    ):
+        bad = f"""
+agents: [{{id: a, api_key: k}}]
+store: {{url: "sqlite:///x.db"}}
+routes:
+  - name: r
+    rules: [{{when: {{contains_any: [x]}}, answer: y}}]
+    approval: {{when: [{condition}]}}
+"""
+        with pytest.raises(ConfigError) as info:
+            parse_config(bad, {})
+        assert expected in "\n".join(info.value.problems), condition

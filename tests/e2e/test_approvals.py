@@ -5,6 +5,7 @@ the same store, serves the decision."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,9 @@ import httpx
 import openai
 import pytest
 
+from gateway.governance.export import training_rows
+from gateway.store.engine import create_engine
+from gateway.store.sql import SqlStore
 from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
 from tests.servers import gateway_server, until, webhook_server
 
@@ -28,7 +32,12 @@ def refund_tool(amount: int) -> list[dict[str, Any]]:
 
 
 def approval_config(
-    simulator_url: str, store_url: str, tmp_path: Any, hook: str | None = None, **policy: Any
+    simulator_url: str,
+    store_url: str,
+    tmp_path: Any,
+    hook: str | None = None,
+    autonomy: str = "standard",
+    **policy: Any,
 ) -> Any:
     approval = {
         "when": [
@@ -59,7 +68,19 @@ def approval_config(
             {"name": "auto", "llm": ["small", "large"]},
         ],
         approvals={"webhook_url": hook, "expiry_check_s": 0.2},
+        agents=[
+            {"id": "agent", "api_key": DEMO_KEY, "routes": ["triage", "auto"], "autonomy": autonomy},
+            {"id": "other", "api_key": OTHER_KEY, "routes": ["auto"]},
+        ],
     )
+
+
+async def exported(store_url: str) -> list[Any]:
+    store = SqlStore(create_engine(store_url))
+    try:
+        return await training_rows(store, "triage", None)
+    finally:
+        await store.close()
 
 
 def root(url: str) -> str:
@@ -164,6 +185,9 @@ def test_an_edit_is_delivered_and_becomes_the_label(
             said = until(lambda: admin.get(f"/admin/decisions/{decision_id}").json().get("feedback"))
             assert said[0]["label"] == "billing" and said[0]["correct"] is False
             assert said[0]["comment"] == "it is about a charge"
+        # the edited label is a training row
+        rows = until(lambda: asyncio.run(exported(store_url)))
+        assert [(r.text, r.label, r.source) for r in rows] == [("reset my password", "billing", "reviewer")]
         # the agent may read its approval; another agent may not
         mine = httpx.get(
             f"{url}/approvals/{raw.headers['x-tiergate-approval-id']}",
@@ -205,6 +229,13 @@ def test_pending_is_409_and_the_sdks_own_retry_gets_the_decision(
         approval_id = pending.value.response.headers["x-tiergate-approval-id"]
         assert pending.value.body["approval_id"] == approval_id  # type: ignore[index]
         assert pending.value.response.headers["retry-after"] == "1"
+        # the held LLM answer was charged when it was generated
+        with httpx.Client(base_url=root(url), headers=ADMIN) as admin:
+            decision_id = admin.get(f"/admin/approvals/{approval_id}").json()["decision_id"]
+            record = admin.get(f"/admin/decisions/{decision_id}").json()
+            assert (
+                record["tier"] == "llm:small" and record["completion_tokens"] > 0 and record["cost_usd"] > 0
+            )
         # the same request again: no tier runs again, and it is still pending
         with pytest.raises(openai.ConflictError) as still:
             refund(quick, 800, text="refund order 1")
@@ -359,3 +390,28 @@ def test_a_decision_taken_on_one_gateway_reaches_a_request_held_on_another(
             raw = refund(openai.OpenAI(base_url=one, api_key=DEMO_KEY, max_retries=0), 650)
         assert raw.headers["x-tiergate-approval"] == "approved"
         assert raw.headers["x-tiergate-approval-id"] == decided[0]
+
+
+def test_a_supervised_agent_never_earns_trust_and_a_trusted_one_starts_with_it(
+    simulator: tuple[str, Any], store_url: str, tmp_path: Any
+) -> None:
+    trust = {"after": 1, "review_sample": 0.0}
+    supervised = approval_config(
+        simulator[0], store_url, tmp_path / "s", autonomy="supervised", hold_s=5, trust=trust
+    )
+    with gateway_server(supervised) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        for n in range(2):  # each one asks, however many were approved
+            with reviewer(url, approve) as decided:
+                raw = urgent(client, f"reset my password ({n})")
+            assert decided and "x-tiergate-approval-trusted" not in raw.headers
+    trusted = approval_config(
+        simulator[0], store_url, tmp_path / "t", autonomy="trusted", hold_s=5, trust=trust
+    )
+    with gateway_server(trusted) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        raw = refund(client, 990)  # a condition this agent never met before
+        assert raw.headers["x-tiergate-approval-trusted"] == "true"
+        with httpx.Client(base_url=root(url), headers=ADMIN) as admin:
+            shown = admin.get(f"/admin/approvals/{raw.headers['x-tiergate-approval-id']}").json()
+            assert shown["status"] == "approved" and shown["automatic"] is True and shown["review"] is None

@@ -34,7 +34,7 @@ from gateway.config.models import AgentConfig, ApprovalPolicy, ApprovalsConfig, 
 from gateway.errors import BadRequest, ErrorBody, Forbidden, GatewayError, NotFound
 from gateway.http.responses import frames_of_body
 from gateway.observe.webhook import Webhook
-from gateway.pipeline.results import STREAM_HEADERS, ChatResult
+from gateway.pipeline.results import STREAM_HEADERS, ChatResult, decision_headers
 from gateway.store.protocol import Approval, ApprovalStore, Feedback, Store
 from routing.ladder import Attempt
 from tiers.types import Answer, ChatRequest
@@ -282,13 +282,8 @@ class ApprovalGate:
     def _deliver(
         approval: Approval, request: ChatRequest, body: bytes, kind: str, trusted: bool
     ) -> ChatResult:
-        headers = {
-            "x-tiergate-decision-id": approval.decision_id,
-            "x-tiergate-tier": approval.tier,
-            "x-tiergate-confidence": f"{approval.confidence:.4f}",
-            "x-tiergate-approval": kind,
-            APPROVAL_HEADER: approval.id,
-        }
+        headers = decision_headers(approval.decision_id, approval.tier, approval.confidence)
+        headers.update({"x-tiergate-approval": kind, APPROVAL_HEADER: approval.id})
         if trusted:
             headers["x-tiergate-approval-trusted"] = "true"
         if not request.stream:

@@ -64,33 +64,21 @@ class TrustKeeper:
         streak = (held.streak if held is not None else 0) + 1
         policy = self._policy(agent, approval.route)
         after = policy.trust.after if policy is not None else None
-        earned = agent.autonomy == "standard" and after is not None and streak >= after
-        if trusted_now:
-            trust = Trust(
-                agent=agent.id,
-                condition=approval.condition,
-                streak=streak,
-                trusted=True,
-                since=held.since if held is not None else now,
-                reason=held.reason if held is not None else "autonomy: trusted",
-            )
-        elif earned:
-            trust = Trust(
-                agent=agent.id,
-                condition=approval.condition,
-                streak=streak,
-                trusted=True,
-                since=now,
-                reason=f"{streak} approvals in a row",
-            )
+        earned = not trusted_now and agent.autonomy == "standard" and after is not None and streak >= after
+        if earned:
             log.warning("%s earned trust for %s after %d approvals", agent.id, approval.condition, streak)
+        since = now if earned or held is None else held.since
+        if trusted_now:
+            reason = held.reason if held is not None else "autonomy: trusted"
         else:
-            trust = Trust(
+            reason = f"{streak} approvals in a row"
+        await self._store.put_trust(
+            Trust(
                 agent=agent.id,
                 condition=approval.condition,
                 streak=streak,
-                trusted=False,
-                since=held.since if held is not None else now,
-                reason=f"{streak} approvals in a row",
+                trusted=trusted_now or earned,
+                since=since,
+                reason=reason,
             )
-        await self._store.put_trust(trust)
+        )

@@ -23,6 +23,7 @@ from gateway.errors import GatewayError
 from gateway.observe.records import DecisionRecord, Recorder
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.plan import Plan
+from gateway.pipeline.results import decision_headers
 from gateway.pipeline.routes import ShadowDecision
 from routing.ladder import Attempt, LadderResult
 from tiers.types import Answer, ChatRequest, Usage
@@ -221,12 +222,8 @@ class Settlement:
 
     def headers(self, answer: Answer) -> dict[str, str]:
         """The decision's response headers."""
-        headers = {
-            "x-tiergate-decision-id": self.draft.id,
-            "x-tiergate-tier": answer.tier,
-            "x-tiergate-confidence": f"{answer.confidence:.4f}",
-            "x-tiergate-cache": self.cache,
-        }
+        headers = decision_headers(self.draft.id, answer.tier, answer.confidence)
+        headers["x-tiergate-cache"] = self.cache
         reservation = self.plan.grant.reservation
         if reservation is not None and reservation.remaining_tokens is not None:
             remaining = reservation.remaining_tokens  # held tokens count until the request finishes

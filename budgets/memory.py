@@ -13,7 +13,7 @@ from budgets.policy import (
     Reservation,
     WindowUsage,
     affordable_completion,
-    denial_message,
+    denied,
     period,
 )
 
@@ -30,8 +30,9 @@ class MemoryLedger:
         self._policies = dict(policies)
         self._subjects_of = dict(subjects_of)
         self._clock = clock
-        # (subject, limit key) -> (period number, amount used in that period)
-        self._used: dict[tuple[str, str], tuple[int, int]] = {}
+        # (subject, limit key) -> (period number, amount used in that period, of which held by
+        # reservations in flight, and how many they are)
+        self._used: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         # Each agent's limits (its own, then its team's), worked out once.
         self._limits_of = {
             agent: [(subject, limit) for subject in subjects for limit in self._policies[subject].limits]
@@ -45,33 +46,34 @@ class MemoryLedger:
     def _limits(self, agent: str) -> list[tuple[str, Limit]]:
         return self._limits_of.get(agent, [])
 
-    def _current(self, subject: str, limit: Limit, now: float) -> tuple[int, int, float]:
+    def _current(self, subject: str, limit: Limit, now: float) -> tuple[int, tuple[int, int, int], float]:
         number, ends = period(limit.window, now)
         stored = self._used.get((subject, limit.key))
-        used = stored[1] if stored is not None and stored[0] == number else 0
+        used = stored[1:] if stored is not None and stored[0] == number else (0, 0, 0)
         return number, used, ends
 
     async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         now = self._clock()
         limits = self._limits(agent)
-        state = [(subject, limit, *self._current(subject, limit, now)) for subject, limit in limits]
-        granted, blocked = affordable_completion([(limit, used) for _, limit, _, used, _ in state], estimate)
+        state: list[tuple[str, Limit, int, tuple[int, int, int], float]] = [
+            (subject, limit, *self._current(subject, limit, now)) for subject, limit in limits
+        ]
+        granted, blocked = affordable_completion([(limit, use[0]) for _, limit, _, use, _ in state], estimate)
         if blocked is not None:
-            subject, limit, _, used, ends = next(s for s in state if s[1] is blocked[0])
-            return Denied(
-                subject=subject,
-                limit=limit,
-                retry_after_s=max(0.0, ends - now),
-                message=denial_message(subject, used, limit),
-            )
+            subject, limit, _, use, ends = next(s for s in state if s[1] is blocked[0])
+            return denied(subject, limit, use, max(0.0, ends - now), estimate)
         cost = estimate.cost(estimate.prompt_tokens, granted)
         amounts = {"tokens": estimate.prompt_tokens + granted, "usd": cost, "requests": 1}
         periods: dict[str, int] = {}
         remaining: int | None = None
         crossed: list[WindowUsage] = []
-        for subject, limit, number, used, ends in state:
-            new_used = used + amounts[limit.metric]
-            self._used[(subject, limit.key)] = (number, new_used)
+        for subject, limit, number, (used, held, in_flight), ends in state:
+            amount = amounts[limit.metric]
+            new_used = used + amount
+            if limit.metric == "requests":  # a request counts once it is made: nothing is held
+                self._used[(subject, limit.key)] = (number, new_used, 0, 0)
+            else:
+                self._used[(subject, limit.key)] = (number, new_used, held + amount, in_flight + 1)
             if limit.warn is not None and used < limit.warn <= new_used:
                 crossed.append(WindowUsage(subject, limit.window, limit.metric, new_used, limit.limit, ends))
             periods[f"{subject}|{limit.key}"] = number
@@ -90,7 +92,8 @@ class MemoryLedger:
         )
 
     async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
-        delta = {"tokens": tokens - reservation.tokens, "usd": micro_usd - reservation.micro_usd}
+        held = {"tokens": reservation.tokens, "usd": reservation.micro_usd}
+        spent = {"tokens": tokens, "usd": micro_usd}
         for subject, limit in self._limits(reservation.agent):
             if limit.metric == "requests":
                 continue
@@ -98,13 +101,20 @@ class MemoryLedger:
             stored = self._used.get((subject, limit.key))
             if number is None or stored is None or stored[0] != number:
                 continue  # that period has ended; nothing to correct
-            self._used[(subject, limit.key)] = (number, max(0, stored[1] + delta[limit.metric]))
+            _, used, holding, in_flight = stored
+            amount = held[limit.metric]
+            self._used[(subject, limit.key)] = (
+                number,
+                max(0, used + spent[limit.metric] - amount),
+                max(0, holding - amount),
+                max(0, in_flight - 1),
+            )
 
     async def usage(self, agent: str) -> list[WindowUsage]:
         now = self._clock()
         out = []
         for subject, limit in self._limits(agent):
-            _, used, ends = self._current(subject, limit, now)
+            _, (used, _, _), ends = self._current(subject, limit, now)
             out.append(WindowUsage(subject, limit.window, limit.metric, used, limit.limit, ends))
         return out
 

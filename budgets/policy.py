@@ -132,13 +132,47 @@ class Reservation:
 class Denied:
     subject: str
     limit: Limit
-    retry_after_s: float
+    retry_after_s: float  # until the blocking limit's window resets
     message: str
+    held: int = 0  # of the blocking limit's use, what reservations in flight hold (not yet spent)
+    in_flight: int = 0  # how many reservations hold it
+    contended: bool = False  # the request would fit once those settle: the budget is not spent
 
 
-def denial_message(subject: str, used: int, limit: Limit) -> str:
-    """Why a request was refused: what the subject has spent, or holds for requests in flight."""
-    return f"{subject} has spent or holds {used} of {limit.limit} {limit.metric} this {limit.window}"
+def contention(limit: Limit, used: int, held: int, estimate: Estimate) -> bool:
+    """Whether a request refused under `limit` would fit once the reservations in flight settle
+    (their holds dropped, nothing spent): the budget is contended, not spent."""
+    if held <= 0 or limit.metric == "requests":
+        return False
+    _, blocked = affordable_completion([(limit, max(0, used - held))], estimate)
+    return blocked is None
+
+
+def denied(
+    subject: str,
+    limit: Limit,
+    used: tuple[int, int, int],
+    retry_after_s: float,
+    estimate: Estimate,
+) -> Denied:
+    """A refusal under `limit`; `used`: its use (holds included), what reservations in flight
+    hold of it, and how many they are."""
+    total, held, in_flight = used
+    if limit.metric == "requests":
+        held, in_flight = 0, 0
+    spent = max(0, total - held)
+    message = f"{subject} has spent {spent} of {limit.limit} {limit.metric} this {limit.window}"
+    if held > 0:
+        message += f", and {in_flight} request(s) in flight hold {held} more"
+    return Denied(
+        subject=subject,
+        limit=limit,
+        retry_after_s=retry_after_s,
+        message=message,
+        held=held,
+        in_flight=in_flight,
+        contended=contention(limit, total, held, estimate),
+    )
 
 
 def affordable_completion(

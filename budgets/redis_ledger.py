@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from budgets.ledger import StateError
-from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage, denial_message
+from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage, denied
 
 
 def load_script(name: str) -> str:
@@ -127,14 +127,11 @@ class RedisLedger:
             self._compensate(agent, reservation_id, 0, 0, cancel=True)
             raise
         if int(result[0]) == 0:
+            if int(result[1]) == 0:  # cancelled before it arrived (see settle.lua)
+                raise StateError("the reservation was cancelled before Redis ran it")
             subject, limit, _ = plan[int(result[1]) - 1]
-            used = int(result[2])
-            return Denied(
-                subject=subject,
-                limit=limit,
-                retry_after_s=max(0.0, float(result[3])),
-                message=denial_message(subject, used, limit),
-            )
+            use = (int(result[2]), int(result[4]), int(result[5]))
+            return denied(subject, limit, use, max(0.0, float(result[3])), estimate)
         remaining = int(result[3])
         # (the periods held are kept in Redis, in the reservation's marker, for settling)
         crossed = tuple(

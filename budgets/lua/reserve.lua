@@ -1,11 +1,12 @@
 -- Reserve in one atomic step: check every limit of a request's subjects, grant the largest
 -- completion all of them allow, and hold it. Mirrors budgets.policy.affordable_completion.
--- KEYS[i]: a hash per limit, fields p (period number) and u (used in that period); then two more:
+-- KEYS[i]: a hash per limit, fields p (period number), u (used in that period), h (of which held
+--         by reservations in flight) and f (how many they are); then two more:
 --         the reservation's marker (what it holds, so settling and cancelling are idempotent)
 --         and its tombstone (set by a cancel that arrived first: the reservation must not apply)
 -- ARGV: prompt_tokens, max_completion, input_price, output_price (micro-USD per token),
 --       then for each key: window, metric ("tokens" | "usd" | "requests"), limit, warn (-1: none)
--- Returns {0, blocking key index, its used amount, seconds until it frees} or
+-- Returns {0, blocking key index, its used amount, seconds until it frees, held, in flight} or
 --         {1, granted, cost, remaining tokens (-1: no token limit), period per key..., crossed key indices...}
 local prompt = tonumber(ARGV[1])
 local granted = tonumber(ARGV[2])
@@ -17,7 +18,7 @@ local marker, tombstone = KEYS[n + 1], KEYS[n + 2]
 if redis.call('EXISTS', tombstone) == 1 then
   return {0, 0, 0, '0'}
 end
-local periods, ends, used, windows, metrics, limits, warns = {}, {}, {}, {}, {}, {}, {}
+local periods, ends, used, held, flying, windows, metrics, limits, warns = {}, {}, {}, {}, {}, {}, {}, {}, {}
 local free = prompt == 0 and granted == 0
 
 for i = 1, n do
@@ -27,11 +28,13 @@ for i = 1, n do
   limits[i] = tonumber(ARGV[base + 3])
   warns[i] = tonumber(ARGV[base + 4])
   periods[i], ends[i] = period(windows[i], now)
-  local stored = redis.call('HMGET', KEYS[i], 'p', 'u')
+  local stored = redis.call('HMGET', KEYS[i], 'p', 'u', 'h', 'f')
   if stored[1] and tonumber(stored[1]) == periods[i] then
     used[i] = tonumber(stored[2]) or 0
+    held[i] = tonumber(stored[3]) or 0
+    flying[i] = tonumber(stored[4]) or 0
   else
-    used[i] = 0
+    used[i], held[i], flying[i] = 0, 0, 0
   end
 end
 
@@ -55,7 +58,7 @@ for i = 1, n do
     end
   end
   if allowed < 1 then
-    return {0, i, used[i], tostring(ends[i] - now)}
+    return {0, i, used[i], tostring(ends[i] - now), held[i], flying[i]}
   end
   if metrics[i] ~= 'requests' and not free and allowed < granted then granted = allowed end
 end
@@ -67,12 +70,16 @@ local result = {1, granted, cost, remaining}
 local crossed = {}
 for i = 1, n do
   local new_used = used[i] + amounts[metrics[i]]
-  if used[i] == 0 then
-    -- a new period (or its first use): start the counter and let it expire after the period
-    redis.call('HSET', KEYS[i], 'p', periods[i], 'u', new_used)
+  -- a request counts once it is made; tokens and money are held until the request settles
+  local holds = metrics[i] ~= 'requests'
+  local new_held = holds and held[i] + amounts[metrics[i]] or 0
+  local new_flying = holds and flying[i] + 1 or 0
+  if used[i] == 0 and held[i] == 0 then
+    -- a new period (or its first use): start the counters and let them expire after the period
+    redis.call('HSET', KEYS[i], 'p', periods[i], 'u', new_used, 'h', new_held, 'f', new_flying)
     redis.call('EXPIREAT', KEYS[i], math.ceil(ends[i]) + 60)
   else
-    redis.call('HSET', KEYS[i], 'u', new_used)
+    redis.call('HSET', KEYS[i], 'u', new_used, 'h', new_held, 'f', new_flying)
   end
   result[4 + i] = periods[i]
   if warns[i] >= 0 and used[i] < warns[i] and new_used >= warns[i] then
@@ -86,11 +93,11 @@ end
 result[4] = remaining
 for _, index in ipairs(crossed) do result[#result + 1] = index end
 -- the marker: per key, the period and the amount held; kept until the longest period has ended
-local held, last_end = {}, now
+local holding, last_end = {}, now
 for i = 1, n do
-  held[#held + 1] = periods[i]
-  held[#held + 1] = amounts[metrics[i]]
+  holding[#holding + 1] = periods[i]
+  holding[#holding + 1] = amounts[metrics[i]]
   if ends[i] > last_end then last_end = ends[i] end
 end
-redis.call('SET', marker, table.concat(held, ','), 'EX', math.ceil(last_end - now) + 60)
+redis.call('SET', marker, table.concat(holding, ','), 'EX', math.ceil(last_end - now) + 60)
 return result

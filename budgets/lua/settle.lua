@@ -26,9 +26,16 @@ for i = 1, n do
   else
     delta = (cancel and 0 or actual[metric]) - amount
   end
-  if delta ~= 0 and redis.call('HGET', KEYS[i], 'p') == period then
-    local u = redis.call('HINCRBY', KEYS[i], 'u', delta)
-    if u < 0 then redis.call('HSET', KEYS[i], 'u', 0) end
+  if redis.call('HGET', KEYS[i], 'p') == period then
+    if delta ~= 0 then
+      local u = redis.call('HINCRBY', KEYS[i], 'u', delta)
+      if u < 0 then redis.call('HSET', KEYS[i], 'u', 0) end
+    end
+    if metric ~= 'requests' then
+      -- what this reservation held is held no more
+      if redis.call('HINCRBY', KEYS[i], 'h', -amount) < 0 then redis.call('HSET', KEYS[i], 'h', 0) end
+      if redis.call('HINCRBY', KEYS[i], 'f', -1) < 0 then redis.call('HSET', KEYS[i], 'f', 0) end
+    end
   end
 end
 redis.call('DEL', marker)

@@ -118,6 +118,16 @@ class BudgetConfig(Model):
     default_completion_tokens: int = Field(
         1024, ge=1, description="completion cap reserved when a request names none"
     )
+    wait_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="how long a request that does not fit only because of requests in flight waits"
+        " for them to settle (0: refuse at once)",
+    )
+    max_waiting: int = Field(
+        256, ge=0, description="requests of one agent waiting so at once; more are refused"
+    )
 
 
 class LoopConfig(Model):

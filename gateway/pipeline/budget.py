@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from budgets.ledger import Ledger, StateError
 from budgets.policy import Denied, Estimate, Reservation
 from budgets.tokens import PromptTokens
 from gateway.config.models import AgentConfig
-from gateway.errors import BudgetExhausted, GatewayError, Unavailable
+from gateway.errors import BudgetExhausted, GatewayError, RateLimited, Unavailable
 from gateway.observe.alerts import BudgetAlerts
 from gateway.pipeline.routes import ResolvedRoute
 from routing.ladder import Ladder
@@ -35,12 +36,26 @@ class AgentBudget:
     fail_open: bool
     downgrade: bool = False
     has_limits: bool = True  # any limit at all; without one there is nothing to reserve or settle
+    wait_s: float = 2.0  # how long a request held back only by reservations in flight waits
+    max_waiting: int = 256  # of one agent's requests waiting so at once
+
+
+POLL_S = 0.05  # how often a waiting request looks again (another gateway's settles make no sound here)
 
 
 def budget_exhausted(denied: Denied) -> BudgetExhausted:
     return BudgetExhausted(
         f"budget exhausted: {denied.message}; resets in {denied.retry_after_s:.0f}s",
         retry_after_s=denied.retry_after_s,
+    )
+
+
+def budget_busy(denied: Denied, waited_s: float, retry_after_s: float) -> RateLimited:
+    """A refusal for contention: the budget is not spent, requests in flight hold it."""
+    return RateLimited(
+        f"budget busy: {denied.message}; waited {waited_s:.1f}s for them to settle; retry shortly",
+        code="budget_contended",
+        retry_after_s=retry_after_s,
     )
 
 
@@ -69,6 +84,10 @@ class BudgetStep:
         self._alerts = alerts
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
         self._state_ok = True
+        self._settled = asyncio.Event()  # set (and replaced) whenever a reservation settles here
+        self._waiting: dict[str, int] = {}  # agent -> its requests waiting for reservations to settle
+        self._held_since: dict[int, float] = {}  # reservation -> when it was granted
+        self._hold_s = 1.0  # how long a reservation is typically held (moving average)
         # A breaker around a remote state backend: once it keeps failing, requests stop waiting out
         # its timeout one by one and get the configured behaviour at once, until a probe succeeds.
         self._state_breaker = (
@@ -92,7 +111,12 @@ class BudgetStep:
         try:
             estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
             held = await self._hold(agent.id, estimate)
+            if isinstance(held, Denied) and held.contended:
+                held = await self._wait_for_room(agent.id, budget, estimate, held)
             downgraded = None
+            if isinstance(held, Denied) and held.contended and not budget.downgrade:
+                waited = time.perf_counter() - began
+                raise budget_busy(held, waited, max(1.0, math.ceil(self._hold_s)))
             if isinstance(held, Denied) and budget.downgrade and held.limit.metric != "requests":
                 tokens = (prompt_tokens, wanted)
                 downgraded = await self._downgrade(agent.id, route, request, tokens, held, began)
@@ -108,7 +132,30 @@ class BudgetStep:
             raise budget_exhausted(held)
         if budget.limited and held.completion_tokens > 0:
             request = request.with_completion_cap(held.completion_tokens)
+        self._held_since[id(held)] = time.monotonic()
         return Grant(request, route.ladder, held, ms=(time.perf_counter() - began) * 1000)
+
+    async def _wait_for_room(
+        self, agent: str, budget: AgentBudget, estimate: Estimate, denied: Denied
+    ) -> Reservation | Denied:
+        """Wait (up to `wait_s`) for reservations in flight to settle, trying again after each
+        settle here and every POLL_S (for settles elsewhere). The denial that still stands when
+        the time is up, or at once when too many of the agent's requests wait already."""
+        if budget.wait_s <= 0 or self._waiting.get(agent, 0) >= budget.max_waiting:
+            return denied
+        self._waiting[agent] = self._waiting.get(agent, 0) + 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget.wait_s
+        held: Reservation | Denied = denied
+        try:
+            while isinstance(held, Denied) and held.contended and loop.time() < deadline:
+                settled = self._settled
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(settled.wait(), min(POLL_S, deadline - loop.time()))
+                held = await self._hold(agent, estimate)
+        finally:
+            self._waiting[agent] -= 1
+        return held
 
     async def _reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         breaker = self._state_breaker
@@ -202,10 +249,17 @@ class BudgetStep:
         if reservation is None:
             return
         settling = self._ledger.settle(reservation, tokens, micro_usd)
-        with contextlib.suppress(StateError):
-            # a remote settle runs to its end even if the request is cancelled meanwhile (its client
-            # went away): the reservation would otherwise stay held until its window ends
-            await (asyncio.shield(settling) if self._ledger.remote else settling)
+        try:
+            with contextlib.suppress(StateError):
+                # a remote settle runs to its end even if the request is cancelled meanwhile (its
+                # client went away): the reservation would otherwise stay held until its window ends
+                await (asyncio.shield(settling) if self._ledger.remote else settling)
+        finally:
+            began = self._held_since.pop(id(reservation), None)
+            if began is not None:
+                self._hold_s += 0.1 * (time.monotonic() - began - self._hold_s)
+            settled, self._settled = self._settled, asyncio.Event()
+            settled.set()  # requests waiting for room try again
 
     def price_of(self, answer: Answer) -> tuple[float, float] | None:
         return None if answer.upstream is None else self._prices.get(answer.upstream)

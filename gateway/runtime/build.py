@@ -123,6 +123,8 @@ def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
             fail_open=config.state.on_state_error == "fail_open",
             downgrade=agent.budget.on_exhausted == "downgrade",
             has_limits=any(policy.limits for policy in policies),
+            wait_s=agent.budget.wait_s,
+            max_waiting=agent.budget.max_waiting,
         )
     return facts
 

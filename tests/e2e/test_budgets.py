@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -113,3 +114,41 @@ def test_metrics_count_requests_tokens_and_tiers(simulator: tuple[str, Any]) -> 
     assert 'tiergate_requests_total{route="auto",status="200",tier="llm:small"} 1.0' in text
     assert 'tiergate_requests_total{route="triage",status="200",tier="rules"} 1.0' in text
     assert 'tiergate_tokens_total{kind="completion",route="auto",tier="llm:small"}' in text
+
+
+def test_requests_held_back_by_reservations_in_flight_wait_for_them(simulator: tuple[str, Any]) -> None:
+    """48 requests at once with no max_tokens and 2,000 tokens a day: each reserves its prompt and
+    1,024 completion tokens, so two fit at a time; the others wait for room, not a day."""
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "routes": ["*"], "budget": {"tokens_per_day": 2000}}]
+    with gateway_server(make_config(simulator[0], agents=agents, cache={"backend": "none"})) as url:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{url}/chat/completions",
+                            headers={"authorization": f"Bearer {DEMO_KEY}"},
+                            json={"model": "auto", "messages": [{"role": "user", "content": f"ticket {i}"}]},
+                        )
+                        for i in range(48)
+                    )
+                )
+
+        responses = asyncio.run(burst())
+        usage = httpx.get(
+            f"{url.removesuffix('/v1')}/admin/usage",
+            params={"agent": "agent"},
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        ).json()
+    used = usage["windows"][0]["used_tokens"]
+    served = [r for r in responses if r.status_code == 200]
+    assert used <= 2000
+    affordable = min(48, 2000 // max(1, used // max(1, len(served))))
+    assert len(served) >= 0.9 * affordable, (len(served), used)
+    for refused in (r for r in responses if r.status_code == 429):
+        code = refused.json()["error"]["code"]
+        assert code in ("budget_contended", "budget_exhausted")
+        if code == "budget_contended":
+            assert int(refused.headers["retry-after"]) <= 5
+            assert "in flight hold" in refused.json()["error"]["message"]

@@ -192,3 +192,22 @@ async def test_a_free_answer_needs_no_token_room_but_counts_as_a_request(ledger:
     assert isinstance(await ledger.reserve("b", Estimate(995, 5)), Reservation)
     free = await ledger.reserve("b", Estimate(0, 0))
     assert isinstance(free, Reservation) and free.tokens == 0
+
+
+async def test_a_budget_held_by_requests_in_flight_is_contended_not_spent(ledger: Ledger) -> None:
+    first = await ledger.reserve("b", Estimate(20, 600))  # holds 620 of agent b's 1000 a minute
+    second = await ledger.reserve("b", Estimate(20, 600))  # the 380 left: 20 + 360
+    assert isinstance(first, Reservation) and isinstance(second, Reservation)
+    assert second.completion_tokens == 360
+    busy = await ledger.reserve("b", Estimate(20, 600))
+    assert isinstance(busy, Denied)
+    assert busy.contended and busy.held == 1000 and busy.in_flight == 2
+    assert "has spent 0 of 1000 tokens" in busy.message and "2 request(s) in flight hold 1000" in busy.message
+    await ledger.settle(first, 50, 0)  # what it used: the rest of its hold is free again
+    after = await ledger.reserve("b", Estimate(20, 600))
+    assert isinstance(after, Reservation) and after.completion_tokens == 1000 - 50 - 380 - 20
+    await ledger.settle(second, 380, 0)
+    await ledger.settle(after, 570, 0)  # 50 + 380 + 570: all of it spent
+    spent = await ledger.reserve("b", Estimate(20, 600))
+    assert isinstance(spent, Denied) and not spent.contended and spent.held == 0
+    assert spent.message == "agent:b has spent 1000 of 1000 tokens this minute"

@@ -68,7 +68,7 @@ def shared_config(sim_url: str, redis_url: str, **state: Any) -> dict[str, Any]:
     }
 
 
-async def race(urls: list[str], requests: int) -> list[httpx.Response]:
+async def race(urls: list[str], requests: int, max_tokens: int | None = 20) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
 
         async def one(i: int) -> httpx.Response:
@@ -77,7 +77,7 @@ async def race(urls: list[str], requests: int) -> list[httpx.Response]:
                 headers={"authorization": f"Bearer {KEY}"},
                 json={
                     "model": "auto",
-                    "max_tokens": 20,
+                    **({"max_tokens": max_tokens} if max_tokens is not None else {}),
                     "stream": i % 3 == 0,
                     "messages": [{"role": "user", "content": f"ticket number {i}: where is my parcel?"}],
                 },
@@ -111,6 +111,29 @@ def test_two_gateways_sharing_redis_never_overspend_a_budget(redis_proc: Any, tm
     assert served <= 3000  # the upstream never served more than the budget
     day = next(w for w in usage["windows"] if w["window"] == "day")
     assert day["used_tokens"] == served  # the ledger equals what the upstream reports
+
+
+def test_a_burst_the_budget_can_afford_is_served_not_refused_for_what_is_held(
+    redis_proc: Any, tmp_path: Path
+) -> None:
+    """48 requests at once with no max_tokens, across two gateways: each reserves its prompt and
+    1,024 completion tokens, so only a couple fit at a time; the rest wait for them to settle."""
+    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/4"
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_proc.port), "-n", "4", "flushdb"], check=True, capture_output=True
+    )
+    with simulator_server() as (sim_url, simulated):
+        config = shared_config(sim_url, redis_url)  # 3,000 tokens a day: the burst needs about 2,500
+        with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
+            before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
+            responses = asyncio.run(race([first, second], 48, max_tokens=None))
+            served = simulated.stats.prompt_tokens + simulated.stats.completion_tokens - before
+    statuses = [r.status_code for r in responses]
+    assert served <= 3000
+    assert statuses.count(200) >= 44, statuses  # at least 90 % of the affordable burst
+    for refused in (r for r in responses if r.status_code == 429):
+        assert int(refused.headers["retry-after"]) <= 5  # not "come back tomorrow"
+        assert refused.json()["error"]["code"] == "budget_contended"
 
 
 def test_a_redis_outage_fails_closed_then_recovers_by_itself(tmp_path: Path) -> None:

@@ -118,6 +118,14 @@ class BudgetConfig(Model):
     default_completion_tokens: int = Field(
         1024, ge=1, description="completion cap reserved when a request names none"
     )
+    reserve: Literal["default", "recent"] = Field(
+        "default",
+        description="the completion reserved (and sent upstream as the cap) when a request names"
+        " none: default_completion_tokens, or `recent`: a high percentile of the route's recent"
+        " answers (at most default_completion_tokens)",
+    )
+    recent_percentile: float = Field(0.99, gt=0.5, lt=1, description="with reserve: recent")
+    recent_margin: float = Field(1.25, ge=1, le=10, description="with reserve: recent, times the percentile")
     wait_s: float = Field(
         2.0,
         ge=0,

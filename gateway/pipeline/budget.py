@@ -4,6 +4,7 @@ what is granted, or downgrading to a cheaper ladder), settle after it with what 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -38,6 +39,34 @@ class AgentBudget:
     has_limits: bool = True  # any limit at all; without one there is nothing to reserve or settle
     wait_s: float = 2.0  # how long a request held back only by reservations in flight waits
     max_waiting: int = 256  # of one agent's requests waiting so at once
+    recent: tuple[float, float] | None = None  # reserve what recent answers used: (percentile, margin)
+
+
+class RecentCompletions:
+    """The completion sizes of a route's latest answers, for reserving what answers really use.
+    An answer that reached its cap is counted at twice the cap, so the estimate can grow again."""
+
+    KEEP = 1000
+    MIN_SAMPLES = 50
+
+    def __init__(self) -> None:
+        self._sizes: collections.deque[int] = collections.deque(maxlen=self.KEEP)
+        self._cached: dict[float, int] = {}
+        self._added = 0
+
+    def add(self, completion_tokens: int, cap: int) -> None:
+        self._sizes.append(completion_tokens * 2 if completion_tokens >= cap > 0 else completion_tokens)
+        self._added += 1
+        if self._added % 50 == 0:
+            self._cached = {}
+
+    def percentile(self, p: float) -> int | None:
+        if len(self._sizes) < self.MIN_SAMPLES:
+            return None
+        if p not in self._cached:
+            ordered = sorted(self._sizes)
+            self._cached[p] = ordered[min(len(ordered) - 1, math.ceil(p * len(ordered)) - 1)]
+        return self._cached[p]
 
 
 POLL_S = 0.05  # how often a waiting request looks again (another gateway's settles make no sound here)
@@ -88,6 +117,7 @@ class BudgetStep:
         self._waiting: dict[str, int] = {}  # agent -> its requests waiting for reservations to settle
         self._held_since: dict[int, float] = {}  # reservation -> when it was granted
         self._hold_s = 1.0  # how long a reservation is typically held (moving average)
+        self._recent: dict[str, RecentCompletions] = {}  # route -> its answers' completion sizes
         # A breaker around a remote state backend: once it keeps failing, requests stop waiting out
         # its timeout one by one and get the configured behaviour at once, until a probe succeeds.
         self._state_breaker = (
@@ -105,7 +135,7 @@ class BudgetStep:
         cap = request.completion_cap()
         if route.max_output_tokens is not None:
             cap = min(cap or route.max_output_tokens, route.max_output_tokens)
-        wanted = cap if cap is not None else budget.default_completion_tokens
+        wanted = cap if cap is not None else self._default_completion(budget, route.name)
         prompt_tokens = prompt()  # counted only here, for an agent with limits
         began = time.perf_counter()
         try:
@@ -134,6 +164,24 @@ class BudgetStep:
             request = request.with_completion_cap(held.completion_tokens)
         self._held_since[id(held)] = time.monotonic()
         return Grant(request, route.ladder, held, ms=(time.perf_counter() - began) * 1000)
+
+    def _default_completion(self, budget: AgentBudget, route: str) -> int:
+        """The completion reserved for a request that names no cap."""
+        if budget.recent is None:
+            return budget.default_completion_tokens
+        percentile, margin = budget.recent
+        recent = self._recent.get(route)
+        size = recent.percentile(percentile) if recent is not None else None
+        if size is None:  # too few answers seen yet
+            return budget.default_completion_tokens
+        return max(16, min(budget.default_completion_tokens, math.ceil(size * margin)))
+
+    def answered(self, route: str, completion_tokens: int, cap: int) -> None:
+        """An LLM answer's completion size, for routes whose agents reserve what answers use."""
+        recent = self._recent.get(route)
+        if recent is None:
+            recent = self._recent[route] = RecentCompletions()
+        recent.add(completion_tokens, cap)
 
     async def _wait_for_room(
         self, agent: str, budget: AgentBudget, estimate: Estimate, denied: Denied

@@ -183,6 +183,10 @@ class Settlement:
         else:
             usage, micro_usd = self._budget.cost(ending.usage or NO_USAGE, ending.answer, self._rejected)
         self._spent_tokens = usage.total_tokens
+        reservation = self.plan.grant.reservation
+        if ending.usage is not None and ending.answer is not None and ending.answer.upstream is not None:
+            cap = reservation.completion_tokens if reservation is not None else 0
+            self._budget.answered(self.plan.route.name, ending.usage.completion_tokens, cap)
         try:
             if self.plan.grant.reservation is not None:
                 await self._budget.settle(self.plan.grant.reservation, usage.total_tokens, micro_usd)

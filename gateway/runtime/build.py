@@ -125,6 +125,9 @@ def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
             has_limits=any(policy.limits for policy in policies),
             wait_s=agent.budget.wait_s,
             max_waiting=agent.budget.max_waiting,
+            recent=(agent.budget.recent_percentile, agent.budget.recent_margin)
+            if agent.budget.reserve == "recent"
+            else None,
         )
     return facts
 

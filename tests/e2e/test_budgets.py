@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from aiohttp import web
 
 from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
-from tests.servers import gateway_server, webhook_server
+from tests.servers import aiohttp_server, gateway_server, webhook_server
 
 pytestmark = pytest.mark.e2e
 ASK = [{"role": "user", "content": "Which queue should this ticket go to?"}]
@@ -152,3 +153,38 @@ def test_requests_held_back_by_reservations_in_flight_wait_for_them(simulator: t
         if code == "budget_contended":
             assert int(refused.headers["retry-after"]) <= 5
             assert "in flight hold" in refused.json()["error"]["message"]
+
+
+def test_reserve_recent_reserves_and_caps_what_the_routes_answers_use() -> None:
+    """An upstream that records the cap it is sent: after enough answers of about 40 tokens, a
+    request naming no cap reserves (and sends) a high percentile of them, not 1,024."""
+    caps: list[int | None] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        caps.append(body.get("max_tokens"))
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 40, "total_tokens": 50},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    budget = {"tokens_per_day": 1_000_000, "reserve": "recent"}
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "routes": ["*"], "budget": budget}]
+    with aiohttp_server(app) as upstream:
+        config = make_config(f"{upstream}/v1", agents=agents, cache={"backend": "none"})
+        with gateway_server(config) as url:
+            client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+            for i in range(60):
+                client.chat.completions.create(model="auto", messages=[{"role": "user", "content": f"q{i}"}])
+    assert caps[0] == 1024  # too few answers seen yet: the default
+    assert caps[-1] == 50  # the 99th percentile (40) with its margin (1.25)

@@ -84,6 +84,7 @@ class Estimate:
     max_completion_tokens: int
     input_micro_usd_per_token: float = 0.0
     output_micro_usd_per_token: float = 0.0
+    keep_share: float = 0.0  # of each token and money limit, what this request may not use (lanes)
 
     @property
     def free(self) -> bool:
@@ -164,6 +165,8 @@ def denied(
     message = f"{subject} has spent {spent} of {limit.limit} {limit.metric} this {limit.window}"
     if held > 0:
         message += f", and {in_flight} request(s) in flight hold {held} more"
+    if estimate.keep_share > 0 and limit.metric != "requests":
+        message += f"; the last {math.ceil(limit.limit * estimate.keep_share)} are kept for critical work"
     return Denied(
         subject=subject,
         limit=limit,
@@ -184,6 +187,8 @@ def affordable_completion(
     granted = estimate.max_completion_tokens
     for limit, used in limits:
         room = limit.limit - used
+        if limit.metric != "requests" and estimate.keep_share > 0:
+            room -= math.ceil(limit.limit * estimate.keep_share)
         if limit.metric == "requests":
             if room < 1:
                 return 0, (limit, used)

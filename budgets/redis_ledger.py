@@ -117,6 +117,7 @@ class RedisLedger:
             estimate.max_completion_tokens,
             repr(estimate.input_micro_usd_per_token),
             repr(estimate.output_micro_usd_per_token),
+            repr(estimate.keep_share),
             *self._limit_args[agent],
         ]
         try:

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import msgspec
 
+from tiers.lanes import Lane
 from tiers.types import Answer, ChatRequest, Escalate
 
 
@@ -18,6 +19,8 @@ class TierRequest(msgspec.Struct, kw_only=True):
     prompt_tokens: Callable[[], int]  # counted on first use (budgets.tokens.PromptTokens)
     include_usage: bool = False
     max_repeated_chunks: int | None = None  # the agent's own limit, over the upstream's
+    lane: Lane = "normal"
+    waited_ms: float = 0.0  # waiting for an upstream's place (added to by the tiers that wait)
 
 
 class Tier(Protocol):

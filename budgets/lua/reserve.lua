@@ -4,7 +4,8 @@
 --         by reservations in flight) and f (how many they are); then two more:
 --         the reservation's marker (what it holds, so settling and cancelling are idempotent)
 --         and its tombstone (set by a cancel that arrived first: the reservation must not apply)
--- ARGV: prompt_tokens, max_completion, input_price, output_price (micro-USD per token),
+-- ARGV: prompt_tokens, max_completion, input_price, output_price (micro-USD per token), the
+--       share of each token and money limit the request may not use (a background lane's),
 --       then for each key: window, metric ("tokens" | "usd" | "requests"), limit, warn (-1: none)
 -- Returns {0, blocking key index, its used amount, seconds until it frees, held, in flight} or
 --         {1, granted, cost, remaining tokens (-1: no token limit), period per key..., crossed key indices...}
@@ -12,6 +13,7 @@ local prompt = tonumber(ARGV[1])
 local granted = tonumber(ARGV[2])
 local in_price = tonumber(ARGV[3])
 local out_price = tonumber(ARGV[4])
+local keep_share = tonumber(ARGV[5])
 local now = now_from_redis()
 local n = #KEYS - 2
 local marker, tombstone = KEYS[n + 1], KEYS[n + 2]
@@ -22,7 +24,7 @@ local periods, ends, used, held, flying, windows, metrics, limits, warns = {}, {
 local free = prompt == 0 and granted == 0
 
 for i = 1, n do
-  local base = 4 + (i - 1) * 4
+  local base = 5 + (i - 1) * 4
   windows[i] = ARGV[base + 1]
   metrics[i] = ARGV[base + 2]
   limits[i] = tonumber(ARGV[base + 3])
@@ -40,6 +42,7 @@ end
 
 for i = 1, n do
   local room = limits[i] - used[i]
+  if metrics[i] ~= 'requests' and keep_share > 0 then room = room - math.ceil(limits[i] * keep_share) end
   local allowed
   if metrics[i] == 'requests' then
     if room >= 1 then allowed = math.max(granted, 1) else allowed = -1 end

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from tiers.lanes import Lane
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
@@ -89,6 +91,9 @@ class UpstreamConfig(Model):
     headers: dict[str, str] = {}
     max_connections: int = Field(256, ge=1)
     max_concurrency: int | None = Field(None, ge=1, description="calls in flight at once (bulkhead)")
+    reserve_for_critical: float = Field(
+        0.1, ge=0, lt=1, description="share of max_concurrency the background lane may not use"
+    )
     queue_timeout_s: float = Field(1.0, ge=0, description="how long a call waits for a place")
     retry_budget: float = Field(0.2, ge=0, le=1, description="retries as a share of recent requests")
     max_repeated_chunks: int = Field(100, ge=2, description="cut off a stream repeating one chunk this often")
@@ -133,6 +138,9 @@ class BudgetConfig(Model):
         description="how long a request that does not fit only because of requests in flight waits"
         " for them to settle (0: refuse at once)",
     )
+    reserve_for_critical: float = Field(
+        0.1, ge=0, lt=1, description="share of each token and money limit the background lane may not use"
+    )
     max_waiting: int = Field(
         256, ge=0, description="requests of one agent waiting so at once; more are refused"
     )
@@ -165,6 +173,10 @@ class AgentConfig(Model):
     allow_logit_bias: bool = True
     approval: dict[str, ApprovalPolicy | None] = Field(
         {}, description="this agent's approval policy per route name ('*': every route), over the route's"
+    )
+    priority: Lane = Field("normal", description="the lane of this agent's requests that name none")
+    max_priority: Lane = Field(
+        "critical", description="the highest lane this agent may ask for (x-tiergate-priority)"
     )
     autonomy: Literal["supervised", "standard", "trusted"] = Field(
         "standard",

@@ -19,6 +19,7 @@ from gateway.config.models import AgentConfig
 from gateway.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, Unavailable
 from gateway.http.protocol import CANCEL_ON_DISCONNECT, CLIENT_GONE
 from gateway.http.wire import decode_chat_request
+from gateway.pipeline.admission import requested_lane
 from gateway.pipeline.results import ChatResult, Frames
 from gateway.runtime.build import Gateway
 
@@ -182,6 +183,8 @@ async def _answer(
             )
         )
         approval_id, host = headers.get(b"x-tiergate-approval-id"), headers.get(b"host")
+        priority = headers.get(b"x-tiergate-priority")
+        lane = requested_lane(agent, priority.decode("latin-1") if priority else None)
         result = await _unless_gone(
             scope,
             gateway.chat.complete(
@@ -191,6 +194,7 @@ async def _answer(
                 conversation.decode("latin-1") if conversation else None,
                 approval_id.decode("latin-1") if approval_id else None,
                 host.decode("latin-1") if host else None,
+                lane,
             ),
         )
     except GatewayError as exc:

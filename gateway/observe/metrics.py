@@ -152,6 +152,16 @@ class Metrics:
         self.cost = Counter(
             "tiergate_cost_usd", "Spend by route and tier", ["route", "tier"], registry=self.registry
         )
+        self.lanes = Counter(
+            "tiergate_lane_requests", "Chat requests by priority lane", ["lane"], registry=self.registry
+        )
+        self.waited = Histogram(
+            "tiergate_lane_wait_seconds",
+            "Time a request waited for budget headroom or an upstream's place, by lane",
+            ["lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.escalations = Counter(
             "tiergate_escalations",
             "Tiers that declined, by route and tier",
@@ -220,8 +230,11 @@ class Metrics:
                 self._child(self.escalations, route, attempt.tier).inc()
         if record.cache != "bypass":
             self._child(self.cache, record.cache).inc()
-        if record.error_code == "budget_exhausted":
+        if record.error_code in ("budget_exhausted", "budget_contended"):
             self._child(self.budget_refusals, record.agent).inc()
+        lane = record.lane or "normal"
+        self._child(self.lanes, lane).inc()
+        self._child(self.waited, lane).observe(record.latency_ms.get("waited", 0.0) / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -39,6 +39,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     error_code: str | None = None
     last_user_message: str | None = None
     shadow: ShadowDecision | None = None  # what the route's candidate classifier would have answered
+    lane: str | None = None  # critical, normal or background
 
 
 class RecordSink(Protocol):

@@ -6,16 +6,36 @@ from __future__ import annotations
 import msgspec
 
 from gateway.config.models import AgentConfig
-from gateway.errors import Forbidden, clip
+from gateway.errors import BadRequest, Forbidden, clip
 from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.review import OutputCheck, SchemaValidators, output_check
 from gateway.pipeline.routes import ResolvedRoute, RouteTable
+from tiers.lanes import LANES, RANK, Lane
 from tiers.types import ChatRequest
 
 
 class Admitted(msgspec.Struct, frozen=True):
     route: ResolvedRoute
     check: OutputCheck | None  # None: nothing about the answers is structured
+
+
+def requested_lane(agent: AgentConfig, header: str | None) -> Lane:
+    """The lane a request asks for (`x-tiergate-priority`), else its agent's; never above the
+    agent's `max_priority`."""
+    if header is None:
+        return agent.priority
+    lane = header.strip().lower()
+    if lane not in RANK:
+        raise BadRequest(
+            f"x-tiergate-priority must be one of {', '.join(LANES)}", param="x-tiergate-priority"
+        )
+    if RANK[lane] < RANK[agent.max_priority]:
+        raise Forbidden(
+            f"agent {agent.id!r} may ask for lanes up to {agent.max_priority!r}, not {lane!r}",
+            param="x-tiergate-priority",
+            code="lane_not_allowed",
+        )
+    return lane  # type: ignore[return-value]
 
 
 class Admission:

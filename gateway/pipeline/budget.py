@@ -22,6 +22,7 @@ from gateway.errors import BudgetExhausted, GatewayError, RateLimited, Unavailab
 from gateway.observe.alerts import BudgetAlerts
 from gateway.pipeline.routes import ResolvedRoute
 from routing.ladder import Ladder
+from tiers.lanes import LANES, RANK, Lane
 from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 from tiers.types import Answer, ChatRequest, Usage
 
@@ -38,6 +39,7 @@ class AgentBudget:
     downgrade: bool = False
     has_limits: bool = True  # any limit at all; without one there is nothing to reserve or settle
     wait_s: float = 2.0  # how long a request held back only by reservations in flight waits
+    keep_for_critical: float = 0.1  # share of each token and money limit background may not use
     max_waiting: int = 256  # of one agent's requests waiting so at once
     recent: tuple[float, float] | None = None  # reserve what recent answers used: (percentile, margin)
 
@@ -98,6 +100,7 @@ class Grant(msgspec.Struct, frozen=True):
     downgraded: str | None = None  # why a shorter ladder than the route's is walked
     denial: GatewayError | None = None  # what stands if a downgrade to free tiers cannot answer
     ms: float = 0.0
+    waited_ms: float = 0.0  # of `ms`, waiting for reservations in flight to settle
 
 
 class BudgetStep:
@@ -114,7 +117,8 @@ class BudgetStep:
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
         self._state_ok = True
         self._settled = asyncio.Event()  # set (and replaced) whenever a reservation settles here
-        self._waiting: dict[str, int] = {}  # agent -> its requests waiting for reservations to settle
+        # agent -> its requests waiting for reservations to settle, per lane
+        self._waiting: dict[str, list[int]] = {}
         self._held_since: dict[int, float] = {}  # reservation -> when it was granted
         self._hold_s = 1.0  # how long a reservation is typically held (moving average)
         self._recent: dict[str, RecentCompletions] = {}  # route -> its answers' completion sizes
@@ -125,7 +129,12 @@ class BudgetStep:
         )
 
     async def reserve(
-        self, agent: AgentConfig, route: ResolvedRoute, request: ChatRequest, prompt: PromptTokens
+        self,
+        agent: AgentConfig,
+        route: ResolvedRoute,
+        request: ChatRequest,
+        prompt: PromptTokens,
+        lane: Lane = "normal",
     ) -> Grant:
         """Hold the most this request can cost, or raise `BudgetExhausted` (or `Unavailable` when
         the state backend is down and the gateway fails closed)."""
@@ -139,10 +148,13 @@ class BudgetStep:
         prompt_tokens = prompt()  # counted only here, for an agent with limits
         began = time.perf_counter()
         try:
-            estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd)
+            keep = budget.keep_for_critical if lane == "background" else 0.0
+            estimate = Estimate(prompt_tokens, wanted, route.input_micro_usd, route.output_micro_usd, keep)
             held = await self._hold(agent.id, estimate)
+            waited = 0.0
             if isinstance(held, Denied) and held.contended:
-                held = await self._wait_for_room(agent.id, budget, estimate, held)
+                held = await self._wait_for_room(agent.id, budget, estimate, held, lane)
+                waited = (time.perf_counter() - began) * 1000
             downgraded = None
             if isinstance(held, Denied) and held.contended and not budget.downgrade:
                 waited = time.perf_counter() - began
@@ -163,7 +175,8 @@ class BudgetStep:
         if budget.limited and held.completion_tokens > 0:
             request = request.with_completion_cap(held.completion_tokens)
         self._held_since[id(held)] = time.monotonic()
-        return Grant(request, route.ladder, held, ms=(time.perf_counter() - began) * 1000)
+        ms = (time.perf_counter() - began) * 1000
+        return Grant(request, route.ladder, held, ms=ms, waited_ms=waited)
 
     def _default_completion(self, budget: AgentBudget, route: str) -> int:
         """The completion reserved for a request that names no cap."""
@@ -184,14 +197,16 @@ class BudgetStep:
         recent.add(completion_tokens, cap)
 
     async def _wait_for_room(
-        self, agent: str, budget: AgentBudget, estimate: Estimate, denied: Denied
+        self, agent: str, budget: AgentBudget, estimate: Estimate, denied: Denied, lane: Lane
     ) -> Reservation | Denied:
         """Wait (up to `wait_s`) for reservations in flight to settle, trying again after each
         settle here and every POLL_S (for settles elsewhere). The denial that still stands when
         the time is up, or at once when too many of the agent's requests wait already."""
-        if budget.wait_s <= 0 or self._waiting.get(agent, 0) >= budget.max_waiting:
+        waiting = self._waiting.setdefault(agent, [0] * len(LANES))
+        if budget.wait_s <= 0 or sum(waiting) >= budget.max_waiting:
             return denied
-        self._waiting[agent] = self._waiting.get(agent, 0) + 1
+        rank = RANK[lane]
+        waiting[rank] += 1
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget.wait_s
         held: Reservation | Denied = denied
@@ -200,9 +215,11 @@ class BudgetStep:
                 settled = self._settled
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(settled.wait(), min(POLL_S, deadline - loop.time()))
+                if any(waiting[:rank]):
+                    continue  # a request of a higher lane waits too: it tries first
                 held = await self._hold(agent, estimate)
         finally:
-            self._waiting[agent] -= 1
+            waiting[rank] -= 1
         return held
 
     async def _reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:

@@ -12,6 +12,7 @@ from budgets.tokens import PromptTokens
 from gateway.config.models import AgentConfig
 from gateway.pipeline.budget import BudgetStep, Grant
 from gateway.pipeline.routes import ResolvedRoute
+from tiers.lanes import Lane
 from tiers.types import ChatRequest
 
 
@@ -37,11 +38,16 @@ class Planner:
         self._paused = paused
 
     async def plan(
-        self, agent: AgentConfig, route: ResolvedRoute, request: ChatRequest, prompt: PromptTokens
+        self,
+        agent: AgentConfig,
+        route: ResolvedRoute,
+        request: ChatRequest,
+        prompt: PromptTokens,
+        lane: Lane = "normal",
     ) -> Plan:
         """Reserve the budget (raising when it is spent), then pass over the smaller LLMs for a
         complex request; a ladder the budget shortened is walked as it is."""
-        grant = await self._budget.reserve(agent, route, request, prompt)
+        grant = await self._budget.reserve(agent, route, request, prompt, lane)
         complexity, skip = None, None
         if route.complexity is not None and grant.downgraded is None:
             complexity, skip = route.complexity.skip(request, prompt())

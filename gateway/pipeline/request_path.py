@@ -40,6 +40,7 @@ from gateway.pipeline.settlement import Draft, Ending, Records, Settlement
 from gateway.pipeline.walk import LadderWalk
 from routing.ladder import Attempt
 from tiers.base import TierRequest
+from tiers.lanes import Lane
 from tiers.types import Answer, ChatRequest
 
 
@@ -111,6 +112,7 @@ class RequestPath:
         conversation: str | None = None,
         approval_id: str | None = None,
         host: str | None = None,
+        lane: Lane = "normal",
     ) -> ChatResult:
         draft = Draft(
             f"{self._id_prefix}{next(self._id_counter):010x}",
@@ -118,6 +120,7 @@ class RequestPath:
             request,
             time.perf_counter(),
             self._clock(),
+            lane,
         )
         prompt = PromptTokens(lambda: self._prompt_tokens(request))
         if self._approvals is not None:  # a re-sent request that waits for, or got, a decision
@@ -126,7 +129,7 @@ class RequestPath:
                 return replayed
         try:
             admitted = self._admission.admit(agent, request, conversation)
-            plan = await self._planner.plan(agent, admitted.route, request, prompt)
+            plan = await self._planner.plan(agent, admitted.route, request, prompt, lane)
         except BaseException as exc:  # refused: nothing is held yet, so only the record is written
             self._records.refused(draft, clip(request.model), exc)
             raise
@@ -149,8 +152,12 @@ class RequestPath:
                     prompt_tokens=prompt,
                     include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
                     max_repeated_chunks=agent.loops.max_repeated_chunks,
+                    lane=lane,
                 )
-                answer = await self._ladder.walk(settlement, admitted, tier_request)
+                try:
+                    answer = await self._ladder.walk(settlement, admitted, tier_request)
+                finally:
+                    settlement.slot_wait_ms = tier_request.waited_ms
                 if answer.stream is not None:  # the relay finishes the settlement when the stream ends
                     relay = Relay(settlement, answer, admitted.check)
                     return ChatResult(headers={**settlement.headers(answer), **STREAM_HEADERS}, stream=relay)

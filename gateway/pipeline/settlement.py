@@ -26,6 +26,7 @@ from gateway.pipeline.plan import Plan
 from gateway.pipeline.results import decision_headers
 from gateway.pipeline.routes import ShadowDecision
 from routing.ladder import Attempt, LadderResult
+from tiers.lanes import Lane
 from tiers.types import Answer, ChatRequest, Usage
 
 log = logging.getLogger("tiergate")
@@ -42,6 +43,7 @@ class Draft(msgspec.Struct, frozen=True):
     request: ChatRequest
     started: float  # perf_counter
     time: float  # wall clock
+    lane: Lane = "normal"
 
 
 class Ending(msgspec.Struct, frozen=True):
@@ -112,6 +114,7 @@ class Records:
             agent=draft.agent.id,
             route=route,
             status=status,
+            lane=draft.lane,
             stream=request.stream,
             latency_ms={**(latency_ms or {}), "total": (time.perf_counter() - draft.started) * 1000},
             last_user_message=None if self._redact else request.last_user_text()[:LAST_MESSAGE_CHARS],
@@ -135,6 +138,7 @@ class Settlement:
         "finished",
         "plan",
         "shadow",
+        "slot_wait_ms",
         "stores",
     )
 
@@ -148,6 +152,7 @@ class Settlement:
         self._records = records
         self._flight: Flight | None = None
         self.cache = "bypass"  # "hit" | "miss" | "bypass", as the headers and the record say
+        self.slot_wait_ms = 0.0  # waiting for upstreams' places
         self.stores = False
         self._attempts: Sequence[Attempt] = ()
         self._rejected: Sequence[Answer] = ()  # answers that failed review: their tokens were spent
@@ -202,6 +207,9 @@ class Settlement:
         latency = {"budget": self.plan.grant.ms} if self.plan.grant.ms else {}
         if self._ladder_ms is not None:
             latency["ladder"] = self._ladder_ms
+        waited = self.plan.grant.waited_ms + self.slot_wait_ms
+        if waited:
+            latency["waited"] = waited  # for budget headroom and upstream places (within the above)
         self._records.write(
             self.draft,
             self.plan.route.name,

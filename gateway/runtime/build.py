@@ -124,6 +124,7 @@ def budget_facts(config: GatewayConfig) -> dict[str, AgentBudget]:
             downgrade=agent.budget.on_exhausted == "downgrade",
             has_limits=any(policy.limits for policy in policies),
             wait_s=agent.budget.wait_s,
+            keep_for_critical=agent.budget.reserve_for_critical,
             max_waiting=agent.budget.max_waiting,
             recent=(agent.budget.recent_percentile, agent.budget.recent_margin)
             if agent.budget.reserve == "recent"
@@ -323,7 +324,7 @@ def build_llm_tiers(
             retry,
             breaker,
             RetryBudget(ratio=upstream.retry_budget),
-            Bulkhead(upstream.max_concurrency, upstream.queue_timeout_s),
+            Bulkhead(upstream.max_concurrency, upstream.queue_timeout_s, upstream.reserve_for_critical),
         )
     return tiers, circuits
 

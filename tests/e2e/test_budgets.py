@@ -11,7 +11,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.conftest import ADMIN_KEY, DEMO_KEY, make_config
+from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
 from tests.servers import aiohttp_server, gateway_server, webhook_server
 
 pytestmark = pytest.mark.e2e
@@ -188,3 +188,42 @@ def test_reserve_recent_reserves_and_caps_what_the_routes_answers_use() -> None:
                 client.chat.completions.create(model="auto", messages=[{"role": "user", "content": f"q{i}"}])
     assert caps[0] == 1024  # too few answers seen yet: the default
     assert caps[-1] == 50  # the 99th percentile (40) with its margin (1.25)
+
+
+def test_lanes_a_background_request_leaves_the_last_share_of_a_budget_to_critical_work(
+    simulator: tuple[str, Any],
+) -> None:
+    budget = {"tokens_per_day": 1000, "reserve_for_critical": 0.5}
+    agents = [
+        {"id": "agent", "api_key": DEMO_KEY, "routes": ["*"], "budget": budget, "priority": "background"},
+        {"id": "other", "api_key": OTHER_KEY, "routes": ["*"], "max_priority": "normal"},
+    ]
+    config = make_config(simulator[0], agents=agents, cache={"backend": "none"})
+    with gateway_server(config) as url, httpx.Client(base_url=url.removesuffix("/v1")) as http:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            for _ in range(50):  # background by the agent's default
+                client.chat.completions.create(model="auto", messages=ASK, max_tokens=60)
+        assert "the last 500 are kept for critical work" in refused.value.message
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=ASK, max_tokens=60, extra_headers={"x-tiergate-priority": "critical"}
+        )
+        decision = raw.headers["x-tiergate-decision-id"]
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        assert http.get(f"/admin/decisions/{decision}", headers=admin).json()["lane"] == "critical"
+        used = http.get("/admin/usage", params={"agent": "agent"}, headers=admin).json()["windows"][0]
+        assert 500 - 100 < used["used_tokens"] - raw.parse().usage.total_tokens <= 500
+        metrics = http.get("/metrics").text
+        assert 'tiergate_lane_requests_total{lane="critical"} 1.0' in metrics
+        assert 'tiergate_lane_wait_seconds_count{lane="background"}' in metrics
+        for header, status, param in (("urgent", 400, "x-tiergate-priority"), ("critical", 403, None)):
+            answer = http.post(
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": ASK},
+                headers={"authorization": f"Bearer {OTHER_KEY}", "x-tiergate-priority": header},
+            )
+            assert answer.status_code == status
+            if param:
+                assert answer.json()["error"]["param"] == param
+            else:
+                assert answer.json()["error"]["code"] == "lane_not_allowed"

@@ -211,3 +211,12 @@ async def test_a_budget_held_by_requests_in_flight_is_contended_not_spent(ledger
     spent = await ledger.reserve("b", Estimate(20, 600))
     assert isinstance(spent, Denied) and not spent.contended and spent.held == 0
     assert spent.message == "agent:b has spent 1000 of 1000 tokens this minute"
+
+
+async def test_background_work_never_takes_the_share_kept_for_critical_work(ledger: Ledger) -> None:
+    routine = await ledger.reserve("b", Estimate(100, 800, keep_share=0.1))
+    assert isinstance(routine, Reservation) and routine.completion_tokens == 800  # 900 of 1000, not more
+    more = await ledger.reserve("b", Estimate(10, 10, keep_share=0.1))
+    assert isinstance(more, Denied) and more.limit.metric == "tokens"
+    critical = await ledger.reserve("b", Estimate(10, 10))
+    assert isinstance(critical, Reservation) and critical.completion_tokens == 10

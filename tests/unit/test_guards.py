@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import RateLimited
 from gateway.pipeline.loops import LoopGuard, LoopLimits
+from tiers.lanes import Lane
 from tiers.llm.guards import Bulkhead, RetryBudget
 from tiers.types import ChatRequest, Message
 
@@ -54,3 +55,44 @@ def test_loop_detection_sees_through_whitespace_and_invisible_characters() -> No
     assert stopped == [("a", "repeat")]
     other = ChatRequest(model="m", messages=[Message(role="user", content="try again later")])
     guard.check("a", limits, other, None)  # a different text is not a repeat
+
+
+async def test_a_bulkhead_serves_waiting_calls_in_lane_order() -> None:
+    bulkhead = Bulkhead(1, queue_timeout_s=5)
+    assert await bulkhead.enter("normal")
+    order: list[str] = []
+
+    async def call(lane: Lane) -> None:
+        assert await bulkhead.enter(lane)
+        order.append(lane)
+        bulkhead.leave()
+
+    waiting = [asyncio.ensure_future(call(lane)) for lane in ("background", "normal", "critical", "normal")]
+    await asyncio.sleep(0)
+    bulkhead.leave()
+    await asyncio.gather(*waiting)
+    assert order == ["critical", "normal", "normal", "background"]
+
+
+async def test_background_never_takes_the_places_kept_for_critical_work() -> None:
+    bulkhead = Bulkhead(4, queue_timeout_s=0.05, reserve_for_critical=0.5)  # 2 of 4 kept
+    assert await bulkhead.enter("background")
+    assert await bulkhead.enter("background")
+    assert not await bulkhead.enter("background")  # only kept places are free: it times out
+    assert await bulkhead.enter("critical")
+    assert await bulkhead.enter("normal")
+    assert not await bulkhead.enter("critical")  # all four taken
+    bulkhead.leave()
+    assert await bulkhead.enter("critical")
+
+
+async def test_a_call_that_gives_up_waiting_leaves_its_place_to_the_next() -> None:
+    bulkhead = Bulkhead(1, queue_timeout_s=5)
+    assert await bulkhead.enter()
+    gone = asyncio.ensure_future(bulkhead.enter("critical"))
+    later = asyncio.ensure_future(bulkhead.enter("normal"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    bulkhead.leave()
+    assert await later

@@ -4,9 +4,14 @@ bulkhead, so one slow upstream cannot take every connection and task."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
+import math
 import time
 from collections.abc import Callable
 
+from tiers.lanes import RANK, Lane
 from tiers.llm.windows import WindowCounts
 
 
@@ -37,24 +42,68 @@ class RetryBudget:
 
 
 class Bulkhead:
-    """At most `limit` calls at once; a call waits up to `queue_timeout_s` for a place."""
+    """At most `limit` calls at once; a call waits up to `queue_timeout_s` for a place. Waiting
+    calls get places in lane order (first come first served within a lane), and a `background`
+    call never takes the last `reserved` places, which are kept for critical work."""
 
-    def __init__(self, limit: int | None, queue_timeout_s: float) -> None:
-        self._slots = asyncio.Semaphore(limit) if limit else None
+    def __init__(self, limit: int | None, queue_timeout_s: float, reserve_for_critical: float = 0.0) -> None:
+        self._limit = limit
+        self._free = limit or 0
+        self._reserved = min(limit - 1, math.ceil(limit * reserve_for_critical)) if limit else 0
         self._timeout = queue_timeout_s
+        self._waiting: list[tuple[int, int, asyncio.Future[None], Lane]] = []  # a heap
+        self._order = itertools.count()
 
-    async def enter(self) -> bool:
-        if self._slots is None:
+    def _may_take(self, lane: Lane) -> bool:
+        return self._free > (self._reserved if lane == "background" else 0)
+
+    async def enter(self, lane: Lane = "normal") -> bool:
+        if self._limit is None:
             return True
-        if not self._slots.locked():  # a free place: taken at once, without a timer or a task
-            await self._slots.acquire()
+        if self._may_take(lane) and not self._ahead_of(lane):  # a free place: taken at once
+            self._free -= 1
             return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (RANK[lane], next(self._order), waiter, lane)
+        heapq.heappush(self._waiting, entry)
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._timeout)
+            await asyncio.wait_for(asyncio.shield(waiter), self._timeout)
         except TimeoutError:
+            self._give_up(entry)
             return False
+        except asyncio.CancelledError:
+            self._give_up(entry)
+            raise
         return True
 
+    def _give_up(self, entry: tuple[int, int, asyncio.Future[None], Lane]) -> None:
+        waiter = entry[2]
+        if waiter.done() and not waiter.cancelled():  # given a place just as it gave up: pass it on
+            self.leave()
+            return
+        waiter.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(entry)
+            heapq.heapify(self._waiting)
+
+    def _ahead_of(self, lane: Lane) -> bool:
+        """Someone of the same or a higher lane waits already."""
+        return any(rank <= RANK[lane] and not waiter.done() for rank, _, waiter, _ in self._waiting)
+
     def leave(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
+        if self._limit is None:
+            return
+        self._free += 1
+        while self._waiting:
+            _, _, waiter, lane = self._waiting[0]
+            if waiter.done():  # gave up waiting
+                heapq.heappop(self._waiting)
+                continue
+            if not self._may_take(lane):
+                # the first in line is background and only reserved places are free: it waits,
+                # and so does every later one (all background)
+                return
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            waiter.set_result(None)
+            return

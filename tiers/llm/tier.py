@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -57,7 +58,10 @@ class LLMTier:
         )
 
     async def decide(self, request: TierRequest) -> Answer | Escalate:
-        if not await self._bulkhead.enter():
+        began = time.perf_counter()
+        entered = await self._bulkhead.enter(request.lane)
+        request.waited_ms += (time.perf_counter() - began) * 1000
+        if not entered:
             return Escalate(
                 tier=self.name,
                 reason=f"upstream {self.upstream.name!r} is at its concurrency limit",

@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway.observe.multiprocess import multiprocess_directory
 from gateway.observe.records import DecisionRecord
 from tiers.llm.circuit import CircuitBreaker
 
@@ -16,10 +18,6 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 CIRCUIT_READING = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
-
-
-def _circuit_reading(breaker: CircuitBreaker) -> Callable[[], float]:
-    return lambda: CIRCUIT_READING[breaker.state]
 
 
 UNKNOWN_ROUTE = "unknown"
@@ -37,32 +35,21 @@ class ShipperReadings(Protocol):
     store_up: bool
 
 
-class _StoreCollector(Collector):
-    def __init__(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
-        self._spool = spool
-        self._shipper = shipper
+class _CircuitCollector(Collector):
+    """Each upstream's circuit as the worker answering the scrape sees it."""
+
+    def __init__(self, circuits: Mapping[str, CircuitBreaker]) -> None:
+        self._circuits = circuits
 
     def collect(self) -> Iterable[Any]:
-        yield GaugeMetricFamily(
-            "tiergate_spool_bytes", "Decision records spooled and not yet stored", value=self._spool.pending
+        family = GaugeMetricFamily(
+            "tiergate_circuit_open",
+            "1 while an upstream's circuit is open (0.5 half-open), as this worker sees it",
+            labels=["upstream"],
         )
-        yield GaugeMetricFamily(
-            "tiergate_spool_full", "1 while the spool is full and records are dropped", value=self._spool.full
-        )
-        yield CounterMetricFamily(
-            "tiergate_spool_dropped", "Records dropped because the spool was full", value=self._spool.dropped
-        )
-        yield CounterMetricFamily(
-            "tiergate_records_shipped",
-            "Records moved from the spool to the store",
-            value=self._shipper.shipped,
-        )
-        yield CounterMetricFamily(
-            "tiergate_records_torn", "Spooled records that could not be read", value=self._shipper.torn
-        )
-        yield GaugeMetricFamily(
-            "tiergate_store_up", "1 while the decision store takes records", value=self._shipper.store_up
-        )
+        for name, breaker in self._circuits.items():
+            family.add_metric([name], CIRCUIT_READING[breaker.state])
+        yield family
 
 
 QualityRow = tuple[str, "float | None", float, float, bool, "float | None"]
@@ -120,14 +107,37 @@ class Metrics:
         # A request for a model that is no route is labelled `unknown`: label values come only from
         # the config, so no client can grow the registry (or the children below) without bound.
         self._routes = frozenset(routes)
-        state = Gauge(
-            "tiergate_circuit_open",
-            "1 while an upstream's circuit is open (0.5 half-open)",
-            ["upstream"],
+        # Readings of this worker alone (with several workers, the scraped one's), next to the
+        # counters that every worker adds to (summed across workers in multiprocess mode).
+        self._own: list[Collector] = [_CircuitCollector(circuits)]
+        self._shipped_seen = (0, 0, 0)  # records shipped, torn, dropped, as last published
+        self.spool_bytes = Gauge(
+            "tiergate_spool_bytes",
+            "Decision records spooled and not yet stored, as of each worker's last shipping pass",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
-        for name, breaker in circuits.items():
-            state.labels(name).set_function(_circuit_reading(breaker))
+        self.spool_full = Gauge(
+            "tiergate_spool_full",
+            "1 while a worker's spool is full and records are dropped",
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "tiergate_store_up",
+            "1 while the decision store takes every worker's records",
+            multiprocess_mode="livemin",
+            registry=self.registry,
+        )
+        self.records_shipped = Counter(
+            "tiergate_records_shipped", "Records moved from the spool to the store", registry=self.registry
+        )
+        self.records_torn = Counter(
+            "tiergate_records_torn", "Spooled records that could not be read", registry=self.registry
+        )
+        self.spool_dropped = Counter(
+            "tiergate_spool_dropped", "Records dropped because the spool was full", registry=self.registry
+        )
         # Label lookups cost more than the counting: each labelled child is looked up once.
         self._children: dict[tuple[Any, ...], Any] = {}
         self.requests = Counter(
@@ -194,15 +204,22 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_store(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
-        """Report the spool and the shipper (read when scraped)."""
-        self.registry.register(_StoreCollector(spool, shipper))
+    def store_readings(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
+        """Publish the spool's and the shipper's readings (after each shipping pass)."""
+        self.spool_bytes.set(spool.pending)
+        self.spool_full.set(float(spool.full))
+        self.store_up.set(float(shipper.store_up))
+        shipped, torn, dropped = self._shipped_seen
+        self.records_shipped.inc(max(0, shipper.shipped - shipped))
+        self.records_torn.inc(max(0, shipper.torn - torn))
+        self.spool_dropped.inc(max(0, spool.dropped - dropped))
+        self._shipped_seen = (shipper.shipped, shipper.torn, spool.dropped)
 
     def watch_quality(self, readings: Callable[[], Iterable[QualityRow]]) -> None:
-        self.registry.register(_QualityCollector(readings))
+        self._own.append(_QualityCollector(readings))
 
     def watch_drift(self, readings: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
-        self.registry.register(_DriftCollector(readings))
+        self._own.append(_DriftCollector(readings))
 
     def quality_event(self, event: Any) -> None:
         self._child(self.quality_events, event.route or "", event.kind).inc()
@@ -237,4 +254,24 @@ class Metrics:
         self._child(self.waited, lane).observe(record.latency_ms.get("waited", 0.0) / 1000)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Every metric: with several workers (multiprocess mode), the counters and histograms of
+        all of them, summed, and the readings of this one."""
+        directory = multiprocess_directory()
+        registry = CollectorRegistry()
+        if directory is None:
+            registry.register(_Registered(self.registry))
+        else:
+            MultiProcessCollector(registry, directory)
+        for collector in self._own:
+            registry.register(collector)
+        return generate_latest(registry)
+
+
+class _Registered(Collector):
+    """A registry's metrics, as one collector of another registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Any]:
+        return self._registry.collect()

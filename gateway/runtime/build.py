@@ -455,7 +455,9 @@ async def build_gateway(
     routes = build_routes(config, tiers, classifiers)
     metrics = Metrics(circuits, routes.routes)
     if store is not None:
-        metrics.watch_store(store.spool, store.shipper.stats)
+        runtime = store
+        runtime.shipper.on_report = lambda: metrics.store_readings(runtime.spool, runtime.shipper.stats)
+        runtime.shipper.on_report()
     alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
     stack.push_async_callback(alerts.close)
     records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)

@@ -16,6 +16,7 @@ import uvicorn
 from gateway.config.models import GatewayConfig, SimulatorConfig
 from gateway.http.app import create_app
 from gateway.http.protocol import ConnectionLimits, guarded_protocol
+from gateway.observe import multiprocess
 
 log = logging.getLogger("tiergate")
 
@@ -87,6 +88,7 @@ def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None
         children.append(simulator)
         log.warning("simulated upstream on http://%s:%d/v1", config.simulator.host, config.simulator.port)
     sock = _bind(host, port)
+    metrics_directory = None
     log.warning("tiergate serving on http://%s:%d/v1 with %d worker(s)", host, sock.getsockname()[1], workers)
     try:
         if workers == 1:
@@ -96,6 +98,7 @@ def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None
             signal.signal(signal.SIGTERM, _exit)
             _serve_worker(config, load, sock, supervised=False)
             return
+        metrics_directory = multiprocess.enable()  # one scrape of any worker reports them all
         procs = [
             context.Process(target=_serve_worker, args=(config, load, sock, True)) for _ in range(workers)
         ]
@@ -113,7 +116,11 @@ def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None
         signal.signal(signal.SIGHUP, forward)
         for proc in procs:
             proc.join()
+            if proc.pid is not None:
+                multiprocess.worker_stopped(proc.pid)
     finally:
+        if metrics_directory is not None:
+            multiprocess.disable(metrics_directory)
         sock.close()
         for child in children:
             child.terminate()

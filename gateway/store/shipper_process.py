@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -71,6 +72,7 @@ class ShipperProcess:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.on_report: Callable[[], None] = lambda: None  # after each report (the metrics)
 
     @classmethod
     async def start(cls, config: StoreConfig, spool: SpoolWriter) -> ShipperProcess:
@@ -135,6 +137,7 @@ class ShipperProcess:
             self.stats.torn = torn + report.torn
             self.stats.store_up = report.store_up
             self._ready.set()
+            self.on_report()
 
     def nudge(self) -> None:
         """Ship now rather than at the next tick."""

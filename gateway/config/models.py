@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -461,6 +462,41 @@ class ApprovalsConfig(Model):
     expiry_check_s: float = Field(5.0, gt=0, le=300, description="how often pending approvals are expired")
 
 
+class BatchConfig(Model):
+    """The Batch API: deferred work, run in the background lane."""
+
+    windows: list[str] = Field(
+        [],
+        description='when lines that need an LLM run, as "HH:MM-HH:MM" (may pass midnight); none: any time'
+        " (rules and classifier answers run at once in any case)",
+    )
+    timezone: str = Field("UTC", description="of the windows (an IANA name)")
+    files_dir: str | None = Field(
+        None, description="where uploaded and written files are kept; default: `files` beside the store"
+    )
+    max_file_mb: float = Field(100.0, gt=0)
+    max_lines: int = Field(50_000, ge=1)
+    concurrency: int = Field(4, ge=1, le=256, description="lines run at once by each worker")
+    poll_s: float = Field(1.0, gt=0, le=60, description="how often each worker looks for work")
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        for window in windows:
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", window):
+                raise ValueError(f'a window is "HH:MM-HH:MM", not {window!r}')
+        return windows
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+
 class TokenizerConfig(Model):
     encoding: str = Field("cl100k_base", description="model or encoding name to count with")
 
@@ -479,6 +515,7 @@ class GatewayConfig(Model):
     tokenizer: TokenizerConfig = TokenizerConfig()
     budget_alerts: BudgetAlertsConfig = BudgetAlertsConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
+    batch: BatchConfig = BatchConfig()
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         return next((u for u in self.upstreams if u.name == name), None)

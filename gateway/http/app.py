@@ -17,6 +17,7 @@ from litestar.types import Receive, Scope, Send
 
 from gateway.admin.approvals import agent_approval
 from gateway.admin.routes import admin_router
+from gateway.batch.api import BATCH_HANDLERS
 from gateway.config.models import GatewayConfig
 from gateway.errors import (
     BadRequest,
@@ -174,6 +175,7 @@ def create_app(
             chat_completions,
             agent_feedback,
             agent_approval,
+            *BATCH_HANDLERS,
             list_models,
             get_model,
             healthz,

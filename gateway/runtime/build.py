@@ -20,6 +20,10 @@ from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.approval.gate import ApprovalGate
 from gateway.auth import AdminKey, AgentDirectory, key_digest
+from gateway.batch.files import FileKeeper, files_directory
+from gateway.batch.runner import BatchRunner
+from gateway.batch.service import Batches
+from gateway.batch.store import SqlBatchStore
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
 from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
@@ -95,6 +99,7 @@ class Gateway:
     store: StoreRuntime | None
     governance: Governance
     approvals: ApprovalGate | None
+    batches: Batches | None
 
 
 def policy_of(subject: str, budget: BudgetConfig) -> BudgetPolicy:
@@ -367,6 +372,40 @@ def build_approvals(
     return gate
 
 
+def build_batches(
+    config: GatewayConfig,
+    store: StoreRuntime | None,
+    chat: RequestPath,
+    routes: RouteTable,
+    limits: InputLimits,
+    stack: AsyncExitStack,
+) -> Batches | None:
+    """The Batch API and this worker's runner (batches live in the store: none without one)."""
+    if store is None or config.store is None:
+        return None
+    batch_store = SqlBatchStore(store.store.engine)
+    runner = BatchRunner(
+        batch_store,
+        FileKeeper(files_directory(config.batch.files_dir, config.store.url)),
+        chat,
+        routes,
+        {a.id: a for a in config.agents},
+        config.batch,
+        limits,
+    )
+    running = asyncio.create_task(runner.run(), name="tiergate-batches")
+
+    async def stop() -> None:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await runner.stop()
+
+    stack.push_async_callback(stop)
+    files = FileKeeper(files_directory(config.batch.files_dir, config.store.url))
+    return Batches(batch_store, files, runner, config.batch, limits)
+
+
 def build_request_path(
     config: GatewayConfig,
     routes: RouteTable,
@@ -477,14 +516,15 @@ async def build_gateway(
         config, routes, ledger, cache, counter, records, metrics, alerts, governance, approvals
     )
     admin = config.server.admin_key
+    limits = InputLimits(
+        config.server.max_body_bytes, config.server.max_messages, config.server.max_total_chars
+    )
     return Gateway(
         config=config,
         chat=chat,
         agents=AgentDirectory.of(config.agents),
         admin=AdminKey(key_digest(admin.get_secret_value()) if admin else None),
-        limits=InputLimits(
-            config.server.max_body_bytes, config.server.max_messages, config.server.max_total_chars
-        ),
+        limits=limits,
         ledger=ledger,
         cache=cache,
         recent=recent,
@@ -496,4 +536,5 @@ async def build_gateway(
         store=store,
         governance=governance,
         approvals=approvals,
+        batches=build_batches(config, store, chat, routes, limits, stack),
     )

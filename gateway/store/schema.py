@@ -128,3 +128,51 @@ trust = Table(
     Column("since", Double, nullable=False),
     Column("reason", Text, nullable=False),
 )
+
+# Files uploaded for (or written by) batches; their contents are kept in the files folder.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("agent", String(128), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("bytes", Integer, nullable=False),
+)
+
+# A batch job: its lines run through the request path in the background lane.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("agent", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("completion_window", String(16), nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("stamps", Text, nullable=False),  # JSON: in_progress_at, completed_at, cancelled_at, ...
+    Column("metadata", Text),
+    Index("ix_batches_status", "status"),
+    Index("ix_batches_agent_time", "agent", "time"),
+)
+
+# Each line of a batch: pending, running (claimed by a worker), done or failed.
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("body", Text),  # the request's JSON (None: the line could not be read)
+    Column("owner", String(128)),
+    Column("claimed_at", Double),
+    Column("result", Text),  # JSON: status_code, request_id, body
+    Column("error", Text),  # JSON: code, message (a line that could not run)
+    Index("ix_batch_lines_status", "batch_id", "status"),
+)

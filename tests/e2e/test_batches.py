@@ -123,7 +123,7 @@ def test_llm_lines_wait_for_a_window_and_a_cancel_ends_the_batch(
         assert read(client, cancelled.error_file_id)["llm"]["error"]["code"] == "batch_cancelled"
 
 
-def test_a_window_that_opens_on_a_reload_runs_the_waiting_lines(
+def test_a_window_that_opens_on_a_reload_runs_the_waiting_lines_and_one_that_closes_stops_them(
     simulator: tuple[str, Any], store_url: str, tmp_path: Any
 ) -> None:
     windows = [closed_window()]
@@ -139,6 +139,11 @@ def test_a_window_that_opens_on_a_reload_runs_the_waiting_lines(
         reloaded = httpx.post(f"{url.removesuffix('/v1')}/admin/reload", headers=ADMIN)
         assert reloaded.status_code == 200
         assert settled(client, batch.id).request_counts.completed == 1
+        windows[0] = closed_window()  # and closes again
+        assert httpx.post(f"{url.removesuffix('/v1')}/admin/reload", headers=ADMIN).status_code == 200
+        later = submit(client, jsonl(line("llm", "auto", "hello again")))
+        time.sleep(0.5)
+        assert client.batches.retrieve(later.id).request_counts.completed == 0
 
 
 def test_a_gateway_restarted_mid_batch_answers_every_line_once(

@@ -227,3 +227,44 @@ def test_lanes_a_background_request_leaves_the_last_share_of_a_budget_to_critica
                 assert answer.json()["error"]["param"] == param
             else:
                 assert answer.json()["error"]["code"] == "lane_not_allowed"
+
+
+def test_lanes_under_a_flood_a_critical_request_takes_the_place_kept_for_it(
+    simulator: tuple[str, Any],
+) -> None:
+    """An upstream that takes 300 ms and two places, one kept for critical work: eight background
+    requests queue for the other, and a critical one sent after them is answered at once."""
+    slow = {
+        "model": "sim-small+latency=300",
+        "max_concurrency": 2,
+        "reserve_for_critical": 0.5,
+        "queue_timeout_s": 30,
+    }
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "routes": ["*"], "priority": "background"}]
+    config = make_config(
+        simulator[0], agents=agents, cache={"backend": "none"}, upstream_extra={"small": slow}
+    )
+
+    async def flood(url: str) -> tuple[list[float], float]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def ask(lane: str | None, delay: float) -> float:
+                await asyncio.sleep(delay)
+                headers = {"authorization": f"Bearer {DEMO_KEY}"}
+                if lane:
+                    headers["x-tiergate-priority"] = lane
+                began = time.perf_counter()
+                reply = await client.post(
+                    f"{url}/chat/completions", json={"model": "small", "messages": ASK}, headers=headers
+                )
+                assert reply.status_code == 200
+                return time.perf_counter() - began
+
+            background = [asyncio.ensure_future(ask(None, 0)) for _ in range(8)]
+            critical = await ask("critical", 0.2)
+            return list(await asyncio.gather(*background)), critical
+
+    with gateway_server(config) as url:
+        background, critical = asyncio.run(flood(url))
+    assert critical < 0.6  # one upstream call: it did not queue behind the flood
+    assert max(background) > 2.0  # eight calls one at a time through the one place background may use

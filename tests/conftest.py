@@ -70,6 +70,17 @@ def make_config(sim_url: str, **overrides: Any) -> GatewayConfig:
     return parse_config(yaml.safe_dump(raw), {})
 
 
+def store_settings(store_url: str, tmp_path: Any, **extra: Any) -> dict[str, Any]:
+    """A store for an end-to-end test: its own spool folder, shipped every 50 ms."""
+    return {
+        "url": store_url,
+        "spool_dir": str(tmp_path / "spool"),
+        "ship_interval_s": 0.05,
+        "auto_upgrade": True,
+        **extra,
+    }
+
+
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[tuple[str, Any]]:
     with simulator_server() as running:

@@ -4,14 +4,20 @@ port in a background thread with its own event loop."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import uvicorn
+import yaml
 from aiohttp import web
 
 from budgets.tokens import TokenCounter, load_encoding
@@ -21,6 +27,7 @@ from gateway.runtime.workers import uvicorn_config
 from tiers.llm.simulator import SimulatedUpstream, SimulatorSettings
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -106,3 +113,31 @@ def until(check: Callable[[], T], timeout_s: float = 10.0, every_s: float = 0.05
         if value or time.monotonic() > deadline:
             return value
         time.sleep(every_s)
+
+
+@contextmanager
+def serve_process(config: dict[str, Any], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`tiergate serve` as a process of its own (workers and all) on `config`'s port, once it
+    answers /healthz; stopped with SIGTERM (and waited for) at the end."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{config['server']['port']}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        if not until(up, timeout_s=30):
+            raise RuntimeError("the gateway did not start")
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)

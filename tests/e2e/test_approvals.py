@@ -19,7 +19,7 @@ import pytest
 from gateway.governance.export import training_rows
 from gateway.store.engine import create_engine
 from gateway.store.sql import SqlStore
-from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
+from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config, store_settings
 from tests.servers import gateway_server, until, webhook_server
 
 pytestmark = pytest.mark.e2e
@@ -49,12 +49,7 @@ def approval_config(
     }
     return make_config(
         simulator_url,
-        store={
-            "url": store_url,
-            "spool_dir": str(tmp_path / "spool"),
-            "ship_interval_s": 0.05,
-            "auto_upgrade": True,
-        },
+        store=store_settings(store_url, tmp_path),
         server={"admin_key": ADMIN_KEY},
         routes=[
             {

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from gateway.config.models import GatewayConfig
-from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
+from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config, store_settings
 from tests.servers import gateway_server, until
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +33,7 @@ def batch_config(
 ) -> GatewayConfig:
     return make_config(
         simulator_url,
-        store={
-            "url": store_url,
-            "spool_dir": str(tmp_path / "spool"),
-            "ship_interval_s": 0.05,
-            "auto_upgrade": True,
-        },
+        store=store_settings(store_url, tmp_path),
         batch={"windows": windows or [], "poll_s": 0.05, "files_dir": str(tmp_path / "files"), **batch},
     )
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
+from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config, store_settings
 from tests.servers import gateway_server, until
 
 pytestmark = pytest.mark.e2e
@@ -18,14 +18,9 @@ RESET = [{"role": "user", "content": "please reset my password"}]
 
 
 def store_config(simulator_url: str, store_url: str, tmp_path: Any, **extra: Any) -> Any:
-    store = {
-        "url": store_url,
-        "spool_dir": str(tmp_path / "spool"),
-        "ship_interval_s": 0.05,
-        "auto_upgrade": True,
-        **extra,
-    }
-    return make_config(simulator_url, store=store, server={"admin_key": ADMIN_KEY})
+    return make_config(
+        simulator_url, store=store_settings(store_url, tmp_path, **extra), server={"admin_key": ADMIN_KEY}
+    )
 
 
 def root(url: str) -> str:

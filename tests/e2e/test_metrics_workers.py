@@ -4,19 +4,15 @@ it, reports the whole gateway's totals; the directory the workers share is gone 
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import DEMO_KEY
-from tests.servers import free_port, until
+from tests.servers import free_port, serve_process, until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,24 +37,9 @@ def test_every_scrape_of_two_workers_reports_the_same_totals(
         ],
         "store": {"url": f"sqlite:///{tmp_path}/store.db", "spool_dir": str(tmp_path / "spool")},
     }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
     before = set(Path(tempfile.gettempdir()).glob("tiergate-metrics-*"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert until(up, timeout_s=30)
+    with serve_process(config, tmp_path):
         assert len(set(Path(tempfile.gettempdir()).glob("tiergate-metrics-*")) - before) == 1
         decisions = []
         for i in range(30):  # a fresh connection each: the kernel spreads them over the workers
@@ -83,7 +64,4 @@ def test_every_scrape_of_two_workers_reports_the_same_totals(
             assert total(metrics, "tiergate_records_shipped_total") == 30
             assert "tiergate_spool_bytes 0.0" in metrics  # summed over the live workers
             assert "tiergate_store_up 1.0" in metrics
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
     assert set(Path(tempfile.gettempdir()).glob("tiergate-metrics-*")) - before == set()

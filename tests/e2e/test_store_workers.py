@@ -4,18 +4,14 @@ feedback."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import DEMO_KEY
-from tests.servers import free_port, until
+from tests.servers import free_port, serve_process, until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,23 +30,8 @@ def test_two_workers_share_the_decisions_and_their_feedback(
         "routes": [{"name": "auto", "llm": ["small"], "cache": {"enabled": False}}],
         "store": {"url": f"sqlite:///{tmp_path}/store.db", "spool_dir": str(tmp_path / "spool")},
     }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert until(up, timeout_s=30)
+    with serve_process(config, tmp_path) as process:
         decisions = []
         for i in range(40):  # a fresh connection each: the kernel spreads them over the workers
             body = {"model": "auto", "messages": [{"role": "user", "content": f"question {i}"}]}
@@ -72,8 +53,5 @@ def test_two_workers_share_the_decisions_and_their_feedback(
             assert said.status_code == 200, said.text
         found = httpx.get(f"{base}/admin/decisions/{decisions[0]}", headers=ADMIN).json()
         assert [f["source"] for f in found["feedback"]] == ["agent"]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
     assert process.returncode == 0
     assert list((tmp_path / "spool").glob("*.spool")) == []  # both workers shipped all at shutdown

@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -54,6 +54,7 @@ class BatchRunner:
         agents: Mapping[str, AgentConfig],
         config: BatchConfig,
         limits: InputLimits,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._files = files
@@ -62,6 +63,7 @@ class BatchRunner:
         self._agents = agents
         self._config = config
         self._limits = limits
+        self._busy = busy  # whether this worker has live requests in flight
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
 
@@ -109,9 +111,15 @@ class BatchRunner:
             return await self._finish_if_done(batch, "expired")
         ran = False
         if batch.status == "in_progress":
-            ran = await self._run_lines(batch, in_window(now, self._config.windows, self._config.timezone))
+            ran = await self._run_lines(batch, self._may_call_llms(now))
         await self._finish_if_done(batch, FINAL.get(batch.status, "completed"))
         return ran
+
+    def _may_call_llms(self, now: float) -> bool:
+        """Inside a window; or, with `when_idle`, while no live request is in flight here."""
+        if in_window(now, self._config.windows, self._config.timezone):
+            return True
+        return self._config.when_idle and not self._busy()
 
     async def _run_lines(self, batch: BatchRecord, window_open: bool) -> bool:
         """Inside a window, a page of the lines to run (the next pass takes the next); outside

@@ -471,6 +471,9 @@ class BatchConfig(Model):
         " (rules and classifier answers run at once in any case)",
     )
     timezone: str = Field("UTC", description="of the windows (an IANA name)")
+    when_idle: bool = Field(
+        False, description="outside the windows, also run LLM lines while a worker has no live request"
+    )
     files_dir: str | None = Field(
         None, description="where uploaded and written files are kept; default: `files` beside the store"
     )

@@ -379,6 +379,7 @@ def build_batches(
     routes: RouteTable,
     limits: InputLimits,
     stack: AsyncExitStack,
+    activity: Activity,
 ) -> Batches | None:
     """The Batch API and this worker's runner (batches live in the store: none without one)."""
     if store is None or config.store is None:
@@ -392,6 +393,7 @@ def build_batches(
         {a.id: a for a in config.agents},
         config.batch,
         limits,
+        busy=lambda: activity.in_flight > 0,
     )
     running = asyncio.create_task(runner.run(), name="tiergate-batches")
 
@@ -516,6 +518,7 @@ async def build_gateway(
         config, routes, ledger, cache, counter, records, metrics, alerts, governance, approvals
     )
     admin = config.server.admin_key
+    activity = Activity()
     limits = InputLimits(
         config.server.max_body_bytes, config.server.max_messages, config.server.max_total_chars
     )
@@ -531,10 +534,10 @@ async def build_gateway(
         counter=counter,
         metrics=metrics,
         circuits=circuits,
-        activity=Activity(),
+        activity=activity,
         agent_slots={a.id: Bulkhead(a.max_concurrency, a.queue_timeout_s) for a in config.agents},
         store=store,
         governance=governance,
         approvals=approvals,
-        batches=build_batches(config, store, chat, routes, limits, stack),
+        batches=build_batches(config, store, chat, routes, limits, stack, activity),
     )

@@ -190,3 +190,13 @@ def test_bad_input_gets_clear_errors(simulator: tuple[str, Any], store_url: str,
             other.files.retrieve(twice.id)
         with pytest.raises(openai.NotFoundError):
             client.batches.retrieve("batch_nope")
+
+
+def test_with_when_idle_an_idle_gateway_runs_llm_lines_outside_the_windows(
+    simulator: tuple[str, Any], store_url: str, tmp_path: Any
+) -> None:
+    config = batch_config(simulator[0], store_url, tmp_path, closed_window(), when_idle=True)
+    with gateway_server(config) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        batch = submit(client, jsonl(line("llm", "auto", "hi")))
+        assert settled(client, batch.id).request_counts.completed == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.pipeline.settlement import Records
+from gateway.runtime.circuits import SharedCircuits
 from gateway.runtime.governance import Governance, build_governance
 from gateway.store.approvals import SqlApprovals
 from gateway.store.runtime import StoreRuntime
@@ -77,6 +79,9 @@ class Activity:
 
     async def idle(self) -> None:
         await self._idle.wait()
+
+
+log = logging.getLogger("tiergate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +377,24 @@ def build_approvals(
     return gate
 
 
+async def share_circuits(
+    config: GatewayConfig, circuits: dict[str, CircuitBreaker], stack: AsyncExitStack
+) -> None:
+    """With Redis state, every worker's breakers hear of each other's openings and closes."""
+    if config.state.backend != "redis" or not config.state.url:
+        return
+    # a client of its own: following the channel waits longer than the state calls' timeout
+    client = aioredis.Redis.from_url(config.state.url, socket_connect_timeout=config.state.timeout_s)
+    stack.push_async_callback(client.aclose)
+    shared = SharedCircuits(client, "tg", circuits)
+    try:
+        await shared.start()
+    except Exception as exc:  # Redis down at start: each breaker works alone
+        log.error("circuit state cannot be shared through Redis: %s", exc)
+        return
+    stack.push_async_callback(shared.close)
+
+
 def build_batches(
     config: GatewayConfig,
     store: StoreRuntime | None,
@@ -489,6 +512,7 @@ async def build_gateway(
     session = upstream_session(config)
     stack.push_async_callback(session.close)
     tiers, circuits = build_llm_tiers(config, session, counter)
+    await share_circuits(config, circuits, stack)
     ledger, cache = build_state(config, stack, previous)
     sink, store = await build_records_sink(config, stack, store)
     recent = RecentRecords(config.records.keep_last)

@@ -278,3 +278,44 @@ def test_a_frozen_redis_costs_requests_a_timeout_not_a_hang_and_then_recovers(tm
         server.send_signal(signal.SIGCONT)
         server.terminate()
         server.wait(10)
+
+
+def test_a_circuit_opened_on_one_gateway_is_open_on_the_other_at_once(
+    redis_proc: Any, tmp_path: Path
+) -> None:
+    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/5"
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_proc.port), "-n", "5", "flushdb"], check=True, capture_output=True
+    )
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    with simulator_server() as (sim_url, simulated):
+        config = shared_config(sim_url, redis_url)
+        config["upstreams"][0].update(model="sim-small+fault=500", circuit={"failures": 2, "cooldown_s": 60})
+        with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
+            for _ in range(2):  # the first gateway finds the upstream failing
+                failed = httpx.post(
+                    f"{first}/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {KEY}"}
+                )
+                assert failed.status_code >= 500
+            circuits = httpx.get(f"{first}/admin/circuits", headers=admin).json()
+            assert circuits["small"]["state"] == "open"
+
+            def open_on_second() -> bool:
+                return bool(
+                    httpx.get(f"{second}/admin/circuits", headers=admin).json()["small"]["state"] == "open"
+                )
+
+            deadline = time.monotonic() + 5
+            while not open_on_second() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert open_on_second()
+            calls = simulated.stats.requests
+            skipped = httpx.post(
+                f"{second}/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {KEY}"}
+            )
+            assert skipped.status_code == 503 and "circuit open" in skipped.json()["error"]["message"]
+            assert simulated.stats.requests == calls  # the second gateway never called it
+            # a gateway started now learns of the opening from Redis
+            with gateway_process(config, tmp_path) as third:
+                assert httpx.get(f"{third}/admin/circuits", headers=admin).json()["small"]["state"] == "open"

@@ -80,3 +80,26 @@ def test_outcomes_leave_the_window_and_memory_stays_flat_at_any_rate() -> None:
     for _ in range(100_000):
         circuit.record(failed=False)
     assert len(circuit._outcomes._counts) <= 21
+
+
+def test_a_breaker_tells_of_its_own_changes_and_takes_those_of_others() -> None:
+    now = [0.0]
+    told: list[float | None] = []
+    breaker = CircuitBreaker(CircuitSettings(failures=2, cooldown_s=10), clock=lambda: now[0])
+    breaker.on_change = told.append
+    breaker.record(failed=True)
+    breaker.record(failed=True)
+    assert breaker.state == "open" and told == [10]
+    now[0] = 11.0
+    assert breaker.allow()  # the half-open probe
+    breaker.record(failed=False)
+    assert breaker.state == "closed" and told == [10, None]
+    other = CircuitBreaker(CircuitSettings(), clock=lambda: now[0])
+    other.on_change = told.append
+    other.opened_elsewhere(5.0)
+    assert other.state == "open" and not other.allow() and 4.9 < other.retry_after() <= 5.0
+    other.opened_elsewhere(1.0)  # never shortened
+    assert other.retry_after() > 4.9
+    other.closed_elsewhere()
+    assert other.state == "closed" and other.allow()
+    assert told == [10, None]  # what it was told of, it does not tell again

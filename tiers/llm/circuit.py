@@ -34,6 +34,9 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._probing = False
         self.opened_count = 0
+        # told of each change this breaker finds itself (not of those it is told of): an opening,
+        # with its cool-down in seconds, or a close (None) after a successful probe
+        self.on_change: Callable[[float | None], None] | None = None
 
     @property
     def state(self) -> str:
@@ -65,6 +68,8 @@ class CircuitBreaker:
             if self._open_until:
                 self._open_until = 0.0  # a successful probe closes the circuit
                 self._outcomes.clear()
+                if self.on_change is not None:
+                    self.on_change(None)
             self._outcomes.add(1, 0)
             return
         self._consecutive += 1
@@ -84,4 +89,21 @@ class CircuitBreaker:
         cooldown = max(self._settings.cooldown_s, retry_after_s or 0.0)
         if now >= self._open_until:
             self.opened_count += 1
+        if now + cooldown > self._open_until and self.on_change is not None:
+            self.on_change(cooldown)
         self._open_until = max(self._open_until, now + cooldown)  # never shorten a running cool-down
+
+    def opened_elsewhere(self, seconds: float) -> None:
+        """Another worker (or gateway) opened this upstream's circuit for `seconds`."""
+        now = self._clock()
+        if now >= self._open_until:
+            self.opened_count += 1
+        self._open_until = max(self._open_until, now + seconds)
+        self._probing = False
+
+    def closed_elsewhere(self) -> None:
+        """Another worker's probe succeeded: the upstream answers again."""
+        if self._open_until:
+            self._open_until = 0.0
+            self._consecutive = 0
+            self._outcomes.clear()

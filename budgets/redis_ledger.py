@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from budgets.ledger import StateError
 from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage, denied
+from budgets.redis_client import StateClient
 
 
 def load_script(name: str) -> str:
@@ -45,7 +45,7 @@ class RedisLedger:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: StateClient,
         policies: Mapping[str, BudgetPolicy],
         subjects_of: Mapping[str, tuple[str, ...]],
         tags: Mapping[str, str],
@@ -94,10 +94,23 @@ class RedisLedger:
             except NoScriptError:  # a restarted or failed-over Redis: load it, once, and go on
                 await self._client.script_load(script.source)
                 return await self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise StateError(f"{type(exc).__name__}: {exc}") from None
         except TimeoutError:
             raise StateError("Redis did not answer in time") from None
+        except RuntimeError as exc:  # a connection the client closed under it (seen on a cluster)
+            raise StateError(f"Redis connection lost: {exc}") from None
+
+    async def load_scripts(self) -> None:
+        """Load the scripts (on every primary of a cluster) before the first request needs them,
+        so a burst does not meet NOSCRIPT everywhere at once."""
+        try:
+            for script in (self._reserve, self._settle, self._usage):
+                await self._client.script_load(script.source)
+        except (RedisError, RedisClusterException, TimeoutError, RuntimeError) as exc:
+            log.warning(
+                "budget scripts not loaded yet (%s); they are loaded on first use", type(exc).__name__
+            )
 
     async def reserve(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         plan = self._plan.get(agent, [])

@@ -82,6 +82,15 @@ def store_settings(store_url: str, tmp_path: Any, **extra: Any) -> dict[str, Any
 
 
 @pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A three-master Redis Cluster for the whole session (tests flush what they use)."""
+    from tests.cluster import redis_cluster
+
+    with redis_cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def simulator() -> Iterator[tuple[str, Any]]:
     with simulator_server() as running:
         yield running

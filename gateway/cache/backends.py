@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
-import redis.asyncio as aioredis
 from cachetools import TLRUCache
 from redis.exceptions import RedisError
 
+from budgets.redis_client import StateClient
 from tiers.types import ChatRequest, Usage
 
 # Fields that cannot change the answer, left out of the key.
@@ -104,7 +104,7 @@ class RedisCache:
     """Shared by every gateway process. A cache that cannot be reached is a miss, never an error:
     the answer is computed and served as if the cache were cold (logged once per outage)."""
 
-    def __init__(self, client: aioredis.Redis, owns_client: bool, prefix: str = "tg:cache:") -> None:
+    def __init__(self, client: StateClient, owns_client: bool, prefix: str = "tg:cache:") -> None:
         self._client = client
         self._owns = owns_client
         self._prefix = prefix

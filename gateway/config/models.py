@@ -49,6 +49,7 @@ class ServerConfig(Model):
 class StateConfig(Model):
     backend: Literal["memory", "redis"] = "memory"
     url: str | None = None
+    cluster: bool = Field(False, description="url names a node of a Redis Cluster (or use redis+cluster://)")
     on_state_error: Literal["fail_closed", "fail_open"] = "fail_closed"
     timeout_s: float = Field(0.25, gt=0)
 

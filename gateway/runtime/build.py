@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 
 from budgets.ledger import Ledger
 from budgets.memory import MemoryLedger
 from budgets.policy import MICRO_USD, BudgetPolicy
-from budgets.redis_client import connect
+from budgets.redis_client import StateClient, connect
 from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.approval.gate import ApprovalGate
@@ -152,7 +151,7 @@ def budget_subjects(config: GatewayConfig, agent: AgentConfig) -> list[tuple[str
     return subjects
 
 
-def build_ledger(config: GatewayConfig, redis: aioredis.Redis | None) -> Ledger:
+def build_ledger(config: GatewayConfig, redis: StateClient | None) -> Ledger:
     policies: dict[str, BudgetPolicy] = {}
     subjects: dict[str, tuple[str, ...]] = {}
     for agent in config.agents:
@@ -166,14 +165,19 @@ def build_ledger(config: GatewayConfig, redis: aioredis.Redis | None) -> Ledger:
     return RedisLedger(redis, policies, subjects, tags)
 
 
-def build_cache(config: GatewayConfig, state_redis: aioredis.Redis | None) -> Cache:
+def build_cache(config: GatewayConfig, state_redis: StateClient | None) -> Cache:
     if config.cache.backend == "memory":
         return MemoryCache(config.cache.max_entries)
     if config.cache.backend == "redis":
         if config.cache.url and config.cache.url != config.state.url:
-            return RedisCache(connect(config.cache.url, config.state.timeout_s), owns_client=True)
+            return RedisCache(
+                connect(config.cache.url, config.state.timeout_s, cluster=config.state.cluster),
+                owns_client=True,
+            )
         if state_redis is None:
-            state_redis = connect(config.state.url or "", config.state.timeout_s)
+            state_redis = connect(
+                config.state.url or "", config.state.timeout_s, cluster=config.state.cluster
+            )
             return RedisCache(state_redis, owns_client=True)
         return RedisCache(state_redis, owns_client=False)
     return NoCache()
@@ -384,7 +388,7 @@ async def share_circuits(
     if config.state.backend != "redis" or not config.state.url:
         return
     # a client of its own: following the channel waits longer than the state calls' timeout
-    client = aioredis.Redis.from_url(config.state.url, socket_connect_timeout=config.state.timeout_s)
+    client = connect(config.state.url, 30.0, max_connections=8, cluster=config.state.cluster)
     stack.push_async_callback(client.aclose)
     shared = SharedCircuits(client, "tg", circuits)
     try:
@@ -468,7 +472,7 @@ def build_state(
     """The budget ledger and the cache; in memory, they carry over from the `previous` gateway."""
     redis = None
     if config.state.backend == "redis" and config.state.url:
-        redis = connect(config.state.url, config.state.timeout_s)
+        redis = connect(config.state.url, config.state.timeout_s, cluster=config.state.cluster)
         stack.push_async_callback(redis.aclose)
     ledger = build_ledger(config, redis)
     if (
@@ -514,6 +518,8 @@ async def build_gateway(
     tiers, circuits = build_llm_tiers(config, session, counter)
     await share_circuits(config, circuits, stack)
     ledger, cache = build_state(config, stack, previous)
+    if isinstance(ledger, RedisLedger):
+        await ledger.load_scripts()
     sink, store = await build_records_sink(config, stack, store)
     recent = RecentRecords(config.records.keep_last)
     classifiers, references = load_classifiers(config)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import msgspec
 import redis.asyncio as aioredis
 
+from budgets.redis_client import StateClient
 from tiers.llm.circuit import CircuitBreaker
 
 log = logging.getLogger("tiergate")
@@ -31,7 +32,7 @@ class CircuitNews(msgspec.Struct, frozen=True):
 
 
 class SharedCircuits:
-    def __init__(self, client: aioredis.Redis, prefix: str, breakers: Mapping[str, CircuitBreaker]) -> None:
+    def __init__(self, client: StateClient, prefix: str, breakers: Mapping[str, CircuitBreaker]) -> None:
         self._client = client
         self._channel = f"{prefix}:circuits"
         self._prefix = prefix

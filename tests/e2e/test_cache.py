@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from tests.cluster import flush
 from tests.conftest import DEMO_KEY, OTHER_KEY, make_config
 from tests.integration.test_shared_budget import gateway_process
 from tests.servers import gateway_server, simulator_server
@@ -113,10 +114,16 @@ def test_ten_concurrent_identical_misses_cost_one_upstream_call() -> None:
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "cluster"])
 def test_ten_concurrent_identical_misses_across_two_gateways_on_redis_cost_one_call(
-    redis_proc: Any, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, cluster: bool
 ) -> None:
-    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/4"
+    if cluster:
+        redis_url = request.getfixturevalue("cluster_url")
+        flush(redis_url)
+    else:
+        proc = request.getfixturevalue("redis_proc")
+        redis_url = f"redis://{proc.host}:{proc.port}/4"
     with simulator_server(SimulatorSettings(latency_ms=400)) as (sim_url, simulated):
         config = make_config(sim_url, agents=AGENTS).model_dump(mode="json")
         config["agents"] = AGENTS

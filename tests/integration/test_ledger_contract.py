@@ -32,13 +32,16 @@ POLICIES = policies(
 TAGS = {"a": "team:t", "b": "team:t"}
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis), "cluster"])
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger(POLICIES, SUBJECTS)
         return
-    proc = request.getfixturevalue("redis_proc")
-    client = connect(f"redis://{proc.host}:{proc.port}/0", timeout_s=2)
+    if request.param == "cluster":  # every script's keys in one slot, on a real three-master cluster
+        client = connect(request.getfixturevalue("cluster_url"), timeout_s=2)
+    else:
+        proc = request.getfixturevalue("redis_proc")
+        client = connect(f"redis://{proc.host}:{proc.port}/0", timeout_s=2)
     await client.flushdb()
     ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
     yield ledger

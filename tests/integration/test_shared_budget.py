@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.cluster import flush
 from tests.conftest import ADMIN_KEY
 from tests.servers import free_port, simulator_server
 
@@ -57,6 +58,18 @@ def gateway_process(config: dict[str, Any], tmp_path: Path, workers: int = 1) ->
             proc.wait()
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def shared_state(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """State settings for one real Redis, or for a real three-master Redis Cluster; emptied."""
+    if request.param == "cluster":
+        url = request.getfixturevalue("cluster_url")
+        flush(url)
+        return {"url": url}
+    proc = request.getfixturevalue("redis_proc")
+    subprocess.run(["redis-cli", "-p", str(proc.port), "-n", "6", "flushdb"], check=True, capture_output=True)
+    return {"url": f"redis://{proc.host}:{proc.port}/6"}
+
+
 def shared_config(sim_url: str, redis_url: str, **state: Any) -> dict[str, Any]:
     return {
         "server": {"admin_key": ADMIN_KEY},
@@ -86,13 +99,11 @@ async def race(urls: list[str], requests: int, max_tokens: int | None = 20) -> l
         return await asyncio.gather(*(one(i) for i in range(requests)))
 
 
-def test_two_gateways_sharing_redis_never_overspend_a_budget(redis_proc: Any, tmp_path: Path) -> None:
-    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/3"
-    subprocess.run(
-        ["redis-cli", "-p", str(redis_proc.port), "-n", "3", "flushdb"], check=True, capture_output=True
-    )
+def test_two_gateways_sharing_redis_never_overspend_a_budget(
+    shared_state: dict[str, Any], tmp_path: Path
+) -> None:
     with simulator_server() as (sim_url, simulated):
-        config = shared_config(sim_url, redis_url)
+        config = shared_config(sim_url, shared_state["url"])
         with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
             before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
             responses = asyncio.run(race([first, second], 200))
@@ -114,16 +125,14 @@ def test_two_gateways_sharing_redis_never_overspend_a_budget(redis_proc: Any, tm
 
 
 def test_a_burst_the_budget_can_afford_is_served_not_refused_for_what_is_held(
-    redis_proc: Any, tmp_path: Path
+    shared_state: dict[str, Any], tmp_path: Path
 ) -> None:
     """48 requests at once with no max_tokens, across two gateways: each reserves its prompt and
     1,024 completion tokens, so only a couple fit at a time; the rest wait for them to settle."""
-    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/4"
-    subprocess.run(
-        ["redis-cli", "-p", str(redis_proc.port), "-n", "4", "flushdb"], check=True, capture_output=True
-    )
     with simulator_server() as (sim_url, simulated):
-        config = shared_config(sim_url, redis_url)  # 3,000 tokens a day: the burst needs about 2,500
+        config = shared_config(
+            sim_url, shared_state["url"]
+        )  # 3,000 tokens a day: the burst needs about 2,500
         with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
             before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
             responses = asyncio.run(race([first, second], 48, max_tokens=None))
@@ -281,16 +290,12 @@ def test_a_frozen_redis_costs_requests_a_timeout_not_a_hang_and_then_recovers(tm
 
 
 def test_a_circuit_opened_on_one_gateway_is_open_on_the_other_at_once(
-    redis_proc: Any, tmp_path: Path
+    shared_state: dict[str, Any], tmp_path: Path
 ) -> None:
-    redis_url = f"redis://{redis_proc.host}:{redis_proc.port}/5"
-    subprocess.run(
-        ["redis-cli", "-p", str(redis_proc.port), "-n", "5", "flushdb"], check=True, capture_output=True
-    )
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     ask = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
     with simulator_server() as (sim_url, simulated):
-        config = shared_config(sim_url, redis_url)
+        config = shared_config(sim_url, shared_state["url"])
         config["upstreams"][0].update(model="sim-small+fault=500", circuit={"failures": 2, "cooldown_s": 60})
         with gateway_process(config, tmp_path) as first, gateway_process(config, tmp_path) as second:
             for _ in range(2):  # the first gateway finds the upstream failing

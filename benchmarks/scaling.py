@@ -25,6 +25,11 @@ KEY = "sk-bench"
 SCENARIOS = {"rules answers": "rules", "cache hits": "cached", "pass-through": "pass"}
 
 
+def body(route: str) -> bytes:
+    # a deterministic request is cached (`only_deterministic`): temperature 0 for the cache hits
+    return chat_body(route, temperature=0) if route == "cached" else chat_body(route)
+
+
 def config(sim: str, budget_state: dict[str, Any] | None = None) -> dict[str, Any]:
     agent: dict[str, Any] = {"id": "bench", "api_key": KEY, "max_concurrency": None}
     raw: dict[str, Any] = {

@@ -57,7 +57,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with gateway(config(sim), workers=workers) as url:
                 out["workers"][str(workers)] = {
                     name: throughput(
-                        f"{url}/chat/completions", chat_body(route), auth, args.connections, args.seconds
+                        f"{url}/chat/completions", body(route), auth, args.connections, args.seconds
                     )["rps"]
                     for name, route in SCENARIOS.items()
                 }

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.config.models import ApprovalCondition, ApprovalPolicy
+from gateway.config.approvals import ApprovalCondition, ApprovalPolicy
 from routing.ladder import Attempt
 from tiers.types import Answer, ChatRequest
 

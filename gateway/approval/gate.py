@@ -30,7 +30,8 @@ import msgspec
 
 from gateway.approval.conditions import describe, first_holding
 from gateway.approval.trust import TrustKeeper
-from gateway.config.models import AgentConfig, ApprovalPolicy, ApprovalsConfig, RouteConfig
+from gateway.config.approvals import ApprovalPolicy, ApprovalsConfig
+from gateway.config.models import AgentConfig, RouteConfig
 from gateway.errors import BadRequest, ErrorBody, Forbidden, GatewayError, NotFound
 from gateway.http.responses import frames_of_body
 from gateway.observe.webhook import Webhook

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from gateway.config.models import AgentConfig, ApprovalPolicy
+from gateway.config.approvals import ApprovalPolicy
+from gateway.config.models import AgentConfig
 from gateway.store.protocol import Approval, ApprovalStore, Trust
 
 log = logging.getLogger("tiergate")

@@ -25,7 +25,8 @@ import msgspec
 from gateway.batch.files import FileKeeper
 from gateway.batch.store import BatchRecord, FileRecord, Line, SqlBatchStore
 from gateway.batch.windows import in_window
-from gateway.config.models import AgentConfig, BatchConfig
+from gateway.config.batch import BatchConfig
+from gateway.config.models import AgentConfig
 from gateway.errors import GatewayError
 from gateway.http.wire import InputLimits, decode_chat_request
 from gateway.pipeline.results import ChatResult

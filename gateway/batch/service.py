@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.batch.files import FileKeeper
 from gateway.batch.runner import BatchRunner
 from gateway.batch.store import SqlBatchStore
-from gateway.config.models import BatchConfig
+from gateway.config.batch import BatchConfig
 from gateway.http.wire import InputLimits
 
 

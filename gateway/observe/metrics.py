@@ -101,6 +101,52 @@ class _DriftCollector(Collector):
         yield family
 
 
+class StoreMetrics:
+    """The spool's and the shipper's readings, published by each worker after each shipping pass
+    (with several workers: gauges summed, maxed or minned over the live ones, counters summed)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._shipped_seen = (0, 0, 0)  # records shipped, torn, dropped, as last published
+        self.spool_bytes = Gauge(
+            "tiergate_spool_bytes",
+            "Decision records spooled and not yet stored, as of each worker's last shipping pass",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.spool_full = Gauge(
+            "tiergate_spool_full",
+            "1 while a worker's spool is full and records are dropped",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.store_up = Gauge(
+            "tiergate_store_up",
+            "1 while the decision store takes every worker's records",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.records_shipped = Counter(
+            "tiergate_records_shipped", "Records moved from the spool to the store", registry=registry
+        )
+        self.records_torn = Counter(
+            "tiergate_records_torn", "Spooled records that could not be read", registry=registry
+        )
+        self.spool_dropped = Counter(
+            "tiergate_spool_dropped", "Records dropped because the spool was full", registry=registry
+        )
+
+    def readings(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
+        """Publish the spool's and the shipper's readings (after each shipping pass)."""
+        self.spool_bytes.set(spool.pending)
+        self.spool_full.set(float(spool.full))
+        self.store_up.set(float(shipper.store_up))
+        shipped, torn, dropped = self._shipped_seen
+        self.records_shipped.inc(max(0, shipper.shipped - shipped))
+        self.records_torn.inc(max(0, shipper.torn - torn))
+        self.spool_dropped.inc(max(0, spool.dropped - dropped))
+        self._shipped_seen = (shipper.shipped, shipper.torn, spool.dropped)
+
+
 class Metrics:
     def __init__(self, circuits: Mapping[str, CircuitBreaker], routes: Iterable[str]) -> None:
         self.registry = CollectorRegistry()
@@ -110,34 +156,7 @@ class Metrics:
         # Readings of this worker alone (with several workers, the scraped one's), next to the
         # counters that every worker adds to (summed across workers in multiprocess mode).
         self._own: list[Collector] = [_CircuitCollector(circuits)]
-        self._shipped_seen = (0, 0, 0)  # records shipped, torn, dropped, as last published
-        self.spool_bytes = Gauge(
-            "tiergate_spool_bytes",
-            "Decision records spooled and not yet stored, as of each worker's last shipping pass",
-            multiprocess_mode="livesum",
-            registry=self.registry,
-        )
-        self.spool_full = Gauge(
-            "tiergate_spool_full",
-            "1 while a worker's spool is full and records are dropped",
-            multiprocess_mode="livemax",
-            registry=self.registry,
-        )
-        self.store_up = Gauge(
-            "tiergate_store_up",
-            "1 while the decision store takes every worker's records",
-            multiprocess_mode="livemin",
-            registry=self.registry,
-        )
-        self.records_shipped = Counter(
-            "tiergate_records_shipped", "Records moved from the spool to the store", registry=self.registry
-        )
-        self.records_torn = Counter(
-            "tiergate_records_torn", "Spooled records that could not be read", registry=self.registry
-        )
-        self.spool_dropped = Counter(
-            "tiergate_spool_dropped", "Records dropped because the spool was full", registry=self.registry
-        )
+        self.store = StoreMetrics(self.registry)
         # Label lookups cost more than the counting: each labelled child is looked up once.
         self._children: dict[tuple[Any, ...], Any] = {}
         self.requests = Counter(
@@ -203,17 +222,6 @@ class Metrics:
             ["subject", "window", "metric"],
             registry=self.registry,
         )
-
-    def store_readings(self, spool: SpoolReadings, shipper: ShipperReadings) -> None:
-        """Publish the spool's and the shipper's readings (after each shipping pass)."""
-        self.spool_bytes.set(spool.pending)
-        self.spool_full.set(float(spool.full))
-        self.store_up.set(float(shipper.store_up))
-        shipped, torn, dropped = self._shipped_seen
-        self.records_shipped.inc(max(0, shipper.shipped - shipped))
-        self.records_torn.inc(max(0, shipper.torn - torn))
-        self.spool_dropped.inc(max(0, spool.dropped - dropped))
-        self._shipped_seen = (shipper.shipped, shipper.torn, spool.dropped)
 
     def watch_quality(self, readings: Callable[[], Iterable[QualityRow]]) -> None:
         self._own.append(_QualityCollector(readings))

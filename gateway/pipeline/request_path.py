@@ -28,12 +28,12 @@ from budgets.tokens import PromptTokens, TokenCounter
 from gateway.cache.flight import DEFAULT_CONTROL, CacheControl
 from gateway.config.models import AgentConfig
 from gateway.errors import GatewayError, clip
-from gateway.pipeline.admission import Admission
+from gateway.pipeline.admission import Admission, Admitted
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
 from gateway.pipeline.plan import NothingPaused, Paused, Planner
 from gateway.pipeline.relay import Relay
-from gateway.pipeline.respond import Respond
+from gateway.pipeline.respond import Respond, Whole
 from gateway.pipeline.results import STREAM_HEADERS, ChatResult
 from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.settlement import Draft, Ending, Records, Settlement
@@ -143,21 +143,7 @@ class RequestPath:
             if cached is not None:
                 whole = self._respond.replayed(settlement, cached)
             else:
-                outgoing = plan.grant.request
-                if held and outgoing.stream:  # a held answer is streamed once it is approved
-                    outgoing = msgspec.structs.replace(outgoing, stream=False, stream_options=None)
-                tier_request = TierRequest(
-                    chat=outgoing,
-                    agent=agent.id,
-                    prompt_tokens=prompt,
-                    include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
-                    max_repeated_chunks=agent.loops.max_repeated_chunks,
-                    lane=lane,
-                )
-                try:
-                    answer = await self._ladder.walk(settlement, admitted, tier_request)
-                finally:
-                    settlement.slot_wait_ms = tier_request.waited_ms
+                answer, outgoing = await self._walk(settlement, admitted, prompt, whole_only=held)
                 if answer.stream is not None:  # the relay finishes the settlement when the stream ends
                     relay = Relay(settlement, answer, admitted.check)
                     return ChatResult(headers={**settlement.headers(answer), **STREAM_HEADERS}, stream=relay)
@@ -165,25 +151,49 @@ class RequestPath:
                 if self._audits is not None:
                     self._audits.offer(plan.route.name, draft.id, outgoing, answer)
             await settlement.finish(whole.ending)  # charged when generated, approved or not
-            if held:
-                assert self._approvals is not None
-                approved = await self._approvals.hold(
-                    agent,
-                    plan.route.name,
-                    request,
-                    whole.answer,
-                    whole.body,
-                    list(settlement.attempts),
-                    settlement.headers(whole.answer),
-                    host,
-                )
-                if approved is not None:
-                    return approved
-            return self._respond.result(settlement, whole)
+            approved = await self._hold(settlement, whole, host) if held else None
+            return approved if approved is not None else self._respond.result(settlement, whole)
         except BaseException as exc:
             if not settlement.finished:  # failed, declined or cancelled before it handed off
                 await settlement.finish(Ending.failed(exc))
             raise
+
+    async def _walk(
+        self, settlement: Settlement, admitted: Admitted, prompt: PromptTokens, whole_only: bool
+    ) -> tuple[Answer, ChatRequest]:
+        """The ladder's answer, and the request as it went upstream (asked whole, not streamed,
+        when the answer may be held for approval: it is streamed once approved)."""
+        draft = settlement.draft
+        outgoing = settlement.plan.grant.request
+        if whole_only and outgoing.stream:
+            outgoing = msgspec.structs.replace(outgoing, stream=False, stream_options=None)
+        tier_request = TierRequest(
+            chat=outgoing,
+            agent=draft.agent.id,
+            prompt_tokens=prompt,
+            include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
+            max_repeated_chunks=draft.agent.loops.max_repeated_chunks,
+            lane=draft.lane,
+        )
+        try:
+            return await self._ladder.walk(settlement, admitted, tier_request), outgoing
+        finally:
+            settlement.slot_wait_ms = tier_request.waited_ms
+
+    async def _hold(self, settlement: Settlement, whole: Whole, host: str | None) -> ChatResult | None:
+        """A settled answer held for approval, as delivered once decided (None: not held)."""
+        assert self._approvals is not None
+        draft = settlement.draft
+        return await self._approvals.hold(
+            draft.agent,
+            settlement.plan.route.name,
+            draft.request,
+            whole.answer,
+            whole.body,
+            list(settlement.attempts),
+            settlement.headers(whole.answer),
+            host,
+        )
 
     async def _replay(
         self, agent: AgentConfig, request: ChatRequest, approval_id: str | None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -20,10 +19,7 @@ from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
 from gateway.approval.gate import ApprovalGate
 from gateway.auth import AdminKey, AgentDirectory, key_digest
-from gateway.batch.files import FileKeeper, files_directory
-from gateway.batch.runner import BatchRunner
 from gateway.batch.service import Batches
-from gateway.batch.store import SqlBatchStore
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
 from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
@@ -34,7 +30,6 @@ from gateway.http.wire import InputLimits
 from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
 from gateway.observe.records import JsonLinesSink, NoSink, RecentRecords, Recorder, RecordSink, TeeSink
-from gateway.observe.webhook import Webhook
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import AgentBudget, BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
@@ -42,9 +37,8 @@ from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.pipeline.settlement import Records
-from gateway.runtime.circuits import SharedCircuits
 from gateway.runtime.governance import Governance, build_governance
-from gateway.store.approvals import SqlApprovals
+from gateway.runtime.services import asks_approval, build_approvals, build_batches, share_circuits
 from gateway.store.runtime import StoreRuntime
 from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
@@ -304,8 +298,8 @@ def build_routes(
     return RouteTable(routes)
 
 
-def upstream_session(config: GatewayConfig) -> aiohttp.ClientSession:
-    """One HTTP session per worker for every upstream call."""
+def upstream_session(config: GatewayConfig, stack: AsyncExitStack) -> aiohttp.ClientSession:
+    """One HTTP session per worker for every upstream call, closed with `stack`."""
     connector = aiohttp.TCPConnector(
         limit=sum(u.max_connections for u in config.upstreams) or 100,
         limit_per_host=0,
@@ -314,12 +308,14 @@ def upstream_session(config: GatewayConfig) -> aiohttp.ClientSession:
     )
     # No cookie jar: the session is shared by every agent, and an upstream's Set-Cookie must never
     # ride along on another agent's request.
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
         raise_for_status=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
+    stack.push_async_callback(session.close)
+    return session
 
 
 def build_llm_tiers(
@@ -343,96 +339,28 @@ def build_llm_tiers(
     return tiers, circuits
 
 
-def asks_approval(config: GatewayConfig) -> bool:
-    """Whether any route or agent has an approval policy."""
-    return any(r.approval is not None for r in config.routes) or any(
-        p is not None for a in config.agents for p in a.approval.values()
-    )
+def input_limits(config: GatewayConfig) -> InputLimits:
+    server = config.server
+    return InputLimits(server.max_body_bytes, server.max_messages, server.max_total_chars)
 
 
-def build_approvals(
-    config: GatewayConfig,
-    store: StoreRuntime | None,
-    session: aiohttp.ClientSession,
-    stack: AsyncExitStack,
-) -> ApprovalGate | None:
-    """The approval stage and its expiry task (approvals live in the store: none without one)."""
-    if store is None:
-        return None
-    webhook = Webhook(session, config.approvals.webhook_url, config.approvals.timeout_s, "approvals")
-    stack.push_async_callback(webhook.close)
-    gate = ApprovalGate(
-        SqlApprovals(store.store.engine),
-        store.store,
-        config.approvals,
-        {r.name: r for r in config.routes},
-        {a.id: a for a in config.agents},
-        webhook,
-    )
-    if asks_approval(config):
-        expiry = asyncio.create_task(gate.expire_forever(), name="tiergate-approval-expiry")
-
-        async def stop() -> None:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
-
-        stack.push_async_callback(stop)
-    return gate
+def build_alerts(
+    config: GatewayConfig, metrics: Metrics, session: aiohttp.ClientSession, stack: AsyncExitStack
+) -> BudgetAlerts:
+    alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
+    stack.push_async_callback(alerts.close)
+    return alerts
 
 
-async def share_circuits(
-    config: GatewayConfig, circuits: dict[str, CircuitBreaker], stack: AsyncExitStack
-) -> None:
-    """With Redis state, every worker's breakers hear of each other's openings and closes."""
-    if config.state.backend != "redis" or not config.state.url:
-        return
-    # a client of its own: following the channel waits longer than the state calls' timeout
-    client = connect(config.state.url, 30.0, max_connections=8, cluster=config.state.cluster)
-    stack.push_async_callback(client.aclose)
-    shared = SharedCircuits(client, "tg", circuits)
-    try:
-        await shared.start()
-    except Exception as exc:  # Redis down at start: each breaker works alone
-        log.error("circuit state cannot be shared through Redis: %s", exc)
-        return
-    stack.push_async_callback(shared.close)
+def admin_key(config: GatewayConfig) -> AdminKey:
+    admin = config.server.admin_key
+    return AdminKey(key_digest(admin.get_secret_value()) if admin else None)
 
 
-def build_batches(
-    config: GatewayConfig,
-    store: StoreRuntime | None,
-    chat: RequestPath,
-    routes: RouteTable,
-    limits: InputLimits,
-    stack: AsyncExitStack,
-    activity: Activity,
-) -> Batches | None:
-    """The Batch API and this worker's runner (batches live in the store: none without one)."""
-    if store is None or config.store is None:
-        return None
-    batch_store = SqlBatchStore(store.store.engine)
-    runner = BatchRunner(
-        batch_store,
-        FileKeeper(files_directory(config.batch.files_dir, config.store.url)),
-        chat,
-        routes,
-        {a.id: a for a in config.agents},
-        config.batch,
-        limits,
-        busy=lambda: activity.in_flight > 0,
-    )
-    running = asyncio.create_task(runner.run(), name="tiergate-batches")
-
-    async def stop() -> None:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await runner.stop()
-
-    stack.push_async_callback(stop)
-    files = FileKeeper(files_directory(config.batch.files_dir, config.store.url))
-    return Batches(batch_store, files, runner, config.batch, limits)
+def watch_store(metrics: Metrics, store: StoreRuntime) -> None:
+    """The spool's and the shipper's readings reach the metrics after each shipping pass."""
+    store.shipper.on_report = lambda: metrics.store.readings(store.spool, store.shipper.stats)
+    store.shipper.on_report()
 
 
 def build_request_path(
@@ -466,7 +394,7 @@ def build_request_path(
     )
 
 
-def build_state(
+async def build_state(
     config: GatewayConfig, stack: AsyncExitStack, previous: Gateway | None
 ) -> tuple[Ledger, Cache]:
     """The budget ledger and the cache; in memory, they carry over from the `previous` gateway."""
@@ -481,6 +409,8 @@ def build_state(
         and isinstance(previous.ledger, MemoryLedger)
     ):
         ledger.carry_over(previous.ledger)
+    if isinstance(ledger, RedisLedger):
+        await ledger.load_scripts()  # before the first burst, on every node of a cluster
     cache = build_cache(config, redis)
     if previous is not None and isinstance(cache, MemoryCache) and isinstance(previous.cache, MemoryCache):
         cache = previous.cache
@@ -513,24 +443,18 @@ async def build_gateway(
     forgets what was spent. The decision `store` outlives reloads (the holder owns it); without
     one, a configured store is opened here and closed with `stack`."""
     counter = TokenCounter(load_encoding(config.tokenizer.encoding))
-    session = upstream_session(config)
-    stack.push_async_callback(session.close)
+    session = upstream_session(config, stack)
     tiers, circuits = build_llm_tiers(config, session, counter)
     await share_circuits(config, circuits, stack)
-    ledger, cache = build_state(config, stack, previous)
-    if isinstance(ledger, RedisLedger):
-        await ledger.load_scripts()
+    ledger, cache = await build_state(config, stack, previous)
     sink, store = await build_records_sink(config, stack, store)
     recent = RecentRecords(config.records.keep_last)
     classifiers, references = load_classifiers(config)
     routes = build_routes(config, tiers, classifiers)
     metrics = Metrics(circuits, routes.routes)
     if store is not None:
-        runtime = store
-        runtime.shipper.on_report = lambda: metrics.store_readings(runtime.spool, runtime.shipper.stats)
-        runtime.shipper.on_report()
-    alerts = BudgetAlerts(metrics, session, config.budget_alerts.webhook_url, config.budget_alerts.timeout_s)
-    stack.push_async_callback(alerts.close)
+        watch_store(metrics, store)
+    alerts = build_alerts(config, metrics, session, stack)
     records = Records(Recorder(recent, sink, metrics.observe), config.records.redact)
     governance = build_governance(
         config,
@@ -547,16 +471,13 @@ async def build_gateway(
     chat = build_request_path(
         config, routes, ledger, cache, counter, records, metrics, alerts, governance, approvals
     )
-    admin = config.server.admin_key
     activity = Activity()
-    limits = InputLimits(
-        config.server.max_body_bytes, config.server.max_messages, config.server.max_total_chars
-    )
+    limits = input_limits(config)
     return Gateway(
         config=config,
         chat=chat,
         agents=AgentDirectory.of(config.agents),
-        admin=AdminKey(key_digest(admin.get_secret_value()) if admin else None),
+        admin=admin_key(config),
         limits=limits,
         ledger=ledger,
         cache=cache,
@@ -569,5 +490,5 @@ async def build_gateway(
         store=store,
         governance=governance,
         approvals=approvals,
-        batches=build_batches(config, store, chat, routes, limits, stack, activity),
+        batches=build_batches(config, store, chat, routes, limits, stack, lambda: activity.in_flight > 0),
     )

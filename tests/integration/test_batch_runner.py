@@ -11,7 +11,7 @@ import msgspec
 from gateway.batch.files import FileKeeper
 from gateway.batch.runner import BatchRunner
 from gateway.batch.store import BatchRecord, Line, SqlBatchStore
-from gateway.config.models import BatchConfig
+from gateway.config.batch import BatchConfig
 from gateway.http.wire import InputLimits
 from gateway.pipeline.routes import RouteTable
 from gateway.store.engine import create_engine

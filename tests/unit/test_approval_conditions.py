@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.approval.conditions import describe, first_holding
 from gateway.approval.gate import edited_body, request_hash
-from gateway.config.models import ApprovalPolicy
+from gateway.config.approvals import ApprovalPolicy
 from routing.ladder import Attempt
 from tiers.types import Answer, ChatRequest, Message
 

@@ -17,7 +17,7 @@ from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parent
 README = BENCHMARKS / "README.md"
-DOCUMENTS = (README, BENCHMARKS.parent / "RELIABILITY.md")
+DOCUMENTS = (README, BENCHMARKS / "QUALITY.md", BENCHMARKS.parent / "RELIABILITY.md")
 RESULTS = BENCHMARKS / "results"
 BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n).*?(<!-- /results:\2 -->)", re.DOTALL)
 

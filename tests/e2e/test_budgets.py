@@ -268,3 +268,25 @@ def test_lanes_under_a_flood_a_critical_request_takes_the_place_kept_for_it(
         background, critical = asyncio.run(flood(url))
     assert critical < 0.6  # one upstream call: it did not queue behind the flood
     assert max(background) > 2.0  # eight calls one at a time through the one place background may use
+
+
+def test_past_max_waiting_a_held_back_request_is_refused_at_once_as_contended(
+    simulator: tuple[str, Any],
+) -> None:
+    budget = {"tokens_per_day": 2000, "max_waiting": 0}
+    agents = [{"id": "agent", "api_key": DEMO_KEY, "routes": ["*"], "budget": budget}]
+    with gateway_server(make_config(simulator[0], agents=agents, cache={"backend": "none"})) as url:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                ask = {"model": "auto", "messages": ASK}
+                headers = {"authorization": f"Bearer {DEMO_KEY}"}
+                return await asyncio.gather(
+                    *(client.post(f"{url}/chat/completions", json=ask, headers=headers) for _ in range(10))
+                )
+
+        responses = asyncio.run(burst())
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused and all(r.json()["error"]["code"] == "budget_contended" for r in refused)
+    assert all(int(r.headers["retry-after"]) <= 5 for r in refused)
+    assert "budget busy" in refused[0].json()["error"]["message"]

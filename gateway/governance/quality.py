@@ -45,7 +45,10 @@ def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     denominator = 1 + z * z / n
-    return max(0.0, (centre - spread) / denominator), min(1.0, (centre + spread) / denominator)
+    # the bounds hold the point estimate even where rounding would put it a hair outside
+    # (0 successes: a lower bound of 1e-19 above 0)
+    low = min(p, max(0.0, (centre - spread) / denominator))
+    return low, max(p, min(1.0, (centre + spread) / denominator))
 
 
 class Reading(msgspec.Struct, frozen=True):

@@ -102,6 +102,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     gateway(config(sim, redis_url, limit, wait_s)) as two,
                 ):
                     results = asyncio.run(burst([one, two], args.requests, args.concurrency))
+                    asyncio.run(used_tokens(two))  # a gateway reads back its own settlements first
                     ledger = asyncio.run(used_tokens(one))
                 served = sum(r.get("tokens", 0) for r in results)
                 refused = [r for r in results if r["status"] != 200]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from budgets.policy import Denied, Estimate, Reservation, WindowUsage
@@ -18,8 +19,10 @@ class Ledger(Protocol):
         """Atomically check every limit of the agent (and its team) and hold the estimate."""
         ...
 
-    async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
-        """Replace the held estimate with what was actually spent."""
+    def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> Awaitable[None]:
+        """Replace the held estimate with what was actually spent. A remote ledger queues it at
+        once and applies it shortly after (the awaitable is done then): the settlement is the
+        ledger's from the call on, whatever becomes of the request."""
         ...
 
     async def usage(self, agent: str) -> list[WindowUsage]: ...

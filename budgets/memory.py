@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from budgets.policy import (
     BudgetPolicy,
@@ -91,7 +92,14 @@ class MemoryLedger:
             crossed=tuple(crossed),
         )
 
-    async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
+    def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> Awaitable[None]:
+        """Applied at once, in this process; the awaitable is already done."""
+        self._apply(reservation, tokens, micro_usd)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def _apply(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
         held = {"tokens": reservation.tokens, "usd": reservation.micro_usd}
         spent = {"tokens": tokens, "usd": micro_usd}
         for subject, limit in self._limits(reservation.agent):

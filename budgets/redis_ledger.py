@@ -3,16 +3,22 @@
 Every reservation is one EVALSHA of `lua/reserve.lua`, which checks and holds all of a request's
 limits atomically with Redis's own clock. Keys carry a hash tag (the agent's team if it has one,
 else the agent), so each script touches keys of one slot and runs unchanged on Redis Cluster.
+
+Settling is off the request's path: `settle` queues the settlement and returns a future at once;
+the ledger's own flusher sends every settlement that fell due together in one pipeline (one
+round trip for the lot), so no request waits for it and no client that leaves can cancel it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,17 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A settlement waiting for the next pipeline."""
+
+    agent: str
+    reservation_id: str
+    tokens: int
+    micro: int
+    done: asyncio.Future[None]
+
+
 class RedisLedger:
     remote = True
 
@@ -64,6 +81,8 @@ class RedisLedger:
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(6)
         self._pending: set[asyncio.Task[None]] = set()
+        self._due: list[_Due] = []  # settlements queued for the next pipeline
+        self._flusher: asyncio.Task[None] | None = None
         for agent, subjects in self._subjects_of.items():
             tag = self._tags[agent]
             self._plan[agent] = [
@@ -170,23 +189,24 @@ class RedisLedger:
             f"{self._prefix}:{{{tag}}}:tomb:{reservation_id}",
         ]
 
-    async def _settle_script(
+    def _settle_call(
         self, agent: str, reservation_id: str, tokens: int, micro: int, cancel: bool
-    ) -> None:
+    ) -> tuple[list[str], list[Any]]:
         plan = self._plan.get(agent, [])
         keys = [key for _, _, key in plan] + self._markers(agent, reservation_id)
         args: list[Any] = [tokens, micro, 1 if cancel else 0, *(limit.metric for _, limit, _ in plan)]
-        await self._call(self._settle, keys, args)
+        return keys, args
 
     def _compensate(self, agent: str, reservation_id: str, tokens: int, micro: int, cancel: bool) -> None:
         """Settle (or cancel) in the background until Redis answers; safe to repeat (idempotent)."""
 
         async def keep_trying() -> None:
             delay = 0.1
+            keys, args = self._settle_call(agent, reservation_id, tokens, micro, cancel)
             for _ in range(200):  # about ten minutes at the longest delay
                 await asyncio.sleep(delay)
                 try:
-                    await self._settle_script(agent, reservation_id, tokens, micro, cancel)
+                    await self._call(self._settle, keys, args)
                     return
                 except StateError:
                     delay = min(3.0, delay * 2)
@@ -196,19 +216,77 @@ class RedisLedger:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> None:
+    def settle(self, reservation: Reservation, tokens: int, micro_usd: int) -> asyncio.Future[None]:
+        """Queue the settlement; the future is done once Redis has applied it. A settlement Redis
+        could not take (StateError) is retried in the background until it can: never lost."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not reservation.id:
-            return  # an agent without limits: nothing was held
+            done.set_result(None)  # an agent without limits: nothing was held
+            return done
+        self._due.append(_Due(reservation.agent, reservation.id, tokens, micro_usd, done))
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+        return done
+
+    async def _flush(self) -> None:
+        """Send what is due, all of it in one pipeline; what falls due meanwhile goes next."""
         try:
-            await self._settle_script(reservation.agent, reservation.id, tokens, micro_usd, cancel=False)
-        except StateError:
-            self._compensate(reservation.agent, reservation.id, tokens, micro_usd, cancel=False)
-            raise
+            while self._due:
+                due, self._due = self._due, []
+                outcomes = await self._send(
+                    [self._settle_call(d.agent, d.reservation_id, d.tokens, d.micro, False) for d in due]
+                )
+                for item, outcome in zip(due, outcomes, strict=True):
+                    if outcome is not None:
+                        self._compensate(item.agent, item.reservation_id, item.tokens, item.micro, False)
+                    if item.done.done():  # its waiter gave up on it; the settlement went all the same
+                        continue
+                    if outcome is None:
+                        item.done.set_result(None)
+                    else:
+                        item.done.set_exception(outcome)
+        finally:
+            self._flusher = None
+
+    async def _send(self, calls: list[tuple[list[str], list[Any]]]) -> list[StateError | None]:
+        """Run the settle script for each call, in one round trip; each one's error or None."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            try:
+                await self._call(self._settle, keys, args)
+                return [None]
+            except StateError as exc:
+                return [exc]
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", self._settle.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        except (RedisError, RedisClusterException, TimeoutError, RuntimeError) as exc:
+            return [StateError(f"{type(exc).__name__}: {exc}")] * len(calls)
+        outcomes: list[StateError | None] = []
+        for (keys, args), result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):  # a restarted Redis: _call loads the script
+                try:
+                    await self._call(self._settle, keys, args)
+                    result = None
+                except StateError as exc:
+                    result = exc
+            elif isinstance(result, Exception):
+                result = StateError(f"{type(result).__name__}: {result}")
+            outcomes.append(result if isinstance(result, StateError) else None)
+        return outcomes
+
+    async def settled(self) -> None:
+        """Wait until every settlement queued so far has been sent and answered."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
 
     async def usage(self, agent: str) -> list[WindowUsage]:
         plan = self._plan.get(agent, [])
         if not plan:
             return []
+        await self.settled()  # this worker's own settlements are read back
         result = await self._call(
             self._usage, [key for _, _, key in plan], [limit.window for _, limit, _ in plan]
         )
@@ -228,6 +306,8 @@ class RedisLedger:
     async def close(self) -> None:
         # the client is shared, and closed by whoever created it; settlements still owed get a
         # short last chance (what is left stays held until its window ends: never an overspend)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settled(), timeout=2)
         if self._pending:
             await asyncio.wait(self._pending, timeout=2)
             for task in self._pending:

@@ -33,7 +33,8 @@ for i = 1, n do
     end
     if metric ~= 'requests' then
       -- what this reservation held is held no more
-      if redis.call('HINCRBY', KEYS[i], 'h', -amount) < 0 then redis.call('HSET', KEYS[i], 'h', 0) end
+      -- (Redis refuses the increment -0, so a hold of nothing, a free price, is skipped)
+      if amount > 0 and redis.call('HINCRBY', KEYS[i], 'h', -amount) < 0 then redis.call('HSET', KEYS[i], 'h', 0) end
       if redis.call('HINCRBY', KEYS[i], 'f', -1) < 0 then redis.call('HSET', KEYS[i], 'f', 0) end
     end
   end

@@ -309,22 +309,31 @@ class BudgetStep:
 
     async def settle(self, reservation: Reservation | None, tokens: int, micro_usd: int) -> None:
         """Charge what was spent against what was held. Spending can pass the reservation (answers
-        that failed validation and were retried): the overage is charged, never forgiven. On a
-        state error the reservation stays held until its window ends: never an overspend."""
+        that failed validation and were retried): the overage is charged, never forgiven. A remote
+        ledger settles after the answer has gone out (the request does not wait for the round
+        trip, and a client that leaves cannot cancel it); on a state error it keeps trying, and
+        what it could not settle stays held until its window ends: never an overspend."""
         if reservation is None:
             return
         settling = self._ledger.settle(reservation, tokens, micro_usd)
+        if self._ledger.remote:
+            asyncio.ensure_future(settling).add_done_callback(
+                lambda done: self._settled_one(reservation, done)
+            )
+            return
         try:
-            with contextlib.suppress(StateError):
-                # a remote settle runs to its end even if the request is cancelled meanwhile (its
-                # client went away): the reservation would otherwise stay held until its window ends
-                await (asyncio.shield(settling) if self._ledger.remote else settling)
+            await settling
         finally:
-            began = self._held_since.pop(id(reservation), None)
-            if began is not None:
-                self._hold_s += 0.1 * (time.monotonic() - began - self._hold_s)
-            settled, self._settled = self._settled, asyncio.Event()
-            settled.set()  # requests waiting for room try again
+            self._settled_one(reservation, None)
+
+    def _settled_one(self, reservation: Reservation, done: asyncio.Future[None] | None) -> None:
+        if done is not None and not done.cancelled():
+            done.exception()  # a state error: the ledger keeps trying in the background
+        began = self._held_since.pop(id(reservation), None)
+        if began is not None:
+            self._hold_s += 0.1 * (time.monotonic() - began - self._hold_s)
+        settled, self._settled = self._settled, asyncio.Event()
+        settled.set()  # requests waiting for room try again
 
     def price_of(self, answer: Answer) -> tuple[float, float] | None:
         return None if answer.upstream is None else self._prices.get(answer.upstream)

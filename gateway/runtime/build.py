@@ -411,6 +411,7 @@ async def build_state(
         ledger.carry_over(previous.ledger)
     if isinstance(ledger, RedisLedger):
         await ledger.load_scripts()  # before the first burst, on every node of a cluster
+        stack.push_async_callback(ledger.close)  # settlements still owed, before the client closes
     cache = build_cache(config, redis)
     if previous is not None and isinstance(cache, MemoryCache) and isinstance(previous.cache, MemoryCache):
         cache = previous.cache

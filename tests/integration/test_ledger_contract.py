@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -223,3 +224,90 @@ async def test_background_work_never_takes_the_share_kept_for_critical_work(ledg
     assert isinstance(more, Denied) and more.limit.metric == "tokens"
     critical = await ledger.reserve("b", Estimate(10, 10))
     assert isinstance(critical, Reservation) and critical.completion_tokens == 10
+
+
+async def test_settlements_falling_due_together_are_each_applied_once(ledger: Ledger) -> None:
+    held = await asyncio.gather(*(ledger.reserve(agent, Estimate(10, 10)) for agent in ["a", "b"] * 30))
+    assert all(isinstance(r, Reservation) for r in held)
+    settling = [ledger.settle(r, tokens=5, micro_usd=0) for r in held if isinstance(r, Reservation)]
+    abandoned = asyncio.ensure_future(settling[0])  # a request whose client went away meanwhile
+    abandoned.cancel()
+    await asyncio.gather(*settling[1:])
+    usage = {(u.subject, u.window, u.metric): u.used for u in await ledger.usage("a")}
+    assert usage[("agent:a", "minute", "tokens")] == 30 * 5
+    assert usage[("team:t", "minute", "tokens")] == 60 * 5  # the cancelled wait did not cancel its settlement
+    again = await ledger.reserve("b", Estimate(10, 10))  # nothing is held any more
+    assert (
+        isinstance(again, Reservation) and again.remaining_tokens == 1000 - 150 - 20
+    )  # agent b's own minute
+
+
+@pytest.mark.parametrize("shared", [pytest.param("redis", marks=pytest.mark.redis), "cluster"])
+async def test_the_redis_ledger_sends_settlements_due_together_in_one_round_trip(
+    shared: str, request: pytest.FixtureRequest
+) -> None:
+    if shared == "cluster":
+        client = connect(request.getfixturevalue("cluster_url"), timeout_s=2)
+    else:
+        proc = request.getfixturevalue("redis_proc")
+        client = connect(f"redis://{proc.host}:{proc.port}/0", timeout_s=2)
+    await client.flushdb()
+    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    outcomes = [await ledger.reserve(agent, Estimate(10, 10)) for agent in ["a", "b", "solo"] * 20]
+    held = [r for r in outcomes if isinstance(r, Reservation)]
+    assert len(held) == 43  # solo may make 3 requests a minute (and holds no money at a free price)
+    pipelines: list[int] = []
+    make_pipeline = client.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def execute_counted(*a: Any, **k: Any) -> Any:
+            pipelines.append(len(pipe))
+            return await execute(*a, **k)
+
+        pipe.execute = execute_counted  # type: ignore[method-assign]
+        return pipe
+
+    client.pipeline = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(ledger.settle(r, 12, 0) for r in held))
+    assert pipelines == [43]  # one round trip (one per node on a cluster) for all of them
+    usage = {(u.subject, u.window, u.metric): u.used for u in await ledger.usage("a")}
+    assert usage[("agent:a", "minute", "tokens")] == 20 * 12
+    assert usage[("team:t", "minute", "tokens")] == 40 * 12
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_settlements_redis_could_not_take_are_applied_once_it_answers(redis_proc: Any) -> None:
+    client = connect(f"redis://{redis_proc.host}:{redis_proc.port}/0", timeout_s=0.1)
+    await client.flushdb()
+    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    held = [await ledger.reserve("b", Estimate(10, 10)) for _ in range(3)]
+    admin = aioredis.Redis(host=redis_proc.host, port=redis_proc.port)
+    await admin.execute_command("CLIENT", "PAUSE", 600, "ALL")  # Redis stops answering for 0.6 s
+    outcomes = await asyncio.gather(
+        *(ledger.settle(r, 4, 0) for r in held if isinstance(r, Reservation)), return_exceptions=True
+    )
+    assert all(isinstance(o, StateError) for o in outcomes)
+    deadline = asyncio.get_running_loop().time() + 10
+    used = -1
+    while used != 12 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(StateError):
+            used = {(u.subject, u.window): u.used for u in await ledger.usage("b")}[("agent:b", "minute")]
+    assert used == 12  # each settled once, by the retries in the background
+    await ledger.close()
+    await admin.aclose()
+    await client.aclose()
+
+
+async def test_a_money_limited_agent_settles_an_answer_at_a_free_price(ledger: Ledger) -> None:
+    free = await ledger.reserve("solo", Estimate(10, 10))  # no price: it holds no money
+    assert isinstance(free, Reservation) and free.micro_usd == 0
+    await ledger.settle(free, 20, 0)  # a state error here once left the request counted in flight
+    priced = await ledger.reserve("solo", Estimate(1, 1, 400.0, 400.0))
+    assert isinstance(priced, Reservation) and priced.micro_usd == 800
+    over = await ledger.reserve("solo", Estimate(1, 1, 400.0, 400.0))
+    assert isinstance(over, Denied) and over.in_flight == 1  # only the priced request is in flight

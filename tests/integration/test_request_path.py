@@ -4,12 +4,14 @@ A real gateway built in process, against the simulated upstream over HTTP."""
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from budgets.tokens import PromptTokens
 from gateway.config.models import GatewayConfig
@@ -150,3 +152,30 @@ async def test_both_completion_caps_are_lowered_to_what_was_granted(simulator: A
         assert plan.grant.reservation is not None and plan.grant.reservation.completion_tokens == 1
         assert plan.grant.request.max_completion_tokens == 1 and plan.grant.request.max_tokens == 1
         await gateway.ledger.settle(plan.grant.reservation, 0, 0)
+
+
+@pytest.mark.redis
+async def test_a_redis_budget_is_settled_after_the_answer_has_gone_out(
+    simulator: Any, redis_proc: Any, tmp_path: Path
+) -> None:
+    config = metered_config(simulator[0], tmp_path / "records.jsonl")
+    url = f"redis://{redis_proc.host}:{redis_proc.port}/0"
+    config = config.model_copy(
+        update={"state": config.state.model_copy(update={"backend": "redis", "url": url, "timeout_s": 3.0})}
+    )
+    admin = aioredis.Redis(host=redis_proc.host, port=redis_proc.port)
+    await admin.flushdb()
+    async with AsyncExitStack() as stack:
+        gateway = await build_gateway(config, stack)
+        request = ChatRequest(
+            model="large", messages=ASK, stream=True, stream_options=StreamOptions(include_usage=True)
+        )
+        result = await gateway.chat.complete(gateway.config.agents[0], request)  # reserved
+        assert result.stream is not None
+        await admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # Redis answers nothing for 1 s
+        began = time.monotonic()
+        frames = [frame async for frame in result.stream]  # ends with the settlement handed over
+        assert time.monotonic() - began < 0.5  # the answer did not wait for Redis
+        usage = msgspec.json.decode(frames[-2].removeprefix(b"data: "))["usage"]
+        assert await tokens_used(gateway) == usage["total_tokens"]  # settled once Redis answered
+    await admin.aclose()

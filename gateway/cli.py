@@ -91,6 +91,7 @@ def cmd_simulate_upstream(args: argparse.Namespace) -> int:
         per_token_ms=args.per_token_ms,
         reply_words=args.reply_words,
         faults=faults,
+        batch_delay_s=args.batch_delay_s,
     )
     print(f"simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     run_simulator(args.host, args.port, settings, TokenCounter(load_encoding(None)))
@@ -467,6 +468,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--per-token-ms", type=float, default=0.0, help="latency per completion token")
     sim.add_argument("--reply-words", type=int, default=24)
     sim.add_argument("--fault", action="append", metavar="MODEL=FAULT", help="fault for a model name")
+    sim.add_argument("--batch-delay-s", type=float, default=0.0, help="how long a provider batch takes")
     sim.set_defaults(run=cmd_simulate_upstream)
     return root
 

@@ -21,6 +21,7 @@ class TierRequest(msgspec.Struct, kw_only=True):
     max_repeated_chunks: int | None = None  # the agent's own limit, over the upstream's
     lane: Lane = "normal"
     waited_ms: float = 0.0  # waiting for an upstream's place (added to by the tiers that wait)
+    deferred: bool = False  # a Batch API line: an upstream with a Batch API of its own may take it late
 
 
 class Tier(Protocol):

@@ -176,6 +176,7 @@ class Answer(msgspec.Struct, kw_only=True):
     stream: AnswerStream | None = None
     upstream: str | None = None
     tool_calls: tuple[tuple[str, str], ...] = ()  # (name, arguments) of each tool the answer calls
+    batched: bool = False  # answered through the upstream's own Batch API (at its batch price)
 
 
 class Escalate(msgspec.Struct, kw_only=True):

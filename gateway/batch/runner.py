@@ -1,11 +1,15 @@
 """Running batches: each worker looks for work every `batch.poll_s`, claims pending lines (one
 worker per line) and runs them through the request path in the background lane, so they get the
 same tiers, budgets, cache, validation and records as live requests. A line that rules or the
-classifier answer runs at once; one that needs an LLM waits for a window (`batch.windows`). A
-finished batch gets its output and error files, once, from whichever worker finishes it.
+classifier answer runs at once; one that needs an LLM waits for a window (`batch.windows`), unless its
+route's LLM has a Batch API of its own (`batch_api`): then it goes there at once, gathered with the
+others into one provider batch at the provider's batch price. A finished batch gets its output and
+error files, once, from whichever worker finishes it.
 
-Claims outlive a crash: lines a worker left running go back to pending after LEASE_S, and a worker
-that stops gives its lines back at once, so a gateway restarted mid-batch resumes where it stopped.
+Claims outlive a crash: lines a worker left running go back to pending after LEASE_S (a worker
+renews its claims on every pass, so lines waiting hours in a provider batch stay its own), and a
+worker that stops gives its lines back at once, so a gateway restarted mid-batch resumes where it
+stopped (lines it had sent in a provider batch are sent again).
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ FINAL = {"cancelling": "cancelled", "in_progress": "completed", "validating": "c
 
 
 class Chat(Protocol):
-    async def complete(self, agent: AgentConfig, request: ChatRequest, *, lane: Lane) -> ChatResult: ...
+    async def complete(
+        self, agent: AgentConfig, request: ChatRequest, *, lane: Lane, deferred: bool
+    ) -> ChatResult: ...
 
 
 class BatchRunner:
@@ -67,6 +73,7 @@ class BatchRunner:
         self._busy = busy  # whether this worker has live requests in flight
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
+        self._deferred: set[asyncio.Task[None]] = set()  # lines in an upstream's own provider batch
 
     def nudge(self) -> None:
         """Look for work now (a batch was created or cancelled)."""
@@ -77,6 +84,7 @@ class BatchRunner:
             await self._store.reclaim(time.time() - LEASE_S)
         while True:
             try:
+                await self._store.renew(self.owner, time.time())
                 while await self.pass_once():
                     pass
             except asyncio.CancelledError:
@@ -89,6 +97,8 @@ class BatchRunner:
 
     async def stop(self) -> None:
         """Give this worker's claimed lines back, for the next worker (or start) to run."""
+        for task in list(self._deferred):
+            task.cancel()
         with contextlib.suppress(Exception):
             await self._store.reclaim(0.0, owner=self.owner)
 
@@ -160,11 +170,30 @@ class BatchRunner:
             )
             return True
         request = msgspec.structs.replace(request, stream=False, stream_options=None)
+        if self._deferrable(agent, request):  # to the upstream's own Batch API, without a window
+            task = asyncio.ensure_future(self._complete(agent, request, line))
+            self._deferred.add(task)
+            task.add_done_callback(self._deferred.discard)
+            return True
         if not window_open and not await self._answered_free(agent, request):
             await self._store.wait(line, self.owner)
             return False
+        await self._complete(agent, request, line)
+        return True
+
+    def _deferrable(self, agent: AgentConfig, request: ChatRequest) -> bool:
+        """Whether the line's route sends what its cheap tiers leave to an upstream with a Batch
+        API of its own. It runs now, not held by the worker's concurrency: the provider runs it
+        (and every line sent with it) later, at its batch price."""
         try:
-            result = await self._chat.complete(agent, request, lane="background")
+            return self._routes.resolve(agent, request.model).deferrable
+        except GatewayError:
+            return False
+
+    async def _complete(self, agent: AgentConfig, request: ChatRequest, line: Line) -> None:
+        """Run a claimed line through the request path and keep its response (or error)."""
+        try:
+            result = await self._chat.complete(agent, request, lane="background", deferred=True)
         except GatewayError as exc:
             response = {
                 "status_code": exc.status,
@@ -172,14 +201,13 @@ class BatchRunner:
                 "body": msgspec.json.decode(exc.body()),
             }
             await self._store.finish(line, self.owner, "failed", result=response)
-            return True
+            return
         response = {
             "status_code": result.status,
             "request_id": result.headers.get("x-tiergate-decision-id"),
             "body": msgspec.json.decode(result.body or b"{}"),
         }
         await self._store.finish(line, self.owner, "done", result=response)
-        return True
 
     async def _answered_free(self, agent: AgentConfig, request: ChatRequest) -> bool:
         """Whether a tier that costs nothing (rules, classifier) settles the line: it may run now."""

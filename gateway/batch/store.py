@@ -181,6 +181,13 @@ class SqlBatchStore:
         async with self.engine.begin() as conn:
             return int((await conn.execute(statement)).rowcount or 0)
 
+    async def renew(self, owner: str, now: float) -> None:
+        """The lines `owner` is running are still its own (their lease starts again)."""
+        c = batch_lines.c
+        statement = update(batch_lines).where(c.status == "running", c.owner == owner).values(claimed_at=now)
+        async with self.engine.begin() as conn:
+            await conn.execute(statement)
+
     async def counts(self, batch_id: str) -> Counts:
         c = batch_lines.c
         statement = select(c.status, func.count()).where(c.batch_id == batch_id).group_by(c.status)

@@ -98,6 +98,26 @@ class UpstreamConfig(Model):
         8 * 1024 * 1024, ge=1024, description="a whole (non-streamed) answer larger than this fails over"
     )
     circuit: CircuitConfig = CircuitConfig()
+    batch_api: bool = Field(
+        False,
+        description="the upstream has OpenAI's Batch API (/files, /batches): Batch API lines that need"
+        " this upstream are sent to it as provider batches, at `batch_price`",
+    )
+    batch_price: Price | None = Field(
+        None, description="the provider's batch price; default: half of `price`"
+    )
+    batch_collect_s: float = Field(
+        2.0, gt=0, le=3600, description="lines arriving this close together share one provider batch"
+    )
+    batch_poll_s: float = Field(30.0, gt=0, le=3600, description="how often a provider batch is polled")
+
+    def deferred_price(self) -> Price:
+        """What a request sent in a provider batch costs."""
+        if self.batch_price is not None:
+            return self.batch_price
+        return Price(
+            input_per_mtok=self.price.input_per_mtok / 2, output_per_mtok=self.price.output_per_mtok / 2
+        )
 
     @field_validator("base_url")
     @classmethod

@@ -110,11 +110,13 @@ class BudgetStep:
         budgets: dict[str, AgentBudget],
         alerts: BudgetAlerts,
         prices: dict[str, tuple[float, float]],
+        batch_prices: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         self._ledger = ledger
         self._budgets = budgets
         self._alerts = alerts
         self._prices = prices  # upstream -> micro-dollars per (input, output) token
+        self._batch_prices = batch_prices or {}  # the same, in the upstream's own provider batches
         self._state_ok = True
         self._settled = asyncio.Event()  # set (and replaced) whenever a reservation settles here
         # agent -> its requests waiting for reservations to settle, per lane
@@ -336,4 +338,6 @@ class BudgetStep:
         settled.set()  # requests waiting for room try again
 
     def price_of(self, answer: Answer) -> tuple[float, float] | None:
-        return None if answer.upstream is None else self._prices.get(answer.upstream)
+        if answer.upstream is None:
+            return None
+        return (self._batch_prices if answer.batched else self._prices).get(answer.upstream)

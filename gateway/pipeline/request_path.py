@@ -113,6 +113,7 @@ class RequestPath:
         approval_id: str | None = None,
         host: str | None = None,
         lane: Lane = "normal",
+        deferred: bool = False,
     ) -> ChatResult:
         draft = Draft(
             f"{self._id_prefix}{next(self._id_counter):010x}",
@@ -121,6 +122,7 @@ class RequestPath:
             time.perf_counter(),
             self._clock(),
             lane,
+            deferred,
         )
         prompt = PromptTokens(lambda: self._prompt_tokens(request))
         if self._approvals is not None:  # a re-sent request that waits for, or got, a decision
@@ -174,6 +176,7 @@ class RequestPath:
             include_usage=bool(outgoing.stream_options and outgoing.stream_options.include_usage),
             max_repeated_chunks=draft.agent.loops.max_repeated_chunks,
             lane=draft.lane,
+            deferred=draft.deferred,
         )
         try:
             return await self._ladder.walk(settlement, admitted, tier_request), outgoing

@@ -56,6 +56,7 @@ class ResolvedRoute:
     complexity: ComplexityRouting | None = None
     repair: bool = True  # show a failed structured answer back to its LLM once
     shadow: Shadow | None = None  # a candidate classifier, scored and recorded, never served
+    deferrable: bool = False  # its first LLM has a Batch API of its own (Batch API lines go there)
 
 
 def allowed(agent: AgentConfig, name: str) -> bool:

@@ -44,6 +44,7 @@ class Draft(msgspec.Struct, frozen=True):
     started: float  # perf_counter
     time: float  # wall clock
     lane: Lane = "normal"
+    deferred: bool = False  # a Batch API line (an upstream's own Batch API may take it)
 
 
 class Ending(msgspec.Struct, frozen=True):

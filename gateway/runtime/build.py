@@ -48,6 +48,7 @@ from tiers.classifier.embeddings import StaticEmbeddings
 from tiers.classifier.model import ClassifierModel, ClassifierTier, Predictor
 from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 from tiers.llm.guards import Bulkhead, RetryBudget
+from tiers.llm.provider_batch import ProviderBatchSettings
 from tiers.llm.tier import LLMTier, RetryPolicy
 from tiers.llm.upstream import OpenAICompatibleUpstream, UpstreamSettings
 from tiers.rules import RulesTier
@@ -199,14 +200,16 @@ def upstream_settings(upstream: UpstreamConfig) -> UpstreamSettings:
         headers=tuple(upstream.headers.items()),
         max_repeated_chunks=upstream.max_repeated_chunks,
         max_answer_bytes=upstream.max_answer_bytes,
+        batches=ProviderBatchSettings(collect_s=upstream.batch_collect_s, poll_s=upstream.batch_poll_s)
+        if upstream.batch_api
+        else None,
     )
 
 
-def micro_prices(upstream: UpstreamConfig) -> tuple[float, float]:
-    return (
-        upstream.price.input_per_mtok * MICRO_USD / 1e6,
-        upstream.price.output_per_mtok * MICRO_USD / 1e6,
-    )
+def micro_prices(upstream: UpstreamConfig, deferred: bool = False) -> tuple[float, float]:
+    """Micro-dollars per (input, output) token; `deferred`: in a provider batch."""
+    price = upstream.deferred_price() if deferred else upstream.price
+    return (price.input_per_mtok * MICRO_USD / 1e6, price.output_per_mtok * MICRO_USD / 1e6)
 
 
 def load_classifiers(config: GatewayConfig) -> tuple[dict[str, Tier], dict[str, DriftReference]]:
@@ -260,6 +263,7 @@ def build_routes(
             input_micro_usd=max((p[0] for p in prices), default=0.0),
             output_micro_usd=max((p[1] for p in prices), default=0.0),
             max_output_tokens=None if None in limits or not limits else max(x for x in limits if x),
+            deferrable=any(u.name == ladder_names[0] and u.batch_api for u in upstreams),
             **extra,
         )
 
@@ -383,7 +387,11 @@ def build_request_path(
             {a.id: LoopLimits(a.loops.max_repeats, a.loops.window_s, a.loops.max_steps) for a in agents},
         ),
         budget=BudgetStep(
-            ledger, budget_facts(config), alerts, {u.name: micro_prices(u) for u in config.upstreams}
+            ledger,
+            budget_facts(config),
+            alerts,
+            {u.name: micro_prices(u) for u in config.upstreams},
+            {u.name: micro_prices(u, deferred=True) for u in config.upstreams if u.batch_api},
         ),
         cache=CacheLookup(cache, config.cache),
         counter=counter,
@@ -446,6 +454,9 @@ async def build_gateway(
     counter = TokenCounter(load_encoding(config.tokenizer.encoding))
     session = upstream_session(config, stack)
     tiers, circuits = build_llm_tiers(config, session, counter)
+    for tier in tiers.values():
+        if isinstance(tier, LLMTier):  # provider batches still gathering or running
+            stack.push_async_callback(tier.upstream.close)
     await share_circuits(config, circuits, stack)
     ledger, cache = await build_state(config, stack, previous)
     sink, store = await build_records_sink(config, stack, store)

@@ -200,3 +200,60 @@ def test_with_when_idle_an_idle_gateway_runs_llm_lines_outside_the_windows(
         client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
         batch = submit(client, jsonl(line("llm", "auto", "hi")))
         assert settled(client, batch.id).request_counts.completed == 1
+
+
+def test_llm_lines_go_to_an_upstreams_own_batch_api_as_one_provider_batch_at_its_price(
+    simulator: tuple[str, Any], store_url: str, tmp_path: Any
+) -> None:
+    sim_url, simulated = simulator
+    config = make_config(
+        sim_url,
+        store=store_settings(store_url, tmp_path),
+        batch={"windows": closed_window(), "poll_s": 0.05, "files_dir": str(tmp_path / "files")},
+        upstream_extra={"small": {"batch_api": True, "batch_collect_s": 0.3, "batch_poll_s": 0.05}},
+        agents=[
+            {
+                "id": "agent",
+                "api_key": DEMO_KEY,
+                "routes": ["triage", "auto"],
+                "budget": {"tokens_per_day": 100_000},
+            }
+        ],
+    )
+    provider_batches, provider_lines = simulated.batches.created, simulated.batches.lines
+    with gateway_server(config) as url:
+        client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        live = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        assert live.usage is not None  # a live request is not deferred: it goes to the chat endpoint
+        content = jsonl(
+            line("rules", "triage", "please reset my password"),
+            *(line(f"llm-{i}", "auto", f"summarise ticket {i}") for i in range(4)),
+        )
+        # outside every window: the lines go to the provider's Batch API, which has its own
+        done = settled(client, submit(client, content).id)
+        assert done.request_counts.completed == 5 and done.request_counts.failed == 0
+        output = read(client, done.output_file_id)
+        with httpx.Client(base_url=url.removesuffix("/v1"), headers=ADMIN) as admin:
+            records = {
+                key: admin.get(f"/admin/decisions/{entry['response']['request_id']}").json()
+                for key, entry in output.items()
+            }
+            usage = admin.get("/admin/usage", params={"agent": "agent"}).json()
+    assert simulated.batches.created - provider_batches == 1  # the four LLM lines, as one batch
+    assert simulated.batches.lines - provider_lines == 4
+    assert records["rules"]["tier"] == "rules"
+    spent = 0
+    for i in range(4):
+        record, answer = records[f"llm-{i}"], output[f"llm-{i}"]["response"]["body"]
+        assert record["tier"] == "llm:small" and record["lane"] == "background"
+        tokens = answer["usage"]
+        assert (record["prompt_tokens"], record["completion_tokens"]) == (
+            tokens["prompt_tokens"],
+            tokens["completion_tokens"],
+        )
+        # half the live price (1 and 2 dollars per million tokens): the provider's batch price
+        expected = (tokens["prompt_tokens"] * 0.5 + tokens["completion_tokens"] * 1.0) / 1e6
+        assert record["cost_usd"] == pytest.approx(expected, rel=1e-3)
+        spent += tokens["total_tokens"]
+    day = next(w for w in usage["windows"] if w["window"] == "day")
+    assert day["used_tokens"] == spent + live.usage.total_tokens  # the budget charged exactly

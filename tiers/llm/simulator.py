@@ -23,6 +23,8 @@ model name by the `faults` table:
     sim-small+fault=echo-auth      answer 401 quoting the Authorization header it received
     sim-small+fail-first=2         the first 2 requests for this model name answer 503, then normally
     sim-small+wrong-first=1        the first structured answer for this model name breaks its schema
+
+It also has OpenAI's Batch API (simulator_batches.py), each line answered as above.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
+from tiers.llm.simulator_batches import SimulatedBatches
 from tiers.types import ChatRequest, Usage
 
 _WORDS = [
@@ -89,6 +92,7 @@ class SimulatorSettings:
     per_token_ms: float = 0.0
     reply_words: int = 24
     faults: dict[str, str] = field(default_factory=dict)
+    batch_delay_s: float = 0.0  # how long a provider batch takes to run
 
 
 @dataclass(slots=True)
@@ -210,6 +214,7 @@ class SimulatedUpstream:
         self._counter = counter
         self._count = counter.count
         self._seen: Counter[str] = Counter()
+        self.batches = SimulatedBatches(self.answer_line, settings.batch_delay_s)
 
     def reply_text(self, request: ChatRequest, wrong_schema: bool) -> str:
         fmt = request.response_format
@@ -279,6 +284,19 @@ class SimulatedUpstream:
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
         return web.Response(body=msgspec.json.encode(reply.completion()), content_type="application/json")
+
+    def answer_line(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A Batch API line's status and body, as the chat endpoint would answer it."""
+        try:
+            request = msgspec.json.decode(body, type=ChatRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return 400, {"error": {"message": str(exc), "type": "invalid_request_error", "code": None}}
+        fault = self._fault_of(request.model, parse_directives(request.model, self.settings.faults))
+        if fault.isdigit():
+            return int(fault), {
+                "error": {"message": f"simulated {fault}", "type": "api_error", "code": fault}
+            }
+        return 200, self._reply(request, fault).completion()
 
     def _fault_of(self, model: str, directives: _Directives) -> str:
         """The fault this request gets, counting the requests per model name for `fail-first`
@@ -381,6 +399,8 @@ class SimulatedUpstream:
                 "prompt_tokens": self.stats.prompt_tokens,
                 "completion_tokens": self.stats.completion_tokens,
                 "by_model": dict(self.stats.by_model),
+                "batches": self.batches.created,
+                "batched_requests": self.batches.lines,
             }
         )
 
@@ -395,6 +415,7 @@ class SimulatedUpstream:
         app.router.add_post("/chat/completions", self.handle)
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/stats", self.handle_stats)
+        self.batches.routes(app)
         return app
 
 

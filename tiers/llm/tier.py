@@ -12,7 +12,7 @@ from tiers.base import TierRequest
 from tiers.errors import UpstreamError
 from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 from tiers.llm.guards import Bulkhead, RetryBudget
-from tiers.llm.upstream import Upstream
+from tiers.llm.upstream import Completion, Upstream
 from tiers.types import Answer, Escalate
 
 
@@ -58,6 +58,8 @@ class LLMTier:
         )
 
     async def decide(self, request: TierRequest) -> Answer | Escalate:
+        if request.deferred and self.upstream.defers:  # no place held: the provider runs it later
+            return await self._decide(request)
         began = time.perf_counter()
         entered = await self._bulkhead.enter(request.lane)
         request.waited_ms += (time.perf_counter() - began) * 1000
@@ -114,6 +116,9 @@ class LLMTier:
             await self._sleep(wait)
 
     async def _attempt(self, request: TierRequest) -> Answer:
+        if request.deferred and self.upstream.defers:
+            completion = await self.upstream.complete_deferred(request.chat)
+            return self._answer(completion, batched=True)
         if request.chat.stream:
             relay = await self.upstream.stream(
                 request.chat,
@@ -122,7 +127,9 @@ class LLMTier:
                 max_repeats=request.max_repeated_chunks,
             )
             return Answer(tier=self.name, stream=relay, upstream=self.upstream.name)
-        completion = await self.upstream.complete(request.chat)
+        return self._answer(await self.upstream.complete(request.chat))
+
+    def _answer(self, completion: Completion, batched: bool = False) -> Answer:
         return Answer(
             tier=self.name,
             content=completion.content,
@@ -130,4 +137,5 @@ class LLMTier:
             body=completion.body,
             upstream=self.upstream.name,
             tool_calls=completion.tool_calls,
+            batched=batched,
         )

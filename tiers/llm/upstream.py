@@ -14,6 +14,7 @@ import aiohttp
 import msgspec
 
 from tiers.errors import UpstreamError
+from tiers.llm.provider_batch import ProviderBatches, ProviderBatchSettings
 from tiers.llm.sse import SSERelay
 from tiers.types import ChatRequest, StreamOptions, Usage
 
@@ -30,8 +31,15 @@ class Completion:
 
 class Upstream(Protocol):
     name: str
+    defers: bool  # has a Batch API of its own, for deferred requests
 
     async def complete(self, request: ChatRequest) -> Completion: ...
+
+    async def complete_deferred(self, request: ChatRequest) -> Completion:
+        """The answer through the upstream's own Batch API: late, and at its batch price."""
+        ...
+
+    async def close(self) -> None: ...
 
     async def stream(
         self,
@@ -57,6 +65,7 @@ class UpstreamSettings:
     headers: tuple[tuple[str, str], ...] = ()
     max_repeated_chunks: int = 100
     max_answer_bytes: int = 8 * 1024 * 1024  # a whole (non-streamed) answer larger than this fails
+    batches: ProviderBatchSettings | None = None  # the upstream's own Batch API, when it has one
 
 
 # Reported usage this far under the gateway's own count of the text is not believed: a completion
@@ -160,6 +169,21 @@ class OpenAICompatibleUpstream:
         self._connect_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, connect=settings.connect_timeout_s
         )
+        self._batches = (
+            None
+            if settings.batches is None
+            else ProviderBatches(settings.name, settings.base_url, headers, session, settings.batches)
+        )
+        self.defers = self._batches is not None
+
+    async def complete_deferred(self, request: ChatRequest) -> Completion:
+        if self._batches is None:
+            return await self.complete(request)
+        return self._completion(await self._batches.complete(self._outgoing(request, stream=False)))
+
+    async def close(self) -> None:
+        if self._batches is not None:
+            await self._batches.close()
 
     def _outgoing(self, request: ChatRequest, *, stream: bool) -> bytes:
         if self._settings.max_output_tokens is not None:
@@ -229,6 +253,9 @@ class OpenAICompatibleUpstream:
         finally:
             if response is not None:
                 response.release()
+        return self._completion(body)
+
+    def _completion(self, body: bytes) -> Completion:
         try:
             view = msgspec.json.decode(body, type=_CompletionView)
         except msgspec.DecodeError:

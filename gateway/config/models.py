@@ -39,6 +39,13 @@ class ServerConfig(Model):
         1000, ge=1, description="open connections per worker; beyond them a request gets 503"
     )
     keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    viewer_keys: list[SecretStr] = Field(
+        [], description="read-only keys for the operator console: they see everything, decide nothing"
+    )
+    console_secure_cookie: bool = Field(
+        False, description="mark the console's session cookie Secure (behind HTTPS)"
+    )
+    console_session_h: float = Field(12.0, gt=0, le=24 * 30, description="how long a console login lasts")
 
 
 class StateConfig(Model):

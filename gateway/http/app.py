@@ -12,12 +12,16 @@ from contextlib import asynccontextmanager
 
 import msgspec
 from litestar import Litestar, Request, Response, get
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException
+from litestar.template.config import TemplateConfig
 from litestar.types import Receive, Scope, Send
 
 from gateway.admin.approvals import agent_approval
 from gateway.admin.routes import admin_router
 from gateway.batch.api import BATCH_HANDLERS
+from gateway.console.pages import TEMPLATES, console_router
+from gateway.console.sessions import Throttle
 from gateway.config.models import GatewayConfig
 from gateway.errors import (
     BadRequest,
@@ -159,6 +163,7 @@ def create_app(
         app.state.holder = holder
         app.state.openapi = msgspec.json.encode(openapi_document())
         app.state.reload_via_parent = reload_via_parent
+        app.state.console_throttle = Throttle()
         loop = asyncio.get_running_loop()
         on_main_thread = threading.current_thread() is threading.main_thread()
         if on_main_thread:  # signals reach only the main thread (an app embedded in a thread has none)
@@ -183,7 +188,9 @@ def create_app(
             openapi,
             metrics,
             admin_router,
+            console_router,
         ],
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         lifespan=[lifespan],
         exception_handlers={
             GatewayError: _gateway_error,

@@ -32,6 +32,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     completion_tokens: int = 0
     usage_counted: bool = False
     cost_usd: float = 0.0
+    baseline_usd: float = 0.0  # what it would have cost at the route's dearest LLM (an estimate)
     latency_ms: dict[str, float] = {}
     validation: str | None = None
     complexity: float | None = None

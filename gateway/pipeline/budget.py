@@ -191,6 +191,12 @@ class BudgetStep:
             return budget.default_completion_tokens
         return max(16, min(budget.default_completion_tokens, math.ceil(size * margin)))
 
+    def typical_completion(self, route: str) -> int:
+        """The median completion of the route's recent LLM answers (0 before enough are seen)."""
+        recent = self._recent.get(route)
+        size = recent.percentile(0.5) if recent is not None else None
+        return size or 0
+
     def answered(self, route: str, completion_tokens: int, cap: int) -> None:
         """An LLM answer's completion size, for routes whose agents reserve what answers use."""
         recent = self._recent.get(route)

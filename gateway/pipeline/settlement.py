@@ -227,11 +227,25 @@ class Settlement:
             completion_tokens=usage.completion_tokens,
             usage_counted=ending.usage_counted,
             cost_usd=cost_usd,
+            baseline_usd=self._baseline_usd(usage, answer),
             validation=ending.validation,
             error=ending.error,
             error_code=ending.error_code,
             shadow=self.shadow,
         )
+
+    def _baseline_usd(self, usage: Usage, answer: Answer | None) -> float:
+        """What the request would have cost at its route's dearest LLM, for the console's savings:
+        an LLM answer's own tokens; for an answer that cost none, the prompt estimated at four
+        characters a token and the route's typical completion."""
+        route = self.plan.route
+        if not route.input_micro_usd and not route.output_micro_usd:
+            return 0.0
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        if answer is None or answer.upstream is None:
+            prompt = prompt or sum(len(m.text()) for m in self.draft.request.messages) // 4
+            completion = completion or self._budget.typical_completion(route.name)
+        return (prompt * route.input_micro_usd + completion * route.output_micro_usd) / 1_000_000
 
     def headers(self, answer: Answer) -> dict[str, str]:
         """The decision's response headers."""

@@ -27,6 +27,13 @@ class SqlApprovals:
             row = (await conn.execute(select(approvals).where(approvals.c.id == approval_id))).first()
         return None if row is None else _approval(row._mapping)
 
+    async def approval_of(self, decision_id: str) -> Approval | None:
+        """The approval that held this decision's answer, if one did."""
+        statement = select(approvals).where(approvals.c.decision_id == decision_id).limit(1)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(statement)).first()
+        return None if row is None else _approval(row._mapping)
+
     async def approvals(
         self, status: ApprovalStatus | None = None, review: bool = False, limit: int = 100
     ) -> list[Approval]:

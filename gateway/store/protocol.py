@@ -176,6 +176,10 @@ class ApprovalStore(Protocol):
 
     async def approval(self, approval_id: str) -> Approval | None: ...
 
+    async def approval_of(self, decision_id: str) -> Approval | None:
+        """The approval that held this decision's answer, if one did."""
+        ...
+
     async def approvals(
         self, status: ApprovalStatus | None = None, review: bool = False, limit: int = 100
     ) -> list[Approval]:

@@ -114,6 +114,7 @@ approvals = Table(
     Column("delivered", Boolean, nullable=False),
     Index("ix_approvals_status_time", "status", "time"),
     Index("ix_approvals_agent_request", "agent", "request_hash", "time"),
+    Index("ix_approvals_decision", "decision_id"),
 )
 
 # Who holds trust for what: per agent and condition, the run of approvals since the last edit or
@@ -175,4 +176,45 @@ batch_lines = Table(
     Column("result", Text),  # JSON: status_code, request_id, body
     Column("error", Text),  # JSON: code, message (a line that could not run)
     Index("ix_batch_lines_status", "batch_id", "status"),
+)
+
+# Latency edges (ms) and confidence edges of the rollups' histograms: bucket i counts values under
+# LATENCY_EDGES_MS[i] (and at least the edge before); the last bucket counts the rest.
+LATENCY_EDGES_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+CONFIDENCE_BUCKETS = 10
+
+# Decisions summed per minute, agent, route and tier ("" where none answered): what the console's
+# overview, agents and routes pages read, so they stay fast however many decisions are stored.
+decision_minutes = Table(
+    "decision_minutes",
+    metadata,
+    Column("minute", Integer, primary_key=True),  # epoch seconds // 60
+    Column("agent", String(128), primary_key=True),
+    Column("route", String(128), primary_key=True),
+    Column("tier", String(128), primary_key=True),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),  # status >= 500
+    Column("refused", Integer, nullable=False),  # 4xx: budgets, loops, bad requests, approvals
+    Column("loops", Integer, nullable=False),  # stopped as loops
+    Column("cache_hits", Integer, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost_usd", Double, nullable=False),
+    Column("baseline_usd", Double, nullable=False),  # had it gone to the route's dearest LLM
+    *(Column(f"lat_{i}", Integer, nullable=False) for i in range(len(LATENCY_EDGES_MS) + 1)),
+    *(Column(f"conf_{i}", Integer, nullable=False) for i in range(CONFIDENCE_BUCKETS)),
+    Index("ix_decision_minutes_agent", "agent", "minute"),
+    Index("ix_decision_minutes_route", "route", "minute"),
+)
+
+# Who is logged in to the console: the session's digest (the cookie holds the secret), its role
+# (admin or viewer) and the CSRF token its forms carry.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("expires", Double, nullable=False),
 )

@@ -20,13 +20,14 @@ from gateway.store.protocol import (
     Page,
     StoredDecision,
 )
-from gateway.store.schema import approvals, audits, decisions, events, feedback
+from gateway.store.rollups import minute_rows, upsert
+from gateway.store.schema import approvals, audits, decision_minutes, decisions, events, feedback
 
 _COLUMNS = "INSERT INTO decisions (id, time, agent, route, tier, status, record) "
 INSERT_RECORDS_SQLITE = (
     _COLUMNS + "SELECT value ->> '$.id', value ->> '$.time', value ->> '$.agent', value ->> '$.route',"
     " value ->> '$.tier', value ->> '$.status', value FROM json_each(?) WHERE true"
-    " ON CONFLICT (id) DO NOTHING"
+    " ON CONFLICT (id) DO NOTHING RETURNING record"
 )
 # PostgreSQL refuses to read a record holding the escape \u0000 (it cannot be text there), whichever
 # field it reads: the columns are read from a copy with that escape replaced, the record kept whole.
@@ -35,7 +36,7 @@ INSERT_RECORDS_POSTGRES = (
     " FROM json_array_elements($1::json) AS r, LATERAL json_to_record("
     "CASE WHEN strpos(r::text, '\\u0000') = 0 THEN r ELSE replace(r::text, '\\u0000', '\\ufffd')::json END"
     ") AS c(id text, time float8, agent text, route text, tier text, status integer)"
-    " ON CONFLICT (id) DO NOTHING"
+    " ON CONFLICT (id) DO NOTHING RETURNING record"
 )
 
 FEEDBACK_FIELDS = (
@@ -58,6 +59,7 @@ class SqlStore:
         postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
         self._insert_records = INSERT_RECORDS_POSTGRES if postgres else INSERT_RECORDS_SQLITE
+        self._add_minutes = upsert(self._insert)
 
     async def add_records(self, lines: Sequence[bytes]) -> None:
         if not lines:
@@ -68,7 +70,12 @@ class SqlStore:
         # per row as a row-by-row insert does (which slowed the event loop measurably).
         payload = (b"[" + b",".join(lines) + b"]").decode()
         async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(self._insert_records, (payload,))
+            added = (await conn.exec_driver_sql(self._insert_records, (payload,))).all()
+            # the records not stored before are summed into the console's minutes, in the same
+            # transaction: a batch shipped twice is counted once
+            rows = minute_rows(row[0] for row in added)
+            if rows:
+                await conn.execute(self._add_minutes, rows)
 
     async def decision(self, decision_id: str) -> StoredDecision | None:
         async with self.engine.connect() as conn:
@@ -220,6 +227,7 @@ class SqlStore:
             await conn.execute(delete(audits).where(audits.c.time < before))
             gone = await conn.execute(delete(decisions).where(decisions.c.time < before))
             await conn.execute(delete(events).where(events.c.time < before))
+            await conn.execute(delete(decision_minutes).where(decision_minutes.c.minute < before // 60))
             await conn.execute(
                 delete(approvals).where(approvals.c.time < before, approvals.c.status != "pending")
             )

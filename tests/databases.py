@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 import asyncpg
 
@@ -15,7 +16,10 @@ def _run(admin_url: str, statement: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(go())
+    # in a thread of its own: the caller's thread may be running an event loop already (a
+    # browser driven by Playwright's sync API runs one)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
 
 
 def create_database(admin_url: str, name: str) -> str:

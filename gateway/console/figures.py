@@ -111,7 +111,9 @@ class Figures:
             totals = _totals(row)
             for name, value in totals.values.items():
                 entry["totals"].values[name] += value
-            entry["totals"].latency = [a + b for a, b in zip(entry["totals"].latency, totals.latency)]
+            entry["totals"].latency = [
+                a + b for a, b in zip(entry["totals"].latency, totals.latency, strict=True)
+            ]
             entry["tiers"][row.tier or "none"] = int(totals.values["requests"])
         return out
 

@@ -10,7 +10,7 @@ import hmac
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
@@ -39,6 +39,7 @@ from gateway.store.schema import CONFIDENCE_BUCKETS
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 NEAR_LIMIT = 0.8  # an agent past this share of a budget window needs attention
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
 class NotLoggedIn(HTTPException):
@@ -126,7 +127,7 @@ def _login(request: Request[Any, Any, Any], error: str | None, status: int) -> T
 @post("/login", include_in_schema=False)
 async def login(
     request: Request[Any, Any, Any],
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),
+    data: Form,
 ) -> Template | Redirect:
     sessions = _sessions(request)
     if sessions is None:
@@ -163,7 +164,7 @@ async def login(
 @post("/logout", include_in_schema=False)
 async def logout(
     request: Request[Any, Any, Any],
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),
+    data: Form,
 ) -> Redirect:
     session = await _session(request)
     _check_csrf(session, data.get("csrf"))
@@ -304,9 +305,9 @@ def _cursor(cursor: Cursor | None) -> str | None:
 
 
 @get("/decisions/{decision_id:str}", include_in_schema=False)
-async def decision(request: Request[Any, Any, Any], decision_id: str) -> Template:
+async def decision(request: Request[Any, Any, Any]) -> Template:
     session = await _session(request)
-    return await _decision_page(request, session, decision_id, None)
+    return await _decision_page(request, session, request.path_params["decision_id"], None)
 
 
 async def _decision_page(
@@ -337,12 +338,9 @@ async def _decision_page(
 
 
 @post("/decisions/{decision_id:str}/feedback", include_in_schema=False)
-async def decision_feedback(
-    request: Request[Any, Any, Any],
-    decision_id: str,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),
-) -> Template:
+async def decision_feedback(request: Request[Any, Any, Any], data: Form) -> Template:
     session = await _session(request)
+    decision_id = request.path_params["decision_id"]
     _check_csrf(session, data.get("csrf"))
     _may_decide(session)
     gateway = _gateway(request)
@@ -378,12 +376,9 @@ async def approvals(request: Request[Any, Any, Any]) -> Template:
 
 
 @post("/approvals/{approval_id:str}", include_in_schema=False)
-async def decide(
-    request: Request[Any, Any, Any],
-    approval_id: str,
-    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),
-) -> Template:
+async def decide(request: Request[Any, Any, Any], data: Form) -> Template:
     session = await _session(request)
+    approval_id = request.path_params["approval_id"]
     _check_csrf(session, data.get("csrf"))
     _may_decide(session)
     gateway = _gateway(request)
@@ -427,9 +422,7 @@ def _not_logged_in(request: Request[Any, Any, Any], _: NotLoggedIn) -> Response[
 
 
 def _forbidden(request: Request[Any, Any, Any], exc: Forbidden) -> Response[Any]:
-    return Template(
-        template_name="forbidden.html", context={"detail": exc.detail}, status_code=403
-    ).to_asgi_response(request.app, request)  # type: ignore[return-value]
+    return Template(template_name="forbidden.html", context={"detail": exc.detail}, status_code=403)
 
 
 console_router = Router(

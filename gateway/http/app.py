@@ -12,17 +12,17 @@ from contextlib import asynccontextmanager
 
 import msgspec
 from litestar import Litestar, Request, Response, get
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import Receive, Scope, Send
 
 from gateway.admin.approvals import agent_approval
 from gateway.admin.routes import admin_router
 from gateway.batch.api import BATCH_HANDLERS
+from gateway.config.models import GatewayConfig
 from gateway.console.pages import TEMPLATES, console_router
 from gateway.console.sessions import Throttle
-from gateway.config.models import GatewayConfig
 from gateway.errors import (
     BadRequest,
     GatewayError,

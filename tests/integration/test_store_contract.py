@@ -15,6 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 
+from gateway.console.figures import Figures
+from gateway.console.sessions import Sessions
 from gateway.store.engine import create_engine
 from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
 from gateway.store.protocol import Audit, Cursor, DecisionQuery, Event, Feedback, Source
@@ -219,3 +221,56 @@ def test_db_commands_and_a_gateway_that_will_not_serve_an_old_schema(
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"revision {head_revision()} (up to date)" in upgraded.stdout
     assert "postgres@" in upgraded.stdout
+
+
+async def test_each_new_record_is_summed_once_into_its_minute(store: SqlStore) -> None:
+    def priced(i: int, **fields: Any) -> bytes:
+        record = {"id": f"m{i:04d}", "time": 600.0 + i, "agent": "a", "route": "triage", "status": 200}
+        return msgspec.json.encode({**record, **fields})
+
+    batch = [
+        priced(1, tier="rules", confidence=0.95, latency_ms={"total": 0.4}, baseline_usd=0.002),
+        priced(
+            2, tier="llm:small", prompt_tokens=10, completion_tokens=5, cost_usd=0.001, baseline_usd=0.004
+        ),
+        priced(3, tier="llm:small", cache="hit", latency_ms={"total": 3.0}),
+        priced(4, status=429, error_code="loop_detected_repeat"),
+        priced(70, status=502, tier=None),  # the next minute
+    ]
+    await store.add_records(batch[:3])
+    await store.add_records(batch)  # shipped again with more: the first three count once
+    figures = Figures(store.engine, clock=lambda: 600.0 + 3600)
+    totals = (await figures.overview("hour"))["totals"]
+    assert (totals.requests, totals.errors, totals.refused, totals.loops, totals.cache_hits) == (
+        5,
+        1,
+        1,
+        1,
+        1,
+    )
+    assert (totals.prompt_tokens, totals.completion_tokens) == (10, 5)
+    assert totals.cost_usd == pytest.approx(0.001) and totals.savings_usd == pytest.approx(0.005)
+    assert totals.latency[0] == 4 and totals.latency[2] == 1  # under 1 ms (missing: 0), under 5 ms
+    routes = await figures.routes("hour")
+    assert routes["triage"]["tiers"] == {"rules": 1, "llm:small": 2, "none": 2}
+    assert routes["triage"]["coverage"] == pytest.approx(1 / 5)
+    assert routes["triage"]["confidence"][9] == 1
+    assert (await figures.agents("hour"))["a"]["tiers"]["rules"] == 1
+    assert await figures.burn("a", 0.0) == [(3600.0, 15.0)]
+    assert await store.prune(before=660.0) == 4  # the first minute's decisions and their sums
+    assert (await figures.overview("hour"))["totals"].requests == 1
+
+
+async def test_console_sessions_are_found_by_their_secret_until_they_end(store: SqlStore) -> None:
+    now = [1000.0]
+    sessions = Sessions(store.engine, lifetime_s=60, clock=lambda: now[0])
+    secret, opened = await sessions.open("viewer")
+    found = await sessions.find(secret)
+    assert found == opened and found is not None and not found.may_decide
+    assert await sessions.find(secret + "x") is None and await sessions.find(None) is None
+    admin_secret, admin = await sessions.open("admin")
+    assert admin.may_decide and admin.csrf != opened.csrf
+    await sessions.close(admin_secret)
+    assert await sessions.find(admin_secret) is None  # logged out
+    now[0] += 61
+    assert await sessions.find(secret) is None  # expired

@@ -1,5 +1,5 @@
-"""The console's figures, summed in SQL from the per-minute rollups (`decision_minutes`), so a
-page costs the same with a thousand decisions stored or a million."""
+"""The console's figures, summed in SQL from the rollups (per minute for the last hour, per hour
+for a day or a week), so a page costs about the same with a thousand decisions stored or a million."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import Integer, Table, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.rollups import CONFIDENCE, LATENCY, MONEY, SUMS, percentile
-from gateway.store.schema import decision_minutes
+from gateway.store.schema import decision_hours, decision_minutes
 
-# period -> (how far back, seconds per point of its time series)
-PERIODS: dict[str, tuple[int, int]] = {"hour": (3600, 60), "day": (86400, 900), "week": (7 * 86400, 7200)}
-M = decision_minutes.c
+# period -> (how far back, seconds per point of its time series, the rollup read and its slot width)
+PERIODS: dict[str, tuple[int, int, Table, int]] = {
+    "hour": (3600, 60, decision_minutes, 60),
+    "day": (86400, 3600, decision_hours, 3600),
+    "week": (7 * 86400, 3 * 3600, decision_hours, 3600),
+}
 FREE_TIERS = ("rules", "classifier")
 
 
@@ -51,7 +54,7 @@ class Totals:
         return percentile(self.latency, 0.95)
 
 
-def _sums() -> list[Any]:
+def _sums(M: Any) -> list[Any]:
     return [func.coalesce(func.sum(M[name]), 0).label(name) for name in (*SUMS, *MONEY, *LATENCY)]
 
 
@@ -65,20 +68,21 @@ class Figures:
         self._engine = engine
         self._clock = clock
 
-    def since(self, period: str) -> tuple[int, int]:
-        """The first minute of the period, and its points' width in seconds."""
-        span, step = PERIODS[period]
-        return int((self._clock() - span) // 60), step
+    def since(self, period: str) -> tuple[Any, int, int, int]:
+        """The rollup's columns, the period's first slot in it, the slot's width, and the width of
+        the period's points (seconds)."""
+        span, step, table, width = PERIODS[period]
+        return table.c, int((self._clock() - span) // width), width, step
 
     async def overview(self, period: str) -> dict[str, Any]:
-        first, step = self.since(period)
-        bucket = cast(M.minute * 60 / step, Integer)
+        M, first, width, step = self.since(period)
+        bucket = cast(M.slot * width / step, Integer)
         async with self._engine.connect() as conn:
-            totals = _totals((await conn.execute(select(*_sums()).where(M.minute >= first))).one())
+            totals = _totals((await conn.execute(select(*_sums(M)).where(M.slot >= first))).one())
             tiers = (
                 await conn.execute(
                     select(M.tier, func.sum(M.requests))
-                    .where(M.minute >= first)
+                    .where(M.slot >= first)
                     .group_by(M.tier)
                     .order_by(func.sum(M.requests).desc())
                 )
@@ -86,7 +90,7 @@ class Figures:
             points = (
                 await conn.execute(
                     select(bucket, M.tier, func.sum(M.requests))
-                    .where(M.minute >= first)
+                    .where(M.slot >= first)
                     .group_by(bucket, M.tier)
                     .order_by(bucket)
                 )
@@ -94,15 +98,17 @@ class Figures:
         return {
             "totals": totals,
             "tiers": [(tier or "none", int(n)) for tier, n in tiers],
-            "series": _series(list(points), [t for t, _ in tiers], first * 60 // step, step, self._clock()),
+            "series": _series(
+                list(points), [t for t, _ in tiers], first * width // step, step, self._clock()
+            ),
         }
 
     async def agents(self, period: str) -> dict[str, dict[str, Any]]:
-        first, _ = self.since(period)
+        M, first, _, _ = self.since(period)
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(M.agent, M.tier, *_sums()).where(M.minute >= first).group_by(M.agent, M.tier)
+                    select(M.agent, M.tier, *_sums(M)).where(M.slot >= first).group_by(M.agent, M.tier)
                 )
             ).all()
         out: dict[str, dict[str, Any]] = {}
@@ -118,13 +124,15 @@ class Figures:
         return out
 
     async def burn(self, agent: str, since: float, step: int = 3600) -> list[tuple[float, float]]:
-        """The agent's tokens used since `since`, cumulative, one point per `step` seconds."""
-        bucket = cast(M.minute * 60 / step, Integer)
+        """The agent's tokens used since `since`, cumulative, one point per `step` seconds (a
+        multiple of an hour)."""
+        M = decision_hours.c
+        bucket = cast(M.slot * 3600 / step, Integer)
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(bucket, func.sum(M.prompt_tokens + M.completion_tokens))
-                    .where(M.agent == agent, M.minute >= int(since // 60))
+                    .where(M.agent == agent, M.slot >= int(since // 3600))
                     .group_by(bucket)
                     .order_by(bucket)
                 )
@@ -136,13 +144,13 @@ class Figures:
         return points
 
     async def routes(self, period: str) -> dict[str, dict[str, Any]]:
-        first, _ = self.since(period)
+        M, first, _, _ = self.since(period)
         confidence = [func.coalesce(func.sum(M[name]), 0) for name in CONFIDENCE]
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(M.route, M.tier, func.sum(M.requests), *confidence)
-                    .where(M.minute >= first)
+                    .where(M.slot >= first)
                     .group_by(M.route, M.tier)
                 )
             ).all()

@@ -32,6 +32,7 @@ from gateway.errors import GatewayError
 from gateway.governance.decisions import find_decision
 from gateway.governance.feedback import record_feedback
 from gateway.http.state import current_gateway
+from gateway.observe.records import DecisionRecord
 from gateway.runtime.build import Gateway
 from gateway.store.protocol import Cursor
 from gateway.store.schema import CONFIDENCE_BUCKETS
@@ -40,6 +41,9 @@ HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 NEAR_LIMIT = 0.8  # an agent past this share of a budget window needs attention
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+_record_decoder = msgspec.json.Decoder(DecisionRecord)
 
 
 class NotLoggedIn(HTTPException):
@@ -265,7 +269,8 @@ async def agents(request: Request[Any, Any, Any]) -> Template:
 
 
 def _record_view(raw: bytes) -> dict[str, Any]:
-    record: dict[str, Any] = msgspec.json.decode(raw)
+    """A decision record with every field present (records leave out their defaults)."""
+    record = msgspec.structs.asdict(_record_decoder.decode(raw))
     record["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record["time"]))
     return record
 

@@ -1,6 +1,6 @@
-"""Decisions summed per minute, agent, route and tier: computed from each shipped batch (the
-records the store had not seen before) and added to the `decision_minutes` rows in one upsert, so
-the console reads thousands of rows, not millions of records."""
+"""Decisions summed per slot of time (a minute, an hour), agent, route and tier: computed from each
+shipped batch (the records the store had not seen before) and added to the rollup tables' rows in
+one upsert each, so the console reads thousands of rows, not millions of records."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from sqlalchemy import Table
 
-from gateway.store.schema import CONFIDENCE_BUCKETS, LATENCY_EDGES_MS, decision_minutes
+from gateway.store.schema import CONFIDENCE_BUCKETS, LATENCY_EDGES_MS
 
 SUMS = ("requests", "errors", "refused", "loops", "cache_hits", "prompt_tokens", "completion_tokens")
 MONEY = ("cost_usd", "baseline_usd")
 LATENCY = tuple(f"lat_{i}" for i in range(len(LATENCY_EDGES_MS) + 1))
 CONFIDENCE = tuple(f"conf_{i}" for i in range(CONFIDENCE_BUCKETS))
 ADDED = (*SUMS, *MONEY, *LATENCY, *CONFIDENCE)
-KEY = ("minute", "agent", "route", "tier")
+KEY = ("slot", "agent", "route", "tier")
 
 
 class _Record(msgspec.Struct, kw_only=True):
@@ -49,12 +50,15 @@ def confidence_bucket(confidence: float) -> int:
     return min(CONFIDENCE_BUCKETS - 1, max(0, int(confidence * CONFIDENCE_BUCKETS)))
 
 
-def minute_rows(records: Iterable[bytes | str]) -> list[dict[str, Any]]:
-    """The rows to add for these records (one per minute, agent, route and tier)."""
+def decode(records: Iterable[bytes | str]) -> list[_Record]:
+    return [_decode.decode(raw) for raw in records]
+
+
+def slot_rows(records: list[_Record], width_s: int) -> list[dict[str, Any]]:
+    """The rows to add for these records (one per slot of `width_s`, agent, route and tier)."""
     rows: dict[tuple[int, str, str, str], dict[str, Any]] = {}
-    for raw in records:
-        r = _decode.decode(raw)
-        key = (int(r.time // 60), r.agent, r.route, r.tier or "")
+    for r in records:
+        key = (int(r.time // width_s), r.agent, r.route, r.tier or "")
         row = rows.get(key)
         if row is None:
             row = rows[key] = {**dict(zip(KEY, key, strict=True)), **dict.fromkeys(ADDED, 0)}
@@ -73,10 +77,10 @@ def minute_rows(records: Iterable[bytes | str]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def upsert(insert: Any) -> Any:
-    """The statement adding rows to `decision_minutes` (sqlite or postgresql `insert`)."""
-    statement = insert(decision_minutes)
-    table = decision_minutes.c
+def upsert(insert: Any, table_: Table) -> Any:
+    """The statement adding rows to a rollup table (`insert`: sqlite's or postgresql's)."""
+    statement = insert(table_)
+    table = table_.c
     return statement.on_conflict_do_update(
         index_elements=list(KEY),
         set_={name: table[name] + statement.excluded[name] for name in ADDED},

@@ -183,29 +183,36 @@ batch_lines = Table(
 LATENCY_EDGES_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CONFIDENCE_BUCKETS = 10
 
-# Decisions summed per minute, agent, route and tier ("" where none answered): what the console's
-# overview, agents and routes pages read, so they stay fast however many decisions are stored.
-decision_minutes = Table(
-    "decision_minutes",
-    metadata,
-    Column("minute", Integer, primary_key=True),  # epoch seconds // 60
-    Column("agent", String(128), primary_key=True),
-    Column("route", String(128), primary_key=True),
-    Column("tier", String(128), primary_key=True),
-    Column("requests", Integer, nullable=False),
-    Column("errors", Integer, nullable=False),  # status >= 500
-    Column("refused", Integer, nullable=False),  # 4xx: budgets, loops, bad requests, approvals
-    Column("loops", Integer, nullable=False),  # stopped as loops
-    Column("cache_hits", Integer, nullable=False),
-    Column("prompt_tokens", Integer, nullable=False),
-    Column("completion_tokens", Integer, nullable=False),
-    Column("cost_usd", Double, nullable=False),
-    Column("baseline_usd", Double, nullable=False),  # had it gone to the route's dearest LLM
-    *(Column(f"lat_{i}", Integer, nullable=False) for i in range(len(LATENCY_EDGES_MS) + 1)),
-    *(Column(f"conf_{i}", Integer, nullable=False) for i in range(CONFIDENCE_BUCKETS)),
-    Index("ix_decision_minutes_agent", "agent", "minute"),
-    Index("ix_decision_minutes_route", "route", "minute"),
-)
+
+def _rollup(name: str) -> Table:
+    """Decisions summed per slot of time, agent, route and tier ("" where none answered): what the
+    console's pages read, so they stay fast however many decisions are stored."""
+    return Table(
+        name,
+        metadata,
+        Column("slot", Integer, primary_key=True),  # epoch seconds // the slot's width
+        Column("agent", String(128), primary_key=True),
+        Column("route", String(128), primary_key=True),
+        Column("tier", String(128), primary_key=True),
+        Column("requests", Integer, nullable=False),
+        Column("errors", Integer, nullable=False),  # status >= 500
+        Column("refused", Integer, nullable=False),  # 4xx: budgets, loops, bad requests, approvals
+        Column("loops", Integer, nullable=False),  # stopped as loops
+        Column("cache_hits", Integer, nullable=False),
+        Column("prompt_tokens", Integer, nullable=False),
+        Column("completion_tokens", Integer, nullable=False),
+        Column("cost_usd", Double, nullable=False),
+        Column("baseline_usd", Double, nullable=False),  # had it gone to the route's dearest LLM
+        *(Column(f"lat_{i}", Integer, nullable=False) for i in range(len(LATENCY_EDGES_MS) + 1)),
+        *(Column(f"conf_{i}", Integer, nullable=False) for i in range(CONFIDENCE_BUCKETS)),
+        Index(f"ix_{name}_agent", "agent", "slot"),
+        Index(f"ix_{name}_route", "route", "slot"),
+    )
+
+
+# per minute (the last hour's pages) and per hour (a day's, a week's)
+decision_minutes = _rollup("decision_minutes")
+decision_hours = _rollup("decision_hours")
 
 # Who is logged in to the console: the session's digest (the cookie holds the secret), its role
 # (admin or viewer) and the CSRF token its forms carry.

@@ -20,8 +20,16 @@ from gateway.store.protocol import (
     Page,
     StoredDecision,
 )
-from gateway.store.rollups import minute_rows, upsert
-from gateway.store.schema import approvals, audits, decision_minutes, decisions, events, feedback
+from gateway.store.rollups import decode, slot_rows, upsert
+from gateway.store.schema import (
+    approvals,
+    audits,
+    decision_hours,
+    decision_minutes,
+    decisions,
+    events,
+    feedback,
+)
 
 _COLUMNS = "INSERT INTO decisions (id, time, agent, route, tier, status, record) "
 INSERT_RECORDS_SQLITE = (
@@ -59,7 +67,10 @@ class SqlStore:
         postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
         self._insert_records = INSERT_RECORDS_POSTGRES if postgres else INSERT_RECORDS_SQLITE
-        self._add_minutes = upsert(self._insert)
+        self._rollups = [
+            (60, upsert(self._insert, decision_minutes)),
+            (3600, upsert(self._insert, decision_hours)),
+        ]
 
     async def add_records(self, lines: Sequence[bytes]) -> None:
         if not lines:
@@ -71,11 +82,12 @@ class SqlStore:
         payload = (b"[" + b",".join(lines) + b"]").decode()
         async with self.engine.begin() as conn:
             added = (await conn.exec_driver_sql(self._insert_records, (payload,))).all()
-            # the records not stored before are summed into the console's minutes, in the same
+            # the records not stored before are summed into the console's rollups, in the same
             # transaction: a batch shipped twice is counted once
-            rows = minute_rows(row[0] for row in added)
-            if rows:
-                await conn.execute(self._add_minutes, rows)
+            new = decode(row[0] for row in added)
+            if new:
+                for width_s, statement in self._rollups:
+                    await conn.execute(statement, slot_rows(new, width_s))
 
     async def decision(self, decision_id: str) -> StoredDecision | None:
         async with self.engine.connect() as conn:
@@ -227,7 +239,8 @@ class SqlStore:
             await conn.execute(delete(audits).where(audits.c.time < before))
             gone = await conn.execute(delete(decisions).where(decisions.c.time < before))
             await conn.execute(delete(events).where(events.c.time < before))
-            await conn.execute(delete(decision_minutes).where(decision_minutes.c.minute < before // 60))
+            await conn.execute(delete(decision_minutes).where(decision_minutes.c.slot < before // 60))
+            await conn.execute(delete(decision_hours).where(decision_hours.c.slot < before // 3600))
             await conn.execute(
                 delete(approvals).where(approvals.c.time < before, approvals.c.status != "pending")
             )

@@ -223,7 +223,7 @@ def test_db_commands_and_a_gateway_that_will_not_serve_an_old_schema(
     assert "postgres@" in upgraded.stdout
 
 
-async def test_each_new_record_is_summed_once_into_its_minute(store: SqlStore) -> None:
+async def test_each_new_record_is_summed_once_into_its_minute_and_its_hour(store: SqlStore) -> None:
     def priced(i: int, **fields: Any) -> bytes:
         record = {"id": f"m{i:04d}", "time": 600.0 + i, "agent": "a", "route": "triage", "status": 200}
         return msgspec.json.encode({**record, **fields})
@@ -259,6 +259,7 @@ async def test_each_new_record_is_summed_once_into_its_minute(store: SqlStore) -
     assert await figures.burn("a", 0.0) == [(3600.0, 15.0)]
     assert await store.prune(before=660.0) == 4  # the first minute's decisions and their sums
     assert (await figures.overview("hour"))["totals"].requests == 1
+    assert (await figures.overview("day"))["totals"].requests == 5  # an hour goes when it is all old
 
 
 async def test_console_sessions_are_found_by_their_secret_until_they_end(store: SqlStore) -> None:

@@ -1,4 +1,4 @@
-"""The console: decisions summed per minute, console sessions, approvals by decision.
+"""The console: decisions summed per minute and per hour, console sessions, approvals by decision.
 
 Revision ID: 0005
 Revises: 0004
@@ -17,26 +17,27 @@ CONFIDENCE_BUCKETS = 10
 
 
 def upgrade() -> None:
-    op.create_table(
-        "decision_minutes",
-        sa.Column("minute", sa.Integer, primary_key=True),
-        sa.Column("agent", sa.String(128), primary_key=True),
-        sa.Column("route", sa.String(128), primary_key=True),
-        sa.Column("tier", sa.String(128), primary_key=True),
-        sa.Column("requests", sa.Integer, nullable=False),
-        sa.Column("errors", sa.Integer, nullable=False),
-        sa.Column("refused", sa.Integer, nullable=False),
-        sa.Column("loops", sa.Integer, nullable=False),
-        sa.Column("cache_hits", sa.Integer, nullable=False),
-        sa.Column("prompt_tokens", sa.Integer, nullable=False),
-        sa.Column("completion_tokens", sa.Integer, nullable=False),
-        sa.Column("cost_usd", sa.Double, nullable=False),
-        sa.Column("baseline_usd", sa.Double, nullable=False),
-        *(sa.Column(f"lat_{i}", sa.Integer, nullable=False) for i in range(LATENCY_BUCKETS)),
-        *(sa.Column(f"conf_{i}", sa.Integer, nullable=False) for i in range(CONFIDENCE_BUCKETS)),
-    )
-    op.create_index("ix_decision_minutes_agent", "decision_minutes", ["agent", "minute"])
-    op.create_index("ix_decision_minutes_route", "decision_minutes", ["route", "minute"])
+    for name in ("decision_minutes", "decision_hours"):
+        op.create_table(
+            name,
+            sa.Column("slot", sa.Integer, primary_key=True),
+            sa.Column("agent", sa.String(128), primary_key=True),
+            sa.Column("route", sa.String(128), primary_key=True),
+            sa.Column("tier", sa.String(128), primary_key=True),
+            sa.Column("requests", sa.Integer, nullable=False),
+            sa.Column("errors", sa.Integer, nullable=False),
+            sa.Column("refused", sa.Integer, nullable=False),
+            sa.Column("loops", sa.Integer, nullable=False),
+            sa.Column("cache_hits", sa.Integer, nullable=False),
+            sa.Column("prompt_tokens", sa.Integer, nullable=False),
+            sa.Column("completion_tokens", sa.Integer, nullable=False),
+            sa.Column("cost_usd", sa.Double, nullable=False),
+            sa.Column("baseline_usd", sa.Double, nullable=False),
+            *(sa.Column(f"lat_{i}", sa.Integer, nullable=False) for i in range(LATENCY_BUCKETS)),
+            *(sa.Column(f"conf_{i}", sa.Integer, nullable=False) for i in range(CONFIDENCE_BUCKETS)),
+        )
+        op.create_index(f"ix_{name}_agent", name, ["agent", "slot"])
+        op.create_index(f"ix_{name}_route", name, ["route", "slot"])
     op.create_table(
         "console_sessions",
         sa.Column("digest", sa.String(64), primary_key=True),
@@ -52,4 +53,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_approvals_decision", "approvals")
     op.drop_table("console_sessions")
+    op.drop_table("decision_hours")
     op.drop_table("decision_minutes")

@@ -410,11 +410,14 @@ async def routes(request: Request[Any, Any, Any]) -> Template:
     session = await _session(request)
     gateway = _gateway(request)
     assert gateway.store is not None
-    by_route = await Figures(gateway.store.store.engine).routes(_period(request))
+    period = _period(request)
+    by_route = await Figures(gateway.store.store.engine).routes(period)
+    since = str(time.time() - PERIODS[period][0])
     rows = []
     for route in gateway.config.routes:
-        report = await quality_report(gateway, {"route": route.name})
         figures = by_route.get(route.name)
+        counts = (figures or {}).get("tiers", {})
+        report = await quality_report(gateway, {"route": route.name, "since": since}, counts)
         rows.append({"name": route.name, "report": report, "figures": figures})
     edges = [f"{i / CONFIDENCE_BUCKETS:.1f}" for i in range(CONFIDENCE_BUCKETS)]
     return _page("routes.html", request, session, routes=rows, edges=edges)

@@ -90,6 +90,12 @@ def serve(config: GatewayConfig, load: Callable[[], GatewayConfig] | None = None
     sock = _bind(host, port)
     metrics_directory = None
     log.warning("tiergate serving on http://%s:%d/v1 with %d worker(s)", host, sock.getsockname()[1], workers)
+    if config.store is not None and config.server.admin_key is not None:
+        log.warning(
+            "operator console on http://%s:%d/console (log in with the admin key or a viewer key)",
+            host,
+            sock.getsockname()[1],
+        )
     try:
         if workers == 1:
             # uvicorn raises the signal that stopped it again once it is done; exiting through

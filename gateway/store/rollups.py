@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table
 
 from gateway.store.schema import CONFIDENCE_BUCKETS, LATENCY_EDGES_MS
 
@@ -77,14 +76,21 @@ def slot_rows(records: list[_Record], width_s: int) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def upsert(insert: Any, table_: Table) -> Any:
-    """The statement adding rows to a rollup table (`insert`: sqlite's or postgresql's)."""
-    statement = insert(table_)
-    table = table_.c
-    return statement.on_conflict_do_update(
-        index_elements=list(KEY),
-        set_={name: table[name] + statement.excluded[name] for name in ADDED},
+def upsert_sql(table: str, postgres: bool) -> str:
+    """The driver-level statement adding one row to a rollup table (run for many rows at once): the
+    driver's own executemany, with no per-row work in SQLAlchemy."""
+    columns = (*KEY, *ADDED)
+    marks = [f"${i + 1}" if postgres else "?" for i in range(len(columns))]
+    added = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in ADDED)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
+        f" ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {added}"
     )
+
+
+def as_tuples(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    columns = (*KEY, *ADDED)
+    return [tuple(row[name] for name in columns) for row in rows]
 
 
 def percentile(buckets: list[int], share: float) -> float | None:

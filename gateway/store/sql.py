@@ -20,7 +20,7 @@ from gateway.store.protocol import (
     Page,
     StoredDecision,
 )
-from gateway.store.rollups import decode, slot_rows, upsert
+from gateway.store.rollups import as_tuples, decode, slot_rows, upsert_sql
 from gateway.store.schema import (
     approvals,
     audits,
@@ -68,8 +68,8 @@ class SqlStore:
         self._insert = postgresql.insert if postgres else sqlite.insert
         self._insert_records = INSERT_RECORDS_POSTGRES if postgres else INSERT_RECORDS_SQLITE
         self._rollups = [
-            (60, upsert(self._insert, decision_minutes)),
-            (3600, upsert(self._insert, decision_hours)),
+            (width_s, upsert_sql(table.name, postgres))
+            for width_s, table in ((60, decision_minutes), (3600, decision_hours))
         ]
 
     async def add_records(self, lines: Sequence[bytes]) -> None:
@@ -87,7 +87,7 @@ class SqlStore:
             new = decode(row[0] for row in added)
             if new:
                 for width_s, statement in self._rollups:
-                    await conn.execute(statement, slot_rows(new, width_s))
+                    await conn.exec_driver_sql(statement, as_tuples(slot_rows(new, width_s)))
 
     async def decision(self, decision_id: str) -> StoredDecision | None:
         async with self.engine.connect() as conn:

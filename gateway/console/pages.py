@@ -40,6 +40,7 @@ from gateway.store.schema import CONFIDENCE_BUCKETS
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 NEAR_LIMIT = 0.8  # an agent past this share of a budget window needs attention
+FILTERS = ("agent", "route", "tier", "status", "since", "until")  # of the decisions list
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
@@ -280,9 +281,7 @@ async def decisions(request: Request[Any, Any, Any]) -> Template:
     session = await _session(request)
     gateway = _gateway(request)
     assert gateway.store is not None
-    params = {
-        k: v for k, v in request.query_params.items() if v and k in ("agent", "route", "tier", "status")
-    }
+    params = {k: v for k, v in request.query_params.items() if v and k in FILTERS}
     cursor = request.query_params.get("cursor")
     error = None
     try:

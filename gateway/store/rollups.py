@@ -23,6 +23,7 @@ KEY = ("slot", "agent", "route", "tier")
 class _Record(msgspec.Struct, kw_only=True):
     """What a rollup reads of a decision record."""
 
+    id: str
     time: float
     agent: str
     route: str

@@ -35,7 +35,7 @@ _COLUMNS = "INSERT INTO decisions (id, time, agent, route, tier, status, record)
 INSERT_RECORDS_SQLITE = (
     _COLUMNS + "SELECT value ->> '$.id', value ->> '$.time', value ->> '$.agent', value ->> '$.route',"
     " value ->> '$.tier', value ->> '$.status', value FROM json_each(?) WHERE true"
-    " ON CONFLICT (id) DO NOTHING RETURNING record"
+    " ON CONFLICT (id) DO NOTHING"
 )
 # PostgreSQL refuses to read a record holding the escape \u0000 (it cannot be text there), whichever
 # field it reads: the columns are read from a copy with that escape replaced, the record kept whole.
@@ -44,7 +44,7 @@ INSERT_RECORDS_POSTGRES = (
     " FROM json_array_elements($1::json) AS r, LATERAL json_to_record("
     "CASE WHEN strpos(r::text, '\\u0000') = 0 THEN r ELSE replace(r::text, '\\u0000', '\\ufffd')::json END"
     ") AS c(id text, time float8, agent text, route text, tier text, status integer)"
-    " ON CONFLICT (id) DO NOTHING RETURNING record"
+    " ON CONFLICT (id) DO NOTHING"
 )
 
 FEEDBACK_FIELDS = (
@@ -59,6 +59,14 @@ FEEDBACK_FIELDS = (
     "tier",
     "confidence",
 )
+
+
+class _Repeated(Exception):
+    """Some records of a batch were stored before: its transaction is rolled back."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__("records stored before")
+        self.records = records
 
 
 class SqlStore:
@@ -80,14 +88,32 @@ class SqlStore:
         # no per-record work, and SQLite's thread takes Python's lock once per batch, not twice
         # per row as a row-by-row insert does (which slowed the event loop measurably).
         payload = (b"[" + b",".join(lines) + b"]").decode()
-        async with self.engine.begin() as conn:
-            added = (await conn.exec_driver_sql(self._insert_records, (payload,))).all()
-            # the records not stored before are summed into the console's rollups, in the same
-            # transaction: a batch shipped twice is counted once
-            new = decode(row[0] for row in added)
-            if new:
-                for width_s, statement in self._rollups:
-                    await conn.exec_driver_sql(statement, as_tuples(slot_rows(new, width_s)))
+        # The records not stored before are summed into the console's rollups in the same
+        # transaction, so a batch shipped twice is counted once. Usually every record is new (the
+        # count inserted says so); a batch shipped again is rolled back and stored once more,
+        # summing only the records that were not there.
+        try:
+            async with self.engine.begin() as conn:
+                inserted = (await conn.exec_driver_sql(self._insert_records, (payload,))).rowcount
+                new = decode(lines)
+                if inserted != len(new):
+                    raise _Repeated(new)
+                await self._add_rollups(conn, new)
+        except _Repeated as repeated:
+            async with self.engine.begin() as conn:
+                ids = [r.id for r in repeated.records]
+                stored: set[str] = set()
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    found = await conn.execute(select(decisions.c.id).where(decisions.c.id.in_(chunk)))
+                    stored.update(row[0] for row in found)
+                await conn.exec_driver_sql(self._insert_records, (payload,))
+                await self._add_rollups(conn, [r for r in repeated.records if r.id not in stored])
+
+    async def _add_rollups(self, conn: AsyncConnection, records: list[Any]) -> None:
+        if records:
+            for width_s, statement in self._rollups:
+                await conn.exec_driver_sql(statement, as_tuples(slot_rows(records, width_s)))
 
     async def decision(self, decision_id: str) -> StoredDecision | None:
         async with self.engine.connect() as conn:

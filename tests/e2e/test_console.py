@@ -134,6 +134,14 @@ def test_an_operator_sees_the_traffic_opens_a_decision_and_approves_a_waiting_an
         expect(page.locator("#feedback")).to_contain_text("reviewer: wrong — should have gone to billing")
         said = httpx.get(f"{root(url)}/admin/decisions/{decisions[0]['id']}", headers=ADMIN).json()
         assert [f["source"] for f in said["feedback"]] == ["reviewer"]
+        # the list, filtered by tier, and by time (nothing before the traffic began)
+        page.goto(f"{root(url)}/console/decisions")
+        page.fill("#filters input[name=tier]", "rules")
+        page.click("#filters button")
+        expect(page.locator("#decisions tr.decision")).to_have_count(3)
+        page.fill("#filters input[name=until]", "2020-01-01T00:00")
+        page.click("#filters button")
+        expect(page.locator("#decisions tr.decision")).to_have_count(0)
         # an answer held for approval, approved by clicking its button
         agent = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=5)
         answers: list[Any] = []

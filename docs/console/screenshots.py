@@ -39,7 +39,7 @@ def config(sim: str, folder: str) -> dict[str, Any]:
         "agents": [
             {"id": "support-bot", "api_key": AGENTS["support-bot"], "budget": {"tokens_per_day": 200_000}},
             {"id": "billing-bot", "api_key": AGENTS["billing-bot"], "budget": {"tokens_per_day": 50_000}},
-            {"id": "intern-bot", "api_key": AGENTS["intern-bot"], "budget": {"tokens_per_day": 1_500}},
+            {"id": "intern-bot", "api_key": AGENTS["intern-bot"], "budget": {"tokens_per_day": 1_200}},
         ],
         "routes": [
             {

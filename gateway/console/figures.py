@@ -137,9 +137,10 @@ class Figures:
                     .order_by(bucket)
                 )
             ).all()
+        spent = {int(b): float(tokens or 0) for b, tokens in rows}
         used, points = 0.0, []
-        for b, tokens in rows:
-            used += float(tokens or 0)
+        for b in range(int(since // step), int(self._clock() // step) + 1):  # every point, to now
+            used += spent.get(b, 0.0)
             points.append((float(b * step + step), used))
         return points
 

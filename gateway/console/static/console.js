@@ -8,14 +8,16 @@
     var series = [{}].concat(names.map(function (name, i) {
       return { label: name, stroke: palette[i % palette.length], width: 2 };
     }));
-    return new uPlot({ title: el.dataset.title, width: el.clientWidth - 10, height: 220, series: series },
+    return new uPlot({ title: el.dataset.title, width: el.clientWidth - 10, height: 220, series: series,
+      axes: [{}, { size: 70 }] },
       [data.x].concat(names.map(function (n) { return data.lines[n]; })), el);
   }
 
   function burn(el, data) {
     var series = [{}, { label: "tokens used", stroke: palette[0], width: 2 },
       { label: "limit", stroke: palette[4], dash: [6, 4], width: 1 }];
-    return new uPlot({ title: el.dataset.title, width: el.clientWidth - 10, height: 160, series: series },
+    return new uPlot({ title: el.dataset.title, width: el.clientWidth - 10, height: 160, series: series,
+      axes: [{}, { size: 80 }] },
       [data.x, data.used, data.limit], el);
   }
 

@@ -84,9 +84,13 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def _may_decide(session: Session) -> None:
+async def _deciding(request: Request[Any, Any, Any], data: dict[str, str]) -> tuple[Session, Gateway]:
+    """The session of a form that decides something: its CSRF token checked, and an admin's."""
+    session = await _session(request)
+    _check_csrf(session, data.get("csrf"))
     if not session.may_decide:
         raise Forbidden(detail="a viewer key sees everything and decides nothing")
+    return session, _gateway(request)
 
 
 def _period(request: Request[Any, Any, Any]) -> str:
@@ -343,11 +347,8 @@ async def _decision_page(
 
 @post("/decisions/{decision_id:str}/feedback", include_in_schema=False)
 async def decision_feedback(request: Request[Any, Any, Any], data: Form) -> Template:
-    session = await _session(request)
+    session, gateway = await _deciding(request, data)
     decision_id = request.path_params["decision_id"]
-    _check_csrf(session, data.get("csrf"))
-    _may_decide(session)
-    gateway = _gateway(request)
     said: dict[str, Any] = {"decision_id": decision_id}
     if data.get("correct") in ("true", "false"):
         said["correct"] = data["correct"] == "true"
@@ -381,11 +382,8 @@ async def approvals(request: Request[Any, Any, Any]) -> Template:
 
 @post("/approvals/{approval_id:str}", include_in_schema=False)
 async def decide(request: Request[Any, Any, Any], data: Form) -> Template:
-    session = await _session(request)
+    _, gateway = await _deciding(request, data)
     approval_id = request.path_params["approval_id"]
-    _check_csrf(session, data.get("csrf"))
-    _may_decide(session)
-    gateway = _gateway(request)
     if gateway.approvals is None:
         raise Forbidden(detail="approvals are not configured")
     choice = data.get("decision", "")

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from budgets.ledger import Ledger, StateError
 from budgets.memory import MemoryLedger
 from budgets.policy import MICRO_USD, BudgetPolicy, Denied, Estimate, Reservation
-from budgets.redis_client import connect
+from budgets.redis_client import StateClient, connect
 from budgets.redis_ledger import RedisLedger
 
 
@@ -33,17 +33,24 @@ POLICIES = policies(
 TAGS = {"a": "team:t", "b": "team:t"}
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis), "cluster"])
-async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
-    if request.param == "memory":
-        yield MemoryLedger(POLICIES, SUBJECTS)
-        return
-    if request.param == "cluster":  # every script's keys in one slot, on a real three-master cluster
+async def shared_client(request: pytest.FixtureRequest, kind: str) -> StateClient:
+    """An emptied client of a real Redis (pytest-redis) or, for "cluster", of the tests' cluster
+    (every script's keys in one slot, on a real three-master cluster)."""
+    if kind == "cluster":
         client = connect(request.getfixturevalue("cluster_url"), timeout_s=2)
     else:
         proc = request.getfixturevalue("redis_proc")
         client = connect(f"redis://{proc.host}:{proc.port}/0", timeout_s=2)
     await client.flushdb()
+    return client
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis), "cluster"])
+async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield MemoryLedger(POLICIES, SUBJECTS)
+        return
+    client = await shared_client(request, request.param)
     ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
     yield ledger
     await client.aclose()
@@ -246,12 +253,7 @@ async def test_settlements_falling_due_together_are_each_applied_once(ledger: Le
 async def test_the_redis_ledger_sends_settlements_due_together_in_one_round_trip(
     shared: str, request: pytest.FixtureRequest
 ) -> None:
-    if shared == "cluster":
-        client = connect(request.getfixturevalue("cluster_url"), timeout_s=2)
-    else:
-        proc = request.getfixturevalue("redis_proc")
-        client = connect(f"redis://{proc.host}:{proc.port}/0", timeout_s=2)
-    await client.flushdb()
+    client = await shared_client(request, shared)
     ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
     outcomes = [await ledger.reserve(agent, Estimate(10, 10)) for agent in ["a", "b", "solo"] * 20]
     held = [r for r in outcomes if isinstance(r, Reservation)]

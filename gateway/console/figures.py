@@ -123,6 +123,21 @@ class Figures:
             entry["tiers"][row.tier or "none"] = int(totals.values["requests"])
         return out
 
+    async def loops(self, within_s: int = 3600) -> dict[str, int]:
+        """Requests stopped as loops in the last `within_s` seconds, per agent (those with any)."""
+        M = decision_minutes.c
+        first = int((self._clock() - within_s) // 60)
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(M.agent, func.sum(M.loops))
+                    .where(M.slot >= first)
+                    .group_by(M.agent)
+                    .having(func.sum(M.loops) > 0)
+                )
+            ).all()
+        return {agent: int(n) for agent, n in rows}
+
     async def burn(self, agent: str, since: float, step: int = 3600) -> list[tuple[float, float]]:
         """The agent's tokens used since `since`, cumulative, one point per `step` seconds (a
         multiple of an hour)."""

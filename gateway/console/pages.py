@@ -211,6 +211,11 @@ async def _attention(gateway: Gateway) -> list[dict[str, str]]:
                         f" ({w.used:,} of {w.limit:,})",
                     }
                 )
+    if gateway.store is not None:
+        for agent_id, n in (await Figures(gateway.store.store.engine).loops()).items():
+            items.append(
+                {"kind": "loops", "text": f"{agent_id}: {n} request(s) stopped as loops in the last hour"}
+            )
     monitor = gateway.governance.monitor
     for route, quality in monitor.routes.items():
         if quality.breached:

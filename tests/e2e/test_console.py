@@ -34,7 +34,7 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-def console_config(simulator_url: str, store_url: str, tmp_path: Any) -> Any:
+def console_config(simulator_url: str, store_url: str, tmp_path: Any, **agent: Any) -> Any:
     return make_config(
         simulator_url,
         store=store_settings(store_url, tmp_path),
@@ -50,7 +50,7 @@ def console_config(simulator_url: str, store_url: str, tmp_path: Any) -> Any:
             },
             {"name": "auto", "llm": ["small", "large"]},
         ],
-        agents=[{"id": "agent", "api_key": DEMO_KEY, "routes": ["triage", "auto"]}],
+        agents=[{"id": "agent", "api_key": DEMO_KEY, "routes": ["triage", "auto"], **agent}],
     )
 
 
@@ -165,14 +165,21 @@ def test_an_operator_sees_the_traffic_opens_a_decision_and_approves_a_waiting_an
 def test_a_viewer_sees_everything_and_can_decide_nothing(
     simulator: tuple[str, Any], store_url: str, tmp_path: Any, browser: Browser
 ) -> None:
-    with gateway_server(console_config(simulator[0], store_url, tmp_path)) as url:
+    config = console_config(simulator[0], store_url, tmp_path, loops={"max_repeats": 1})
+    with gateway_server(config) as url:
         agent = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+        ask = [{"role": "user", "content": "summarise the ticket"}]
+        agent.chat.completions.create(model="auto", messages=ask)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError):  # the same request again: stopped as a loop
+            agent.chat.completions.create(model="auto", messages=ask)  # type: ignore[arg-type]
+        stored(url, 2)
         answers: list[Any] = []
         waiting = held_request(agent, answers)
         [held] = until(lambda: pending(url), timeout_s=10)
         page = browser.new_page()
         log_in(page, url, VIEWER_KEY)
         expect(page.locator("#role")).to_have_text("viewer")
+        expect(page.locator("li.attention.loops")).to_contain_text("agent: 1 request(s) stopped as loops")
         page.goto(f"{root(url)}/console/approvals")
         expect(page.locator("article.approval")).to_contain_text("close the customer's account")
         assert page.locator("button.approve").count() == 0

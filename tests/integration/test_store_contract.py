@@ -256,6 +256,7 @@ async def test_each_new_record_is_summed_once_into_its_minute_and_its_hour(store
     assert routes["triage"]["coverage"] == pytest.approx(1 / 5)
     assert routes["triage"]["confidence"][9] == 1
     assert (await figures.agents("hour"))["a"]["tiers"]["rules"] == 1
+    assert await figures.loops(within_s=3600) == {"a": 1}  # what the overview's attention list says
     assert await figures.burn("a", 0.0) == [(3600.0, 15.0), (7200.0, 15.0)]  # each hour to now
     assert await store.prune(before=660.0) == 4  # the first minute's decisions and their sums
     assert (await figures.overview("hour"))["totals"].requests == 1

@@ -2,11 +2,15 @@
 - the classifier tier on Banking77: train on train.csv, evaluate on test.csv, print the
   coverage/accuracy curve and the operating point at the calibrated threshold, and the lean
   path's time per decision;
+- the classifier tier in an open set: Banking77 with 25 % and 50 % of its intents removed from
+  training (seeded draws), their test rows out of scope: known-intent coverage, accuracy of what is
+  answered, out-of-scope escalation, and the precision promised against the precision delivered;
 - the learned router on RouteLLM's MMLU rows, with a seeded held-out fifth: APGR and CPT(50%),
   beside the heuristic complexity score and a random router.
 
   python benchmarks/routing_quality.py [--data ../shared/data] [--target-precision 0.98] [--embeddings]
-                                      [--model MODEL] [--jobs N]
+                                      [--model MODEL] [--jobs N] [--only classifier|open-set|router]
+                                      [--removed 0.25 0.5] [--draws 3]
 
 With --embeddings the classifier also uses static word-piece embeddings (`tiergate train
 --embeddings`). With --model it evaluates that model file (trained on Banking77's train.csv with
@@ -159,6 +163,65 @@ def sparse_time(model: ClassifierModel, texts: list[str]) -> float:
     return statistics.median(samples)
 
 
+def open_set(data: Path, target: float, shares: list[float], draws: int, jobs: int) -> None:
+    """Banking77 with a share of its intents removed from training (seeded draws): their test rows
+    are out of scope, as the open-intent literature measures it. Everything is chosen on the
+    training rows (the product's own calibration); the test split only measures."""
+    train_rows = load_rows(data / "banking77" / "train.csv")
+    test_rows = load_rows(data / "banking77" / "test.csv")
+    intents = sorted({lab for _, lab in train_rows if lab is not None})
+    rows = []
+    for share in shares:
+        for draw in range(draws):
+            removed = set(random.Random(draw).sample(intents, round(share * len(intents))))
+            began = time.monotonic()
+            model = train(
+                [(t, lab) for t, lab in train_rows if lab not in removed],
+                target_precision=target,
+                jobs=jobs,
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+            minutes = (time.monotonic() - began) / 60
+            test = [(t, None if lab in removed else lab) for t, lab in test_rows]
+            figures = evaluate(model, test)
+            known = sum(lab is not None for _, lab in test)
+            answered_known = figures["coverage"] * known
+            correct = figures["accuracy_answered"] * answered_known
+            answered_unknown = (1 - figures["out_of_scope_escalated"]) * figures["out_of_scope_rows"]
+            delivered = (
+                correct / (answered_known + answered_unknown) if answered_known + answered_unknown else 1.0
+            )
+            rows.append(
+                [
+                    f"{share:.0%}",
+                    draw,
+                    f"{figures['coverage']:.3f}",
+                    f"{figures['accuracy_answered']:.3f}",
+                    f"{figures['out_of_scope_escalated']:.3f}",
+                    f"{target:.3f}",
+                    f"{delivered:.3f}",
+                    f"{minutes:.1f}",
+                ]
+            )
+    out = Report("quality_open_set")
+    out.table(
+        f"Classifier tier, Banking77 with intents removed from training (their {len(test_rows)}-row"
+        " test split's rows out of scope; seeded draws)",
+        [
+            "intents removed",
+            "draw",
+            "known-intent coverage",
+            "accuracy of answered known",
+            "out-of-scope escalated",
+            "promised precision",
+            "delivered precision",
+            "training (min)",
+        ],
+        rows,
+    )
+    out.save()
+
+
 def router(data: Path, seed: int) -> None:
     rows = load_router_rows(data / "routellm-mmlu" / "mmlu_routing.jsonl")
     rng = random.Random(seed)
@@ -196,14 +259,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--target-precision", type=float, default=0.98)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["classifier", "router"])
+    parser.add_argument("--only", choices=["classifier", "open-set", "router"])
+    parser.add_argument(
+        "--removed", type=float, nargs="+", default=[0.25, 0.5], help="open set: shares removed"
+    )
+    parser.add_argument("--draws", type=int, default=3, help="open set: seeded draws per share")
     parser.add_argument("--embeddings", action="store_true", help="the classifier with embeddings too")
     parser.add_argument("--model", type=Path, help="evaluate this model file instead of training one")
     parser.add_argument("--jobs", type=int, default=1, help="folds fitted at a time when training")
     args = parser.parse_args()
-    if args.only != "router":
+    if args.only in (None, "classifier"):
         classifier(args.data, args.target_precision, args.embeddings, args.model, args.jobs)
-    if args.only != "classifier":
+    if args.only in (None, "open-set"):
+        open_set(args.data, args.target_precision, args.removed, args.draws, args.jobs)
+    if args.only in (None, "router"):
         router(args.data, args.seed)
 
 

@@ -13,7 +13,7 @@ import aiohttp
 
 from budgets.ledger import Ledger
 from budgets.memory import MemoryLedger
-from budgets.policy import MICRO_USD, BudgetPolicy
+from budgets.policy import BudgetPolicy
 from budgets.redis_client import StateClient, connect
 from budgets.redis_ledger import RedisLedger
 from budgets.tokens import TokenCounter, load_encoding
@@ -22,7 +22,7 @@ from gateway.auth import AdminKey, AgentDirectory, key_digest
 from gateway.batch.service import Batches
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
-from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, UpstreamConfig
+from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig
 from gateway.config.rules import rule_specs
 from gateway.governance.drift import DriftReference, drift_reference
 from gateway.governance.shadow import ShadowClassifier
@@ -39,6 +39,7 @@ from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable
 from gateway.pipeline.settlement import Records
 from gateway.runtime.governance import Governance, build_governance
 from gateway.runtime.services import asks_approval, build_approvals, build_batches, share_circuits
+from gateway.runtime.upstreams import build_llm_tiers, micro_prices, upstream_session
 from gateway.store.runtime import StoreRuntime
 from routing.complexity import ComplexityScorer, HeuristicScorer
 from routing.ladder import Ladder
@@ -46,11 +47,8 @@ from routing.learned_router import LearnedScorer
 from tiers.base import Tier
 from tiers.classifier.embeddings import StaticEmbeddings
 from tiers.classifier.model import ClassifierModel, ClassifierTier, Predictor
-from tiers.llm.circuit import CircuitBreaker, CircuitSettings
-from tiers.llm.guards import Bulkhead, RetryBudget
-from tiers.llm.provider_batch import ProviderBatchSettings
-from tiers.llm.tier import LLMTier, RetryPolicy
-from tiers.llm.upstream import OpenAICompatibleUpstream, UpstreamSettings
+from tiers.llm.circuit import CircuitBreaker
+from tiers.llm.guards import Bulkhead
 from tiers.rules import RulesTier
 
 
@@ -186,32 +184,6 @@ def build_sink(config: GatewayConfig) -> RecordSink:
     return NoSink()
 
 
-def upstream_settings(upstream: UpstreamConfig) -> UpstreamSettings:
-    return UpstreamSettings(
-        name=upstream.name,
-        base_url=upstream.base_url,
-        model=upstream.model,
-        api_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
-        timeout_s=upstream.timeout_s,
-        connect_timeout_s=upstream.connect_timeout_s,
-        first_token_timeout_s=upstream.first_token_timeout_s,
-        max_output_tokens=upstream.max_output_tokens,
-        stream_usage=upstream.stream_usage,
-        headers=tuple(upstream.headers.items()),
-        max_repeated_chunks=upstream.max_repeated_chunks,
-        max_answer_bytes=upstream.max_answer_bytes,
-        batches=ProviderBatchSettings(collect_s=upstream.batch_collect_s, poll_s=upstream.batch_poll_s)
-        if upstream.batch_api
-        else None,
-    )
-
-
-def micro_prices(upstream: UpstreamConfig, deferred: bool = False) -> tuple[float, float]:
-    """Micro-dollars per (input, output) token; `deferred`: in a provider batch."""
-    price = upstream.deferred_price() if deferred else upstream.price
-    return (price.input_per_mtok * MICRO_USD / 1e6, price.output_per_mtok * MICRO_USD / 1e6)
-
-
 def load_classifiers(config: GatewayConfig) -> tuple[dict[str, Tier], dict[str, DriftReference]]:
     """Each route's classifier, loaded once at start-up; a missing or stale model stops start-up
     (unless the route names rows to train it from)."""
@@ -300,47 +272,6 @@ def build_routes(
             shadow=shadow,
         )
     return RouteTable(routes)
-
-
-def upstream_session(config: GatewayConfig, stack: AsyncExitStack) -> aiohttp.ClientSession:
-    """One HTTP session per worker for every upstream call, closed with `stack`."""
-    connector = aiohttp.TCPConnector(
-        limit=sum(u.max_connections for u in config.upstreams) or 100,
-        limit_per_host=0,
-        keepalive_timeout=30,
-        enable_cleanup_closed=True,
-    )
-    # No cookie jar: the session is shared by every agent, and an upstream's Set-Cookie must never
-    # ride along on another agent's request.
-    session = aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=True,
-        raise_for_status=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
-    stack.push_async_callback(session.close)
-    return session
-
-
-def build_llm_tiers(
-    config: GatewayConfig, session: aiohttp.ClientSession, counter: TokenCounter
-) -> tuple[dict[str, Tier], dict[str, CircuitBreaker]]:
-    """Each upstream as a tier, with its retries, circuit breaker, retry budget and bulkhead."""
-    tiers: dict[str, Tier] = {}
-    circuits: dict[str, CircuitBreaker] = {}
-    for upstream in config.upstreams:
-        client = OpenAICompatibleUpstream(upstream_settings(upstream), session, counter.count)
-        retry = RetryPolicy(upstream.max_retries, upstream.retry_base_s, upstream.retry_max_s)
-        breaker = CircuitBreaker(CircuitSettings(**upstream.circuit.model_dump()))
-        circuits[upstream.name] = breaker
-        tiers[upstream.name] = LLMTier(
-            client,
-            retry,
-            breaker,
-            RetryBudget(ratio=upstream.retry_budget),
-            Bulkhead(upstream.max_concurrency, upstream.queue_timeout_s, upstream.reserve_for_critical),
-        )
-    return tiers, circuits
 
 
 def input_limits(config: GatewayConfig) -> InputLimits:
@@ -453,10 +384,7 @@ async def build_gateway(
     one, a configured store is opened here and closed with `stack`."""
     counter = TokenCounter(load_encoding(config.tokenizer.encoding))
     session = upstream_session(config, stack)
-    tiers, circuits = build_llm_tiers(config, session, counter)
-    for tier in tiers.values():
-        if isinstance(tier, LLMTier):  # provider batches still gathering or running
-            stack.push_async_callback(tier.upstream.close)
+    tiers, circuits = build_llm_tiers(config, session, counter, stack)
     await share_circuits(config, circuits, stack)
     ledger, cache = await build_state(config, stack, previous)
     sink, store = await build_records_sink(config, stack, store)

@@ -155,6 +155,10 @@ def test_an_operator_sees_the_traffic_opens_a_decision_and_approves_a_waiting_an
         waiting.join(30)
         assert answers and answers[0].headers["x-tiergate-approval"] == "approved"
         assert answers[0].parse().choices[0].message.content
+        # the decided history leads to the decision, which shows its approval
+        page.reload()
+        page.locator("#decided a").first.click()
+        expect(page.locator("#approval")).to_contain_text("approved")
         # logging out ends the session
         page.click("#logout")
         expect(page).to_have_url(f"{root(url)}/console/login")

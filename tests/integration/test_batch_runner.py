@@ -62,3 +62,30 @@ async def test_a_batch_past_its_window_expires_and_its_open_lines_fail(tmp_path:
         "answered"
     ]
     await engine.dispose()
+
+
+async def test_a_worker_that_renews_its_claims_keeps_lines_waiting_on_a_provider(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    engine = create_engine(url)
+    await upgrade(engine, url)
+    store = SqlBatchStore(engine)
+    batch = BatchRecord(
+        id="batch_long",
+        time=0.0,
+        agent="agent",
+        status="in_progress",
+        endpoint="/v1/chat/completions",
+        input_file_id="file-x",
+        completion_window="24h",
+        expires_at=1e12,
+    )
+    lines = [
+        Line(batch_id=batch.id, line=i, custom_id=f"c{i}", status="pending", body="{}") for i in range(2)
+    ]
+    await store.add_batch(batch, lines)
+    assert await store.claim(lines[0], "alive", now=0.0)  # waiting hours in a provider batch
+    assert await store.claim(lines[1], "gone", now=0.0)  # its worker died
+    await store.renew("alive", now=1000.0)
+    assert await store.reclaim(before=500.0) == 1  # only the dead worker's line goes back
+    assert [line.custom_id for line in await store.pending(batch.id, 10, -1, False)] == ["c1"]
+    await engine.dispose()

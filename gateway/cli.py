@@ -100,7 +100,12 @@ def cmd_simulate_upstream(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tiers.classifier.rows import DataError, load_rows
-    from tiers.classifier.training import DEFAULT_FOLDS, train
+    from tiers.classifier.training import (
+        DEFAULT_CLASS_ROUNDS,
+        DEFAULT_FOLDS,
+        DEFAULT_UNSEEN_ESCALATION,
+        train,
+    )
 
     try:
         rows = [row for path in args.data for row in load_rows(path)]
@@ -110,6 +115,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             c=args.c,
             seed=args.seed,
             folds=DEFAULT_FOLDS if args.folds is None else args.folds,
+            class_rounds=DEFAULT_CLASS_ROUNDS if args.class_rounds is None else args.class_rounds,
+            unseen_escalation=DEFAULT_UNSEEN_ESCALATION
+            if args.unseen_escalation is None
+            else args.unseen_escalation,
             embeddings=args.embeddings,
             jobs=args.jobs,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
@@ -124,7 +133,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"top-1 {held['top1_accuracy']:.4f}, coverage {held['coverage']:.4f} "
         f"at accuracy {held['accuracy_answered']:.4f}; confidence: {_confidence_words(held['confidence'])}"
     )
+    for line in promise_lines(held.get("promise")):
+        print(line)
     return 0
+
+
+def promise_lines(promise: dict[str, Any] | None) -> list[str]:
+    """What a model's calibration promises, for people (models before format 6 promise nothing
+    beyond their threshold)."""
+    if promise is None:
+        return []
+    low, high = promise["interval"]
+    lines = [
+        f"promised precision {promise['target']:.4f}: {promise['precision']:.4f} out of fold"
+        f" (95 % interval {low:.4f}-{high:.4f}), expected coverage {promise['coverage']:.4f}"
+    ]
+    if promise["unseen_escalated"] is not None:
+        low, high = promise["unseen_interval"]
+        lines.append(
+            f"unseen intents escalated {promise['unseen_escalated']:.4f} of {promise['unseen_rows']}"
+            f" rows of held-out labels (95 % interval {low:.4f}-{high:.4f};"
+            f" promised at least {promise['unseen_target']:.2f})"
+        )
+    return lines
 
 
 def _model_and_rows(
@@ -178,9 +209,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 1
     model, rows = loaded
     report = evaluate(model, rows, args.min_confidence)
+    report["promise"] = model.metrics.get("out_of_fold", {}).get("promise")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    for line in promise_lines(report["promise"]):
+        print(line)
     print(f"rows {report['rows']}, threshold {report['threshold']:.4f}")
     print(f"confidence                {_confidence_words(report['confidence'])}")
     print(f"top-1 accuracy            {report['top1_accuracy']:.4f}")
@@ -369,7 +403,18 @@ def _classifier_commands(sub: Any) -> None:
         "--folds",
         type=int,
         help="fit the confidence model and calibrate the threshold on this many out-of-fold scorings"
-        " (default 20; fewer train faster and calibrate more cautiously)",
+        " (default 5; near-duplicate rows stay in one fold)",
+    )
+    train.add_argument(
+        "--class-rounds",
+        type=int,
+        help="and on this many rounds each holding out a share of the labels, whose rows are scored as"
+        " the unseen intents they are (default 4; 0: none)",
+    )
+    train.add_argument(
+        "--unseen-escalation",
+        type=float,
+        help="escalate at least this share of the held-out labels' rows (default 0.9; 0: no such promise)",
     )
     train.add_argument(
         "--embeddings",

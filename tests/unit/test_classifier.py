@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
@@ -12,13 +13,23 @@ import joblib
 import numpy as np
 import pytest
 from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 
 from tests.intents import make_rows, noisy_rows, write_csv, write_jsonl
 from tiers.classifier.confidence import Summary
 from tiers.classifier.evaluation import calibrate_threshold, evaluate
+from tiers.classifier.folds import calibration_folds
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, ModelError, Predictor
 from tiers.classifier.rows import DataError, load_rows
-from tiers.classifier.training import DEFAULT_FOLDS, _fit, calibration_folds, fit_reliability, model_of, train
+from tiers.classifier.training import (
+    DEFAULT_CLASS_ROUNDS,
+    DEFAULT_FOLDS,
+    _fit,
+    fit_reliability,
+    model_of,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +92,18 @@ def test_a_min_confidence_override_escalates_more(model: ClassifierModel) -> Non
 def test_calibration_picks_the_largest_set_that_reaches_the_target() -> None:
     confidences = [0.99, 0.95, 0.9, 0.8, 0.7, 0.6]
     correct = [True, True, True, False, True, False]
-    assert calibrate_threshold(confidences, correct, 1.0) == 0.9
-    assert calibrate_threshold(confidences, correct, 0.8) == 0.7
-    assert calibrate_threshold([0.5], [False], 0.9) == 1.0
+    point = {"level": None}  # the point estimate of the precision, not its interval
+    assert calibrate_threshold(confidences, correct, 1.0, **point) == 0.9
+    assert calibrate_threshold(confidences, correct, 0.8, **point) == 0.7
+    assert calibrate_threshold([0.5], [False], 0.9, **point) == 1.0
+    # with the interval's lower bound, three right answers of three promise only 0.44 at 95 %
+    assert calibrate_threshold(confidences, correct, 0.8) == 1.0
+    assert calibrate_threshold(confidences, correct, 0.4) == 0.9
+    many = [1.0 - k / 1000 for k in range(1000)]
+    right = [k % 50 != 0 for k in range(1000)]  # 98 % right everywhere
+    assert calibrate_threshold(many, right, 0.975, level=None) == many[-1]
+    assert calibrate_threshold(many, right, 0.965) == many[-1]  # 0.969-0.987 at 1000 rows
+    assert calibrate_threshold(many, right, 0.975) == 1.0
 
 
 def test_calibration_folds_hold_every_row_out_exactly_once() -> None:
@@ -137,7 +157,9 @@ def test_a_model_round_trips_and_stale_files_fail_clearly(model: ClassifierModel
     joblib.dump({**stored, "coef": stored["coef"][:, :-1]}, tmp_path / "damaged.joblib")
     with pytest.raises(ModelError, match="damaged"):
         ClassifierModel.load(tmp_path / "damaged.joblib")
-    joblib.dump({**stored, "format": 3}, tmp_path / "format3.joblib")  # no confidence model
+    newer = ("reliability", "head", "neighbours")
+    older = {k: v for k, v in stored.items() if k not in newer}
+    joblib.dump({**older, "format": 3}, tmp_path / "format3.joblib")  # no confidence model
     assert ClassifierModel.load(tmp_path / "format3.joblib").reliability is None
     joblib.dump({"something": "else"}, tmp_path / "other.joblib")
     with pytest.raises(ModelError, match="not a tiergate classifier"):
@@ -164,8 +186,10 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     trained = run_cli("train", "--data", str(data), "--out", str(out), "--target-precision", "0.95")
     assert trained.returncode == 0, trained.stderr
     assert "threshold" in trained.stderr  # progress lines
-    assert f"fold {DEFAULT_FOLDS}/{DEFAULT_FOLDS}" in trained.stderr
-    assert "confidence: margin" in trained.stdout  # every out-of-fold answer right
+    assert trained.stderr.count("fold scored") == DEFAULT_FOLDS
+    assert trained.stderr.count("class round scored") == DEFAULT_CLASS_ROUNDS
+    assert "unseen intents escalated" in trained.stdout
+    assert "confidence: confidence model" in trained.stdout
     predicted = run_cli("predict", "--model", str(out), "--data", str(test))
     lines = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert len(lines) == len(test_rows)
@@ -173,7 +197,7 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     agree = sum(line["label"] == label for line, (_, label) in zip(lines, test_rows, strict=True) if label)
     assert agree >= 0.8 * sum(1 for _, label in test_rows if label)
     report = json.loads(run_cli("eval", "--model", str(out), "--data", str(test), "--json").stdout)
-    assert report["confidence"] == "margin"  # every out-of-fold answer right: no confidence model
+    assert report["confidence"] == "reliability"
     assert {"top1_accuracy", "coverage", "accuracy_answered", "out_of_scope_escalated", "curve"} <= set(
         report
     )
@@ -191,10 +215,9 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     assert unlabelled.returncode == 1 and "needs columns `text` and `label`" in unlabelled.stderr
 
 
-def test_confidence_is_the_margin_over_the_runner_up_and_out_of_scope_first_escalates(
-    model: ClassifierModel,
-) -> None:
-    assert model.reliability is None  # every out-of-fold answer was right: nothing to fit on
+def test_confidence_is_the_margin_over_the_runner_up_and_out_of_scope_first_escalates() -> None:
+    # a model without a confidence model (as formats 2 and 3 are)
+    model = dataclasses.replace(train(make_rows(), target_precision=0.95), reliability=None)
     predictor = Predictor(model, min_confidence=0.0)
     oos = model.classes.index(OUT_OF_SCOPE)
     for text in ("hello, my card has not arrived yet?", "i want a refund", "tell me a joke about cats"):
@@ -233,11 +256,18 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
     assert evaluate(noisy_model, noisy_rows()[:40])["confidence"] == "reliability"
     predictor = Predictor(noisy_model, min_confidence=0.0)
     oos = noisy_model.classes.index(OUT_OF_SCOPE)
-    for text in ("hello, my card has not arrived yet?", "card issue again", "i want a refund thanks"):
+    vectorizers = sklearn_vectorizers(noisy_model)
+    training = [(t, OUT_OF_SCOPE if lab is None else lab) for t, lab in noisy_rows()]
+    rows = normalize(sparse.hstack([v.transform([t for t, _ in training]) for v in vectorizers]).tocsr())
+    for text in ("hello, my card has not arrived yet?", "card issue again", "i want a refund thanks", "zzz qqq card"):
         probs = noisy_model.lean().probabilities(text)
         best = max((k for k in range(len(probs)) if k != oos), key=lambda k: probs[k])
         top, runner_up = probs[best], np.delete(probs, best).max()
         entropy = -(probs * np.log(probs)).sum()
+        words = vectorizers[0].build_analyzer()(text)
+        chars = vectorizers[1].build_analyzer()(text)
+        vector = normalize(sparse.hstack([v.transform([text]) for v in vectorizers]).tocsr())
+        of_best = [k for k, (_, lab) in enumerate(training) if lab == noisy_model.classes[best]]
         features = [
             top - runner_up,
             np.log(top / runner_up),
@@ -245,6 +275,10 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
             runner_up,
             entropy,
             np.log1p(len(text.split())),
+            sum(w not in vectorizers[0].vocabulary_ for w in words) / len(words),
+            sum(c not in vectorizers[1].vocabulary_ for c in chars) / len(chars),
+            (rows[of_best] @ vector.T).toarray().max(),
+            0.0,  # no embeddings
         ]
         z = reliability.intercept + reliability.label_bias[best] + np.dot(reliability.weights, features)
         prediction = predictor.predict(text)
@@ -253,6 +287,24 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
     # vague texts are less sure than clear ones
     clear = predictor.predict("what exchange rate do you use").confidence
     assert predictor.predict("card issue again").confidence < clear
+
+
+def sklearn_vectorizers(model: ClassifierModel) -> list[TfidfVectorizer]:
+    """scikit-learn's own vectorizers with a model's vocabularies and idf weights."""
+    vectorizers = []
+    for part in model.features:
+        vectorizer = TfidfVectorizer(
+            analyzer=part.analyzer,
+            ngram_range=part.ngram_range,
+            lowercase=part.lowercase,
+            token_pattern=part.token_pattern,
+            sublinear_tf=part.sublinear,
+            vocabulary=part.vocabulary,
+        )
+        vectorizer.fit([""])
+        vectorizer.idf_ = part.idf
+        vectorizers.append(vectorizer)
+    return vectorizers
 
 
 def test_a_confidence_model_round_trips_and_a_foreign_one_is_refused(

@@ -1,6 +1,10 @@
 """How likely the classifier's label is to be right: a small logistic model over the shape of the
-class probabilities (top, runner-up, their margin and log ratio, entropy), the text's length and
-the label itself, fitted on out-of-fold predictions when the classifier is trained.
+class probabilities (top, runner-up, their margin and log ratio, entropy), the text's length, how
+much of the text training never saw (the share of its words and of its character n-grams out of
+the vocabulary), how close it comes to the label's nearest training row
+(tiers/classifier/neighbours.py) and the label itself, fitted when the classifier is trained on rows scored by
+models that did not see them: out-of-fold rows of known labels, and rows of whole labels held out
+(tiers/classifier/folds.py), which teach it what a query of an unseen intent looks like.
 
 The label's own term matters most: some labels are rarely confused, others (paraphrases of each
 other in the data) often, and one threshold over the margin alone answers the second kind too
@@ -14,8 +18,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# The order of `signals`: a model file names them, and loading checks the names.
-SIGNALS = ("margin", "log_ratio", "top", "runner_up", "entropy", "log_words")
+# The order of `signals`: a model file names them, and loading checks the names. Models of format
+# 4 and 5 weigh the first six.
+SIGNALS = (
+    "margin",
+    "log_ratio",
+    "top",
+    "runner_up",
+    "entropy",
+    "log_words",
+    "unseen_words",
+    "unseen_chars",
+    "neighbour",
+    "neighbour_embedding",
+)
 _TINY = 1e-9
 
 
@@ -27,6 +43,10 @@ class Summary:
     top: float  # its probability
     runner_up: float  # the largest other probability (the out-of-scope class's included)
     entropy: float  # of all the probabilities, in nats
+    unseen_words: float = 0.0  # share of the text's words and word n-grams out of the vocabulary
+    unseen_chars: float = 0.0  # share of its character n-grams out of the vocabulary
+    neighbour: float = 0.0  # cosine similarity to the best class's nearest training row (TF-IDF)
+    neighbour_embedding: float = 0.0  # the same with embeddings (0 without)
 
     @property
     def ahead(self) -> bool:
@@ -44,6 +64,10 @@ def signals(summary: Summary, words: int) -> tuple[float, ...]:
         runner,
         summary.entropy,
         math.log1p(words),
+        summary.unseen_words,
+        summary.unseen_chars,
+        summary.neighbour,
+        summary.neighbour_embedding,
     )
 
 
@@ -55,13 +79,13 @@ def word_count(text: str) -> int:
 class Reliability:
     """A fitted logistic model: P(right) = sigmoid(intercept + label_bias[best] + weights . signals)."""
 
-    weights: tuple[float, ...]  # one per signal
+    weights: tuple[float, ...]  # one per signal of SIGNALS (the first six, in older models)
     label_bias: tuple[float, ...]  # one per class
     intercept: float
 
     def probability(self, summary: Summary, words: int) -> float:
         z = self.intercept + self.label_bias[summary.best]
-        for weight, value in zip(self.weights, signals(summary, words), strict=True):
+        for weight, value in zip(self.weights, signals(summary, words), strict=False):
             z += weight * value
         if z >= 0:
             return 1.0 / (1.0 + math.exp(-z))
@@ -70,7 +94,7 @@ class Reliability:
 
     def to_plain(self) -> dict[str, Any]:
         return {
-            "signals": list(SIGNALS),
+            "signals": list(SIGNALS[: len(self.weights)]),
             "weights": list(self.weights),
             "label_bias": list(self.label_bias),
             "intercept": self.intercept,
@@ -78,14 +102,15 @@ class Reliability:
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any], classes: int) -> Reliability:
-        if list(plain["signals"]) != list(SIGNALS):
-            raise ValueError(f"reliability signals {plain['signals']}, this version weighs {list(SIGNALS)}")
+        names = list(plain["signals"])
+        if names not in (list(SIGNALS), list(SIGNALS[:6])):
+            raise ValueError(f"reliability signals {names}, this version weighs {list(SIGNALS)}")
         weights = tuple(float(w) for w in plain["weights"])
         bias = tuple(float(b) for b in plain["label_bias"])
-        if len(weights) != len(SIGNALS) or len(bias) != classes:
+        if len(weights) != len(names) or len(bias) != classes:
             raise ValueError(
                 f"reliability of {len(weights)} weights and {len(bias)} label biases for"
-                f" {len(SIGNALS)} signals and {classes} classes"
+                f" {len(names)} signals and {classes} classes"
             )
         return cls(weights, bias, float(plain["intercept"]))
 

@@ -16,17 +16,52 @@ from tiers.classifier.rows import Row
 CURVE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 
 
-def calibrate_threshold(confidences: Sequence[float], correct: Sequence[bool], target: float) -> float:
+# The confidence level of the interval a promised precision is calibrated to (its lower bound).
+CONFIDENCE_LEVEL = 0.95
+_Z = {0.9: 1.6449, 0.95: 1.9600, 0.99: 2.5758}
+
+
+def wilson(hits: float, n: float, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of a proportion of `hits` in `n` (both may be weighted counts:
+    pass the effective sample size as `n`); (0, 1) with no observations."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = _Z[level]
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def calibrate_threshold(
+    confidences: Sequence[float],
+    correct: Sequence[bool],
+    target: float,
+    weights: Sequence[float] | None = None,
+    level: float | None = CONFIDENCE_LEVEL,
+) -> float:
     """The lowest threshold whose answered items (confidence >= it) reach the target precision,
-    taking the largest such set; 1.0 (answer nothing) when no set reaches it."""
-    order = np.argsort(-np.asarray(confidences), kind="stable")
-    hits = np.cumsum(np.asarray(correct, dtype=float)[order])
-    precision = hits / np.arange(1, len(order) + 1)
-    ok = np.nonzero(precision >= target)[0]
+    taking the largest such set; 1.0 (answer nothing) when no set reaches it. With `level`, the
+    lower bound of the precision's Wilson interval must reach the target, not the point estimate
+    (`weights` count each item; the interval uses their effective sample size)."""
+    values = np.asarray(confidences, dtype=float)
+    order = np.argsort(-values, kind="stable")
+    w = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=float)[order]
+    hits = np.cumsum(np.asarray(correct, dtype=float)[order] * w)
+    total = np.cumsum(w)
+    precision = hits / np.maximum(total, 1e-300)
+    if level is None:
+        passing = precision >= target
+    else:
+        n = total * total / np.maximum(np.cumsum(w * w), 1e-300)  # effective sample size
+        z = _Z[level]
+        centre = (precision + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(precision * (1 - precision) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        passing = centre - half >= target
+    ok = np.nonzero(passing)[0]
     if len(ok) == 0:
         return 1.0
-    best = ok[-1]
-    return float(np.asarray(confidences)[order][best])
+    return float(values[order][ok[-1]])
 
 
 def evaluate(

@@ -34,16 +34,20 @@ from tiers.base import TierRequest
 from tiers.classifier.confidence import Reliability, Summary, confidence
 from tiers.classifier.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
 from tiers.classifier.head import DenseHead
-from tiers.classifier.tfidf import StackedTfidf, TfidfFeatures
+from tiers.classifier.neighbours import Neighbours
+from tiers.classifier.tfidf import StackedTfidf, TfidfFeatures, Unseen
 from tiers.types import Answer, Escalate
 
 log = logging.getLogger("tiergate.classifier")
 
-# 3 added the optional embeddings, 4 the confidence model, 5 the head over the embeddings; format 2
-# and 3 files still load (their confidence is the margin)
-ARTIFACT_FORMAT = 5
-READABLE_FORMATS = (2, 3, 4, 5)
+# 3 added the optional embeddings, 4 the confidence model, 5 the head over the embeddings, 6 the
+# training rows (tiers/classifier/neighbours.py) and the confidence model's signals of unseen
+# intents; format 2 and 3 files still load (their confidence is the margin), 4 and 5 with the
+# confidence model they were calibrated with
+ARTIFACT_FORMAT = 6
+READABLE_FORMATS = (2, 3, 4, 5, 6)
 OUT_OF_SCOPE = "__out_of_scope__"
+NOTHING_UNSEEN = Unseen(0.0, 0.0)
 # Texts longer than this are scored in a worker thread so the event loop never waits on them.
 INLINE_CHARS = 2000
 # Coefficients are kept in single precision: half the memory of a worker's largest part,
@@ -94,9 +98,16 @@ class Prediction:
         return cls(None if escalate else best, confidence, escalate, best, ahead)
 
 
-def summarise(probabilities: np.ndarray, excluded: int | None) -> Summary:
+def summarise(
+    probabilities: np.ndarray,
+    excluded: int | None,
+    unseen: Unseen = NOTHING_UNSEEN,
+    near: np.ndarray | None = None,
+    near_embedding: np.ndarray | None = None,
+) -> Summary:
     """What `LeanClassifier.decide` reports of a text's class probabilities (the kernel computes
-    the same)."""
+    the same), its share of unseen terms, and its similarity to each class's nearest training
+    row (`near`, `near_embedding`: per class; the best class's is kept)."""
     probs = np.array(probabilities, dtype=np.float64)
     positive = probs[probs > 0]
     entropy = float(-(positive * np.log(positive)).sum())
@@ -107,7 +118,15 @@ def summarise(probabilities: np.ndarray, excluded: int | None) -> Summary:
         probs[excluded] = probabilities[excluded]
     top = float(probs[best])
     probs[best] = -1.0
-    return Summary(best, top, max(0.0, float(probs.max())), entropy)
+    return Summary(
+        best,
+        top,
+        max(0.0, float(probs.max())),
+        entropy,
+        *unseen,
+        0.0 if near is None else float(near[best]),
+        0.0 if near_embedding is None else float(near_embedding[best]),
+    )
 
 
 def _head_arrays(head: DenseHead) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -125,9 +144,11 @@ class LeanClassifier:
         intercept: np.ndarray,
         classes: list[str],
         dense: DenseView | None = None,
+        neighbours: Neighbours | None = None,
     ):
         self._features = StackedTfidf(features)
         self._dense = dense
+        self._neighbours = neighbours
         size = self._features.size + (dense.embeddings.dims if dense else 0)
         if coef.shape[1] != size:
             raise ValueError(f"{coef.shape[1]} coefficients per class for {size} features")
@@ -157,8 +178,9 @@ class LeanClassifier:
     def compiled(self) -> bool:
         return self._kernel is not None
 
-    def _kernel_input(self, text: str) -> tuple[list[int], ...]:
-        ids = self._features.term_ids(text)
+    def _kernel_input(self, text: str, ids: tuple[list[int], ...] | None = None) -> tuple[list[int], ...]:
+        if ids is None:
+            ids = self._features.term_ids(text)
         if self._dense is None:
             return ids
         return (*ids, self._dense.embeddings.pieces.text_ids(text))
@@ -170,14 +192,44 @@ class LeanClassifier:
             return probs
         return self.numpy_probabilities(text)
 
+    def scores(self, text: str) -> tuple[np.ndarray, Unseen, np.ndarray | None, np.ndarray | None]:
+        """The class probabilities, the share of the text's terms out of the vocabulary
+        (tiers/classifier/tfidf.py) and the similarity to each class's nearest training row,
+        with TF-IDF and with embeddings (None without them): what training scores held rows by."""
+        ids, unseen = self._features.counted_ids(text)
+        probabilities = self.probabilities(text)
+        if self._neighbours is None:
+            return probabilities, unseen, None, None
+        found = self._features.weigh(ids)
+        near = np.zeros(len(self.classes)) if found is None else self._neighbours.similarities(*found)
+        near_embedding = None
+        if self._dense is not None and self._neighbours.units is not None:
+            near_embedding = self._neighbours.embedding_similarities(self._dense.embeddings.embed(text))
+        return probabilities, unseen, near, near_embedding
+
     def decide(self, text: str, excluded: int | None) -> Summary:
         """The most likely class other than `excluded` (ties: the first), its probability, the
-        largest other one (`excluded` included; 0.0 with one class) and the entropy of all."""
+        largest other one (`excluded` included; 0.0 with one class), the entropy of all, the
+        share of the text's terms out of the vocabulary and its similarity to the best class's
+        nearest training row."""
+        ids, unseen = self._features.counted_ids(text)
         if self._kernel is not None:
-            return Summary(
-                *self._kernel.decide(self._kernel_input(text), -1 if excluded is None else excluded)
+            best, top, runner_up, entropy = self._kernel.decide(
+                self._kernel_input(text, ids), -1 if excluded is None else excluded
             )
-        return summarise(self.numpy_probabilities(text), excluded)
+        else:
+            found = summarise(self.numpy_probabilities(text), excluded)
+            best, top, runner_up, entropy = found.best, found.top, found.runner_up, found.entropy
+        near = near_embedding = 0.0
+        if self._neighbours is not None:
+            weighted = self._features.weigh(ids)
+            if weighted is not None:
+                near = self._neighbours.similarity(best, *weighted)
+            if self._dense is not None and self._neighbours.units is not None:
+                near_embedding = self._neighbours.embedding_similarity(
+                    best, self._dense.embeddings.embed(text)
+                )
+        return Summary(best, top, runner_up, entropy, *unseen, near, near_embedding)
 
     def numpy_probabilities(self, text: str) -> np.ndarray:
         """The same probabilities with NumPy: the reference the kernel is tested against."""
@@ -215,6 +267,7 @@ class ModelFile:
     embeddings: dict[str, Any] | None = None  # format 3 on
     reliability: dict[str, Any] | None = None  # format 4 on
     head: dict[str, Any] | None = None  # format 5
+    neighbours: dict[str, Any] | None = None  # format 6
 
     @classmethod
     def read(cls, path: str | Path) -> ModelFile:
@@ -267,6 +320,8 @@ class ClassifierModel:
     reliability: Reliability | None = None
     # the network over the embeddings (tiers/classifier/head.py); None: the linear model alone
     head: DenseHead | None = None
+    # the training rows by class (tiers/classifier/neighbours.py); None before format 6
+    neighbours: Neighbours | None = None
 
     def dense_view(self, loaded: StaticEmbeddings | None = None) -> DenseView | None:
         """The model's embeddings (`loaded` if given), checked against the ones it was trained on."""
@@ -300,7 +355,12 @@ class ClassifierModel:
 
     def lean(self, embeddings: StaticEmbeddings | None = None) -> LeanClassifier:
         return LeanClassifier(
-            self.features, self.coef, self.intercept, self.classes, self.dense_view(embeddings)
+            self.features,
+            self.coef,
+            self.intercept,
+            self.classes,
+            self.dense_view(embeddings),
+            self.neighbours,
         )
 
     def save(self, path: str | Path) -> None:
@@ -320,6 +380,7 @@ class ClassifierModel:
                 "embeddings": self.embeddings,
                 "reliability": None if self.reliability is None else self.reliability.to_plain(),
                 "head": None if self.head is None else self.head.to_plain(),
+                "neighbours": None if self.neighbours is None else self.neighbours.to_plain(),
             },
             path,
             compress=3,
@@ -346,6 +407,14 @@ class ClassifierModel:
                 head=None
                 if stored.head is None or stored.embeddings is None
                 else DenseHead.from_plain(stored.head, int(stored.embeddings["dims"]), len(stored.classes)),
+                neighbours=None
+                if stored.neighbours is None
+                else Neighbours.from_plain(
+                    stored.neighbours,
+                    len(stored.classes),
+                    sum(len(plain["idf"]) for plain in stored.features),
+                    None if stored.embeddings is None else int(stored.embeddings["dims"]),
+                ),
             )
             model.check_shapes()
         except (KeyError, TypeError, ValueError) as exc:

@@ -13,11 +13,19 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 ANALYZERS = ("word", "char_wb")
+
+
+class Unseen(NamedTuple):
+    """The share of a text's terms that training never saw: of its words and word n-grams, and of
+    its character n-grams (1.0 when it has none of that kind, or no such analyzer is fitted)."""
+
+    words: float
+    chars: float
 
 
 def word_analyzer(
@@ -138,6 +146,11 @@ class _TextTerms:
         """The feature ids of the text's known terms, repeats included."""
         return [i for i in map(self._vocabulary.get, self._analyze(text)) if i is not None]
 
+    def counted(self, text: str) -> tuple[list[int], int]:
+        """`ids`, and how many terms the text has, known or not."""
+        terms = self._analyze(text)
+        return [i for i in map(self._vocabulary.get, terms) if i is not None], len(terms)
+
 
 class _WordTerms:
     """The same for `char_wb` n-grams, which never cross a word: each word's feature ids are
@@ -150,20 +163,32 @@ class _WordTerms:
         self._analyze = analyze
         self._vocabulary = vocabulary
         self._lowercase = lowercase
-        self._words: dict[str, tuple[int, ...]] = {}
+        self._words: dict[str, tuple[tuple[int, ...], int]] = {}  # word: (known ids, all n-grams)
+
+    def _word(self, word: str) -> tuple[tuple[int, ...], int]:
+        words = self._words
+        if len(words) >= self.WORD_CACHE:
+            words.clear()
+        grams = self._analyze(word)
+        found = words[word] = (
+            tuple(i for i in map(self._vocabulary.get, grams) if i is not None),
+            len(grams),
+        )
+        return found
 
     def ids(self, text: str) -> list[int]:
+        return self.counted(text)[0]
+
+    def counted(self, text: str) -> tuple[list[int], int]:
+        """The feature ids of the text's known n-grams, and how many n-grams it has."""
         words = self._words
         ids: list[int] = []
+        total = 0
         for word in (text.lower() if self._lowercase else text).split():
-            found = words.get(word)
-            if found is None:
-                if len(words) >= self.WORD_CACHE:
-                    words.clear()
-                lookup = self._vocabulary.get
-                found = words[word] = tuple(i for i in map(lookup, self._analyze(word)) if i is not None)
-            ids += found
-        return ids
+            found = words.get(word) or self._word(word)
+            ids += found[0]
+            total += found[1]
+        return ids, total
 
 
 class StackedTfidf:
@@ -186,6 +211,7 @@ class StackedTfidf:
             )
             offset += part.size
         self._parts = tuple(terms)
+        self._analyzers = tuple(part.analyzer for part in parts)
         self.size = offset
         self.idf = np.concatenate([part.idf for part in parts]) if parts else np.zeros(0)
         self.sublinear = tuple(part.sublinear for part in parts)
@@ -195,14 +221,32 @@ class StackedTfidf:
         features), repeats included."""
         return tuple(part.ids(text) for part in self._parts)
 
+    def counted_ids(self, text: str) -> tuple[tuple[list[int], ...], Unseen]:
+        """`term_ids`, and the share of the text's terms each kind of analyzer did not know."""
+        ids: list[list[int]] = []
+        known = {"word": 0, "char_wb": 0}
+        total = {"word": 0, "char_wb": 0}
+        for part, analyzer in zip(self._parts, self._analyzers, strict=True):
+            found, count = part.counted(text)
+            ids.append(found)
+            known[analyzer] += len(found)
+            total[analyzer] += count
+        return tuple(ids), Unseen(
+            *(1.0 - known[kind] / total[kind] if total[kind] else 1.0 for kind in ("word", "char_wb"))
+        )
+
     def transform(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(feature ids, weights) of the text's known terms; None when it has none."""
+        return self.weigh(self.term_ids(text))
+
+    def weigh(self, term_ids: tuple[list[int], ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        """`transform` from the text's `term_ids`."""
         ids: list[int] = []
         counts: list[int] = []
         spans: list[tuple[int, int]] = []  # (start, end) of each part that found terms
         sublinear: list[bool] = []
-        for part, flag in zip(self._parts, self.sublinear, strict=True):
-            found = Counter(part.ids(text))  # runs in C
+        for found_ids, flag in zip(term_ids, self.sublinear, strict=True):
+            found = Counter(found_ids)  # runs in C
             if found:
                 start = len(ids)
                 ids += found.keys()

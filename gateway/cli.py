@@ -409,7 +409,7 @@ def _classifier_commands(sub: Any) -> None:
         "--class-rounds",
         type=int,
         help="and on this many rounds each holding out a share of the labels, whose rows are scored as"
-        " the unseen intents they are (default 4; 0: none)",
+        " the unseen intents they are (default 8; 0: none)",
     )
     train.add_argument(
         "--unseen-escalation",

@@ -187,7 +187,9 @@ def test_train_predict_and_eval_from_the_command_line(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr
     assert "threshold" in trained.stderr  # progress lines
     assert trained.stderr.count("fold scored") == DEFAULT_FOLDS
-    assert trained.stderr.count("class round scored") == DEFAULT_CLASS_ROUNDS
+    assert trained.stderr.count("class round scored") == min(
+        DEFAULT_CLASS_ROUNDS, 4
+    )  # a label a round at most
     assert "unseen intents escalated" in trained.stdout
     assert "confidence: confidence model" in trained.stdout
     predicted = run_cli("predict", "--model", str(out), "--data", str(test))
@@ -259,7 +261,12 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
     vectorizers = sklearn_vectorizers(noisy_model)
     training = [(t, OUT_OF_SCOPE if lab is None else lab) for t, lab in noisy_rows()]
     rows = normalize(sparse.hstack([v.transform([t for t, _ in training]) for v in vectorizers]).tocsr())
-    for text in ("hello, my card has not arrived yet?", "card issue again", "i want a refund thanks", "zzz qqq card"):
+    for text in (
+        "hello, my card has not arrived yet?",
+        "card issue again",
+        "i want a refund thanks",
+        "zzz qqq card",
+    ):
         probs = noisy_model.lean().probabilities(text)
         best = max((k for k in range(len(probs)) if k != oos), key=lambda k: probs[k])
         top, runner_up = probs[best], np.delete(probs, best).max()

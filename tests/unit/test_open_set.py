@@ -101,7 +101,14 @@ def test_the_nearest_row_is_the_cosine_of_the_closest_training_row_of_the_label(
     text = vector.toarray()[0] / np.linalg.norm(vector.toarray()[0])
     expected = [max(unit[i] @ text for i in (0, 1)), max(unit[i] @ text for i in (2, 3))]
     assert [near.similarity(k, ids, weights) for k in (0, 1)] == pytest.approx(expected, abs=1e-6)
-    assert near.similarities(ids, weights) == pytest.approx(expected, abs=1e-6)
+    # training's way, many texts at once, agrees with serving's
+    many = query.transform(["has my card arrived", "refund my money", "nothing known here"]).tocsr()
+    assert near.nearest(many)[0] == pytest.approx(expected, abs=1e-6)
+    for k in range(3):
+        row = many[k]
+        assert list(near.nearest(many)[k]) == pytest.approx(
+            [near.similarity(label, row.indices, row.data) for label in (0, 1)], abs=1e-6
+        )
     plain = Neighbours.from_plain(near.to_plain(), 2, matrix.shape[1], None)
     assert plain.similarity(0, ids, weights) == pytest.approx(expected[0], abs=1e-6)
     with pytest.raises(ValueError, match="do not fit"):

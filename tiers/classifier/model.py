@@ -192,20 +192,10 @@ class LeanClassifier:
             return probs
         return self.numpy_probabilities(text)
 
-    def scores(self, text: str) -> tuple[np.ndarray, Unseen, np.ndarray | None, np.ndarray | None]:
-        """The class probabilities, the share of the text's terms out of the vocabulary
-        (tiers/classifier/tfidf.py) and the similarity to each class's nearest training row,
-        with TF-IDF and with embeddings (None without them): what training scores held rows by."""
-        ids, unseen = self._features.counted_ids(text)
-        probabilities = self.probabilities(text)
-        if self._neighbours is None:
-            return probabilities, unseen, None, None
-        found = self._features.weigh(ids)
-        near = np.zeros(len(self.classes)) if found is None else self._neighbours.similarities(*found)
-        near_embedding = None
-        if self._dense is not None and self._neighbours.units is not None:
-            near_embedding = self._neighbours.embedding_similarities(self._dense.embeddings.embed(text))
-        return probabilities, unseen, near, near_embedding
+    def scores(self, text: str) -> tuple[np.ndarray, Unseen]:
+        """The class probabilities and the share of the text's terms out of the vocabulary
+        (tiers/classifier/tfidf.py): what training scores held rows by."""
+        return self.probabilities(text), self._features.counted_ids(text)[1]
 
     def decide(self, text: str, excluded: int | None) -> Summary:
         """The most likely class other than `excluded` (ties: the first), its probability, the

@@ -75,18 +75,29 @@ class Neighbours:
         products = self.values[first:last] * dense[self.indices[first:last]]
         return float(np.add.reduceat(products, self.indptr[lo:hi] - first).max())
 
-    def similarities(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """`similarity` for every label at once (training scores held rows this way)."""
-        out = np.zeros(len(self.starts) - 1)
-        if len(ids) == 0 or self.indptr[-1] == 0:
-            return out
-        dense = np.zeros(self.features, dtype=ROW_VALUES)
-        dense[ids] = weights / np.sqrt(weights @ weights)
-        per_row = np.add.reduceat(self.values * dense[self.indices], self.indptr[:-1])
-        for label in range(len(out)):
-            lo, hi = self.starts[label], self.starts[label + 1]
-            if hi > lo:
-                out[label] = per_row[lo:hi].max()
+    def nearest(self, rows: Any, chunk: int = 512) -> np.ndarray:
+        """`similarity` to every label for many texts at once: `rows` is a SciPy sparse matrix of
+        their features (any row length); texts x labels. Training scores held rows this way (it
+        imports SciPy; serving never calls it)."""
+        from scipy import sparse
+
+        matrix = sparse.csr_matrix(
+            (self.values, self.indices, self.indptr), shape=(len(self.indptr) - 1, self.features)
+        ).T.tocsr()
+        norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1))).ravel()
+        scaled = sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ rows
+        out = np.zeros((rows.shape[0], len(self.starts) - 1))
+        for first in range(0, rows.shape[0], chunk):
+            products = (scaled[first : first + chunk] @ matrix).toarray()
+            out[first : first + chunk] = self._per_label(products)
+        return out
+
+    def _per_label(self, products: np.ndarray) -> np.ndarray:
+        """texts x rows -> texts x labels: the largest value over each label's rows (0: none)."""
+        out = np.zeros((products.shape[0], len(self.starts) - 1))
+        present = np.nonzero(np.diff(self.starts) > 0)[0]
+        if len(present):
+            out[:, present] = np.maximum.reduceat(products, self.starts[present], axis=1)
         return out
 
     def embedding_similarity(self, label: int, unit: np.ndarray) -> float:
@@ -96,16 +107,11 @@ class Neighbours:
             return 0.0
         return float((self.units[lo:hi] @ unit.astype(ROW_VALUES)).max())
 
-    def embedding_similarities(self, unit: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(self.starts) - 1)
-        if self.units is None or len(self.units) == 0:
-            return out
-        per_row = self.units @ unit.astype(ROW_VALUES)
-        for label in range(len(out)):
-            lo, hi = self.starts[label], self.starts[label + 1]
-            if hi > lo:
-                out[label] = per_row[lo:hi].max()
-        return out
+    def nearest_embedding(self, units: np.ndarray) -> np.ndarray:
+        """`embedding_similarity` to every label for many unit embeddings: texts x labels."""
+        if self.units is None:
+            return np.zeros((len(units), len(self.starts) - 1))
+        return self._per_label(np.asarray(units, dtype=ROW_VALUES) @ self.units.T)
 
     def to_plain(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,6 @@ predictions say.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -63,7 +62,7 @@ EMBEDDING_SCALE = 0.75
 # benchmarks/QUALITY.md): folds of rows, rounds holding out a share of the labels, and the share
 # of queries of unseen intents the calibration assumes.
 DEFAULT_FOLDS = 5
-DEFAULT_CLASS_ROUNDS = 4
+DEFAULT_CLASS_ROUNDS = 8
 DEFAULT_UNSEEN_ESCALATION = 0.9
 # The held-out labels' rows weigh this share of all rows when the confidence model is fitted.
 UNSEEN_WEIGHT = 0.25
@@ -568,9 +567,11 @@ class Fold:
             fitted_classes,
             None if self.units is None else self.units[fit_rows],
         )
-        model = dataclasses.replace(model_of(vectorizers, estimator, self.dense), neighbours=neighbours)
-        lean = model.lean(None if self.dense is None else self.dense.embeddings)
-        scored = [lean.scores(texts[i]) for i in held_rows]
+        lean = model_of(vectorizers, estimator, self.dense).lean(
+            None if self.dense is None else self.dense.embeddings
+        )
+        held_texts = [texts[i] for i in held_rows]
+        scored = [lean.scores(text) for text in held_texts]
         network = None
         if self.units is not None:
             fitted = _fit_head(self.units[fit_rows], fit_labels, self.seed)
@@ -579,11 +580,11 @@ class Fold:
             number,
             held_rows,
             fitted_classes,
-            np.array([p for p, _, _, _ in scored]),
+            np.array([p for p, _ in scored]),
             network,
-            np.array([u for _, u, _, _ in scored]),
-            np.array([n for _, _, n, _ in scored]),
-            None if self.units is None else np.array([e for _, _, _, e in scored]),
+            np.array([u for _, u in scored]),
+            neighbours.nearest(sparse.hstack([v.transform(held_texts) for v in vectorizers]).tocsr()),
+            None if self.units is None else neighbours.nearest_embedding(self.units[held_rows]),
         )
 
 

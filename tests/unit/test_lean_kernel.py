@@ -97,6 +97,22 @@ def test_bad_input_is_refused_not_read() -> None:
         _lean.Kernel(weights, intercept, np.ones(5), (True,))
 
 
+def test_the_nearest_row_refuses_rows_outside_the_matrix() -> None:
+    kernel = _lean.Kernel(np.ones((4, 3), dtype=np.float32), np.zeros(3), np.ones(4), (True,))
+    values = np.array([1.0, 0.6, 0.8], dtype=np.float32)
+    indices = np.array([0, 1, 2], dtype=np.int32)
+    indptr = np.array([0, 1, 3], dtype=np.int64)
+    assert kernel.nearest(([1, 2],), values, indices, indptr, 0, 2) == pytest.approx((0.6 + 0.8) / np.sqrt(2))
+    assert kernel.nearest(([0],), values, indices, indptr, 1, 2) == 0.0  # no shared term
+    assert kernel.nearest(([],), values, indices, indptr, 0, 2) == 0.0
+    with pytest.raises(ValueError, match="outside the matrix"):
+        kernel.nearest(([0],), values, indices, indptr, 0, 3)
+    with pytest.raises(ValueError, match="outside the matrix"):
+        kernel.nearest(([0],), values, np.array([0, 1, 9], dtype=np.int32), indptr, 0, 2)
+    with pytest.raises(ValueError, match="outside 0..3"):
+        kernel.nearest(([7],), values, indices, indptr, 0, 2)
+
+
 def test_a_text_with_no_known_terms_gets_the_intercepts_softmax() -> None:
     kernel = _lean.Kernel(
         np.ones((2, 2), dtype=np.float32), np.array([0.0, np.log(3.0)]), np.ones(2), (True,)
@@ -123,8 +139,11 @@ def test_without_the_kernel_numpy_decides_the_same(
         for excluded in (None, oos):
             found, expected = fallback.decide(text, excluded), lean.decide(text, excluded)
             assert found.best == expected.best
-            for field in ("top", "runner_up", "entropy"):
+            for field in ("top", "runner_up", "entropy", "unseen_words", "unseen_chars"):
                 assert getattr(found, field) == pytest.approx(getattr(expected, field), abs=1e-12)
+            # the nearest training row: the kernel sums in single precision, NumPy too but in another order
+            assert found.neighbour == pytest.approx(expected.neighbour, abs=1e-5)
+            assert 0.0 < expected.neighbour <= 1.0 + 1e-6
         assert np.allclose(fallback.probabilities(text), lean.probabilities(text), rtol=0, atol=1e-12)
 
 

@@ -45,6 +45,7 @@ typedef struct {
     int parts;
     char sublinear[MAX_PARTS];
     int held; /* how many of the first three buffers are held */
+    float *scratch; /* features - dims zeros, for `nearest` (allocated on first use) */
 } Kernel;
 
 static int get_buffer(PyObject *obj, Py_buffer *view, const char *format, int ndim, const char *what) {
@@ -66,6 +67,7 @@ static void Kernel_dealloc(Kernel *self) {
     if (self->held > 2) PyBuffer_Release(&self->idf);
     if (self->dims > 0) PyBuffer_Release(&self->pieces);
     for (int i = 0; i < self->heads; i++) PyBuffer_Release(&self->head[i]);
+    free(self->scratch);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -147,9 +149,12 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* Adds one vectorizer's l2-normalised tf-idf row times the weights to logits. Returns how many
- * distinct known terms it had, or -1 with an exception set. */
-static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *logits) {
+/* One vectorizer's distinct known terms and their l2-normalised tf-idf weights: `*memory` (freed
+ * by the caller, NULL when there are none) holds `*distinct` ids and `*weight` values. Returns
+ * how many, or -1 with an exception set. */
+static Py_ssize_t part_terms(Kernel *self, PyObject *ids, int sublinear, char **memory, Py_ssize_t **distinct,
+                             double **weight) {
+    *memory = NULL;
     if (!PyList_Check(ids)) {
         PyErr_SetString(PyExc_TypeError, "each vectorizer's feature ids come as a list");
         return -1;
@@ -160,14 +165,14 @@ static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *l
     Py_ssize_t slots = 16;
     while (slots < 2 * n) slots <<= 1;
     size_t bytes = (size_t)slots * sizeof(Py_ssize_t) + (size_t)n * (sizeof(Py_ssize_t) + sizeof(double));
-    char *memory = malloc(bytes);
-    if (memory == NULL) {
+    char *block = malloc(bytes);
+    if (block == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_ssize_t *table = (Py_ssize_t *)memory;           /* slot -> position in distinct, or -1 */
-    Py_ssize_t *distinct = table + slots;               /* the distinct ids, first seen first */
-    double *count = (double *)(distinct + n);           /* their counts, then their weights */
+    Py_ssize_t *table = (Py_ssize_t *)block;            /* slot -> position in distinct, or -1 */
+    Py_ssize_t *found_ids = table + slots;              /* the distinct ids, first seen first */
+    double *count = (double *)(found_ids + n);          /* their counts, then their weights */
     memset(table, 0xff, (size_t)slots * sizeof(Py_ssize_t));
     Py_ssize_t found = 0;
     size_t mask = (size_t)slots - 1;
@@ -179,10 +184,10 @@ static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *l
             goto fail;
         }
         size_t slot = ((size_t)id * 0x9E3779B97F4A7C15ull) >> 20 & mask;
-        while (table[slot] >= 0 && distinct[table[slot]] != id) slot = (slot + 1) & mask;
+        while (table[slot] >= 0 && found_ids[table[slot]] != id) slot = (slot + 1) & mask;
         if (table[slot] < 0) {
             table[slot] = found;
-            distinct[found] = id;
+            found_ids[found] = id;
             count[found] = 1.0;
             found++;
         } else {
@@ -193,12 +198,33 @@ static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *l
     double squares = 0.0;
     for (Py_ssize_t j = 0; j < found; j++) {
         double tf = sublinear ? log(count[j]) + 1.0 : count[j];
-        double weight = tf * idf[distinct[j]];
-        count[j] = weight;
-        squares += weight * weight;
+        double w = tf * idf[found_ids[j]];
+        count[j] = w;
+        squares += w * w;
     }
     if (squares > 0.0) {
         double scale = 1.0 / sqrt(squares);
+        for (Py_ssize_t j = 0; j < found; j++) count[j] *= scale;
+    } else {
+        found = 0;
+    }
+    *memory = block;
+    *distinct = found_ids;
+    *weight = count;
+    return found;
+fail:
+    free(block);
+    return -1;
+}
+
+/* Adds one vectorizer's l2-normalised tf-idf row times the weights to logits. Returns how many
+ * distinct known terms it had, or -1 with an exception set. */
+static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *logits) {
+    char *memory;
+    Py_ssize_t *distinct;
+    double *count;
+    Py_ssize_t found = part_terms(self, ids, sublinear, &memory, &distinct, &count);
+    if (found > 0) {
         const float *weights = (const float *)self->weights.buf;
         Py_ssize_t classes = self->classes;
         for (Py_ssize_t j = 0; j < found; j++) {
@@ -210,16 +236,13 @@ static Py_ssize_t add_part(Kernel *self, PyObject *ids, int sublinear, double *l
                 }
             }
 #endif
-            double x = count[j] * scale;
+            double x = count[j];
             const float *row = weights + distinct[j] * classes;
             for (Py_ssize_t k = 0; k < classes; k++) logits[k] += x * (double)row[k];
         }
     }
     free(memory);
     return found;
-fail:
-    free(memory);
-    return -1;
 }
 
 /* One IEEE half as a float, branch-free so that loops over it vectorise: the exponent and
@@ -401,7 +424,91 @@ static PyObject *Kernel_decide(Kernel *self, PyObject *args) {
     return result;
 }
 
+/* nearest(parts, values, indices, indptr, first, last) -> float: the cosine similarity of the text
+ * (its stacked tf-idf vector, from `parts` as decide takes them) to the nearest of the rows
+ * first..last-1 of a CSR matrix of unit-length rows (values float32, indices int32, indptr int64),
+ * as tiers/classifier/neighbours.py computes it; 0.0 for no rows or no known terms. The text's
+ * weights go into a scratch row of the kernel (the GIL is held throughout) and are cleared after. */
+static PyObject *Kernel_nearest(Kernel *self, PyObject *args) {
+    PyObject *parts;
+    Py_buffer values, indices, indptr;
+    Py_ssize_t first, last;
+    if (!PyArg_ParseTuple(args, "Oy*y*y*nn", &parts, &values, &indices, &indptr, &first, &last)) return NULL;
+    PyObject *result = NULL;
+    char *memory[MAX_PARTS] = {NULL};
+    Py_ssize_t rows = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t sparse = self->features - self->dims;
+    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) < self->parts) {
+        PyErr_Format(PyExc_TypeError, "a tuple of %d lists of feature ids is needed", self->parts);
+        goto done;
+    }
+    if (first < 0 || last < first || last > rows || values.len / (Py_ssize_t)sizeof(float) !=
+        indices.len / (Py_ssize_t)sizeof(int32_t)) {
+        PyErr_SetString(PyExc_ValueError, "rows outside the matrix, or values and indices of other lengths");
+        goto done;
+    }
+    if (self->scratch == NULL) {
+        self->scratch = calloc((size_t)sparse, sizeof(float));
+        if (self->scratch == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    Py_ssize_t *distinct[MAX_PARTS];
+    double *weight[MAX_PARTS];
+    Py_ssize_t found[MAX_PARTS];
+    double squares = 0.0;
+    for (int p = 0; p < self->parts; p++) {
+        found[p] = part_terms(self, PyTuple_GET_ITEM(parts, p), self->sublinear[p], &memory[p], &distinct[p], &weight[p]);
+        if (found[p] < 0) goto done;
+        if (found[p] > 0) squares += 1.0; /* each part is unit length */
+    }
+    double best = 0.0;
+    if (squares > 0.0 && last > first) {
+        double norm = 1.0 / sqrt(squares);
+        for (int p = 0; p < self->parts; p++)
+            for (Py_ssize_t j = 0; j < found[p]; j++) self->scratch[distinct[p][j]] += (float)(weight[p][j] * norm);
+        const float *v = (const float *)values.buf;
+        const int32_t *col = (const int32_t *)indices.buf;
+        const int64_t *ptr = (const int64_t *)indptr.buf;
+        Py_ssize_t entries = values.len / (Py_ssize_t)sizeof(float);
+        int valid = 1;
+        for (Py_ssize_t r = first; r < last && valid; r++) {
+            if (ptr[r] < 0 || ptr[r + 1] < ptr[r] || ptr[r + 1] > entries) {
+                valid = 0;
+                break;
+            }
+            float dot = 0.0f;
+            for (int64_t j = ptr[r]; j < ptr[r + 1]; j++) {
+                int32_t c = col[j];
+                if (c < 0 || c >= sparse) {
+                    valid = 0;
+                    break;
+                }
+                dot += v[j] * self->scratch[c];
+            }
+            if (dot > best) best = dot;
+        }
+        for (int p = 0; p < self->parts; p++)
+            for (Py_ssize_t j = 0; j < found[p]; j++) self->scratch[distinct[p][j]] = 0.0f;
+        if (!valid) {
+            PyErr_SetString(PyExc_ValueError, "a row's offsets or feature ids are outside the matrix");
+            goto done;
+        }
+    }
+    result = PyFloat_FromDouble(best);
+done:
+    for (int p = 0; p < MAX_PARTS; p++) free(memory[p]);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&indices);
+    PyBuffer_Release(&indptr);
+    return result;
+}
+
 static PyMethodDef Kernel_methods[] = {
+    {"nearest", (PyCFunction)Kernel_nearest, METH_VARARGS,
+     "nearest(parts, values, indices, indptr, first, last) -> float: the text's cosine similarity to the"
+     " nearest of rows first..last-1 of a CSR matrix of unit rows."},
     {"probabilities", (PyCFunction)Kernel_probabilities, METH_VARARGS,
      "probabilities(parts, out): the class probabilities of a text into out (float64, one per class)."},
     {"decide", (PyCFunction)Kernel_decide, METH_VARARGS,

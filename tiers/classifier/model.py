@@ -211,14 +211,19 @@ class LeanClassifier:
             found = summarise(self.numpy_probabilities(text), excluded)
             best, top, runner_up, entropy = found.best, found.top, found.runner_up, found.entropy
         near = near_embedding = 0.0
-        if self._neighbours is not None:
-            weighted = self._features.weigh(ids)
-            if weighted is not None:
-                near = self._neighbours.similarity(best, *weighted)
-            if self._dense is not None and self._neighbours.units is not None:
-                near_embedding = self._neighbours.embedding_similarity(
-                    best, self._dense.embeddings.embed(text)
+        neighbours = self._neighbours
+        if neighbours is not None:
+            first, last = int(neighbours.starts[best]), int(neighbours.starts[best + 1])
+            if self._kernel is not None:
+                near = self._kernel.nearest(
+                    ids, neighbours.values, neighbours.indices, neighbours.indptr, first, last
                 )
+            else:
+                weighted = self._features.weigh(ids)
+                if weighted is not None:
+                    near = neighbours.similarity(best, *weighted)
+            if self._dense is not None and neighbours.units is not None:
+                near_embedding = neighbours.embedding_similarity(best, self._dense.embeddings.embed(text))
         return Summary(best, top, runner_up, entropy, *unseen, near, near_embedding)
 
     def numpy_probabilities(self, text: str) -> np.ndarray:

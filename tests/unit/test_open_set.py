@@ -4,13 +4,15 @@ unseen intent apart (unseen terms, the nearest training row)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import joblib
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from tests.intents import INTENTS, make_rows
-from tiers.classifier.confidence import Summary
+from tiers.classifier.confidence import REASONS, SIGNALS, Reliability, Summary
 from tiers.classifier.evaluation import wilson
 from tiers.classifier.folds import calibration_folds, class_rounds, near_duplicate_groups
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, Predictor
@@ -163,7 +165,7 @@ def test_an_older_model_file_loads_with_the_signals_it_was_calibrated_on(
     reliability = stored["reliability"]
     older = {k: v for k, v in stored.items() if k != "neighbours"} | {
         "format": 5,
-        "reliability": reliability
+        "reliability": {k: v for k, v in reliability.items() if k != "typical"}
         | {"signals": reliability["signals"][:6], "weights": reliability["weights"][:6]},
     }
     joblib.dump(older, tmp_path / "format5.joblib")
@@ -171,3 +173,29 @@ def test_an_older_model_file_loads_with_the_signals_it_was_calibrated_on(
     assert loaded.neighbours is None and len(loaded.reliability.weights) == 6
     prediction = Predictor(loaded).predict(INTENTS["refund"][0])
     assert 0.0 <= prediction.confidence <= 1.0
+
+
+def test_an_escalation_says_which_kind_of_signal_pulled_the_confidence_down() -> None:
+    # every signal weighs +1; a typical right answer: margin .8, ..., nearest row .9
+    weights = (1.0,) * len(SIGNALS)
+    typical = (0.8, 2.0, 0.9, 0.1, 0.4, 2.0, 0.0, 0.0, 0.9, 0.0, 0.5)
+    reliability = Reliability(weights, (0.5, -2.0), 0.0, typical)
+    usual = Summary(0, 0.9, 0.1, 0.4, 0.0, 0.0, 0.9)
+    assert reliability.reason(usual, 6) is None or reliability.reason(usual, 6) == REASONS["log_words"]
+    far = Summary(0, 0.9, 0.1, 0.4, 0.0, 0.0, 0.2)
+    assert reliability.reason(far, 6) == "unlike any training example of the label"
+    confused = Summary(1, 0.9, 0.1, 0.4, 0.0, 0.0, 0.9)
+    assert reliability.reason(confused, 6) == "a label often confused with others"
+    unseen = Summary(0, 0.9, 0.1, 0.4, 0.0, 0.0, 0.9)
+    with_weights = Reliability((0,) * 6 + (-3.0, -3.0, 0, 0), (0.5, 0.5), 0.0, typical)
+    assert with_weights.reason(dataclasses.replace(unseen, unseen_words=0.5), 6) == (
+        "words and spellings never seen in training"
+    )
+    assert Reliability(weights, (0.5, -2.0), 0.0).reason(far, 6) is None  # an older model: no reasons
+
+
+def test_the_classifier_tier_says_why_it_escalates(open_model: ClassifierModel) -> None:
+    predictor = Predictor(open_model)
+    whys = [predictor.predict(t).why for t, lab in make_rows(seed=9) if lab == "exchange_rate"]
+    said = [why for why in whys if why is not None]
+    assert said and set(said) <= set(REASONS.values())

@@ -33,6 +33,21 @@ SIGNALS = (
     "neighbour_embedding",
 )
 _TINY = 1e-9
+# Why a text escalates, by the kind of signal that pulls its confidence down most (see
+# `Reliability.reason`); the escalation reason and the decision record say it.
+REASONS = {
+    "margin": "ambiguous between labels",
+    "log_ratio": "ambiguous between labels",
+    "top": "ambiguous between labels",
+    "runner_up": "ambiguous between labels",
+    "entropy": "ambiguous between labels",
+    "log_words": "the text's length",
+    "unseen_words": "words and spellings never seen in training",
+    "unseen_chars": "words and spellings never seen in training",
+    "neighbour": "unlike any training example of the label",
+    "neighbour_embedding": "unlike any training example of the label",
+    "label": "a label often confused with others",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,24 @@ class Reliability:
     weights: tuple[float, ...]  # one per signal of SIGNALS (the first six, in older models)
     label_bias: tuple[float, ...]  # one per class
     intercept: float
+    # each signal's mean over the calibration's right answers (and the label term's): what an
+    # answer the model gets right looks like, for saying why a text escalates; () in older models
+    typical: tuple[float, ...] = ()
+
+    def reason(self, summary: Summary, words: int) -> str | None:
+        """What most pulls this text's confidence below that of a typical right answer, in words
+        (None without `typical`): the signals' contributions, weight times distance from typical,
+        summed by kind (REASONS), the most negative kind named."""
+        if len(self.typical) != len(self.weights) + 1:
+            return None
+        values = signals(summary, words)
+        pulls: dict[str, float] = {}
+        for name, weight, value, usual in zip(SIGNALS, self.weights, values, self.typical, strict=False):
+            kind = REASONS[name]
+            pulls[kind] = pulls.get(kind, 0.0) + weight * (value - usual)
+        pulls[REASONS["label"]] = self.label_bias[summary.best] - self.typical[-1]
+        kind, pull = min(pulls.items(), key=lambda item: item[1])
+        return kind if pull < 0 else None
 
     def probability(self, summary: Summary, words: int) -> float:
         z = self.intercept + self.label_bias[summary.best]
@@ -98,6 +131,7 @@ class Reliability:
             "weights": list(self.weights),
             "label_bias": list(self.label_bias),
             "intercept": self.intercept,
+            "typical": list(self.typical),
         }
 
     @classmethod
@@ -112,7 +146,10 @@ class Reliability:
                 f"reliability of {len(weights)} weights and {len(bias)} label biases for"
                 f" {len(names)} signals and {classes} classes"
             )
-        return cls(weights, bias, float(plain["intercept"]))
+        typical = tuple(float(t) for t in plain.get("typical", ()))
+        if typical and len(typical) != len(weights) + 1:
+            raise ValueError(f"{len(typical)} typical values for {len(weights)} signals and the label")
+        return cls(weights, bias, float(plain["intercept"]), typical)
 
 
 def confidence(reliability: Reliability | None, summary: Summary, text: str) -> float:

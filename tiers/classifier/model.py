@@ -16,6 +16,7 @@ with joblib (a pickle): load only files you made or trust.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from importlib import metadata
@@ -31,7 +32,7 @@ except ImportError:  # not built: the NumPy path computes the same
     _lean = None  # type: ignore[assignment]
 
 from tiers.base import TierRequest
-from tiers.classifier.confidence import Reliability, Summary, confidence
+from tiers.classifier.confidence import Reliability, Summary, confidence, word_count
 from tiers.classifier.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
 from tiers.classifier.head import DenseHead
 from tiers.classifier.neighbours import Neighbours
@@ -89,6 +90,7 @@ class Prediction:
     escalate: bool
     best: str  # the most likely in-scope label, even when escalating
     ahead: bool  # `best` leads every other class, the out-of-scope one included
+    why: str | None = None  # escalated below the threshold: what pulled the confidence down most
 
     @classmethod
     def at(cls, best: str, confidence: float, threshold: float, ahead: bool) -> Prediction:
@@ -457,12 +459,17 @@ class Predictor:
 
     def predict(self, text: str) -> Prediction:
         summary = self.summary(text)
-        return Prediction.at(
+        prediction = Prediction.at(
             self.lean.classes[summary.best],
             confidence(self._reliability, summary, text),
             self.threshold,
             summary.ahead,
         )
+        if prediction.escalate and prediction.ahead and self._reliability is not None:
+            why = self._reliability.reason(summary, word_count(text))
+            if why is not None:
+                return dataclasses.replace(prediction, why=why)
+        return prediction
 
 
 class ClassifierTier:
@@ -485,6 +492,7 @@ class ClassifierTier:
             reason = (
                 f"confidence {prediction.confidence:.3f} below {self._predictor.threshold:.3f}"
                 f" (best guess {prediction.best!r})"
+                + ("" if prediction.why is None else f": {prediction.why}")
                 if prediction.ahead
                 else f"out of scope: the best label {prediction.best!r} does not lead the out-of-scope"
                 " class (or ties another label)"

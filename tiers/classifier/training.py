@@ -660,8 +660,14 @@ def fit_reliability(
         x, np.asarray(correct, dtype=int), sample_weight=weights
     )
     coef = fitted.coef_[0]
+    right = np.asarray(correct, dtype=bool)
+    typical = x[right, : len(SIGNALS)].mean(axis=0)
+    label_term = float(
+        (coef[len(SIGNALS) :][[s.best for s, ok in zip(summaries, right, strict=True) if ok]]).mean()
+    )
     return Reliability(
         weights=tuple(float(w) for w in coef[: len(SIGNALS)]),
         label_bias=tuple(float(b) for b in coef[len(SIGNALS) :]),
         intercept=float(fitted.intercept_[0]),
+        typical=(*(float(t) for t in typical), label_term),
     )

@@ -7,11 +7,12 @@
   answered, out-of-scope escalation, and what training promised against what is delivered (with
   --selection, on a split of train.csv only: how the calibration's methods were chosen);
 - the learned router on RouteLLM's MMLU rows, with a seeded held-out fifth: APGR and CPT(50%),
-  beside the heuristic complexity score and a random router.
+  beside the heuristic complexity score and a random router; and across domains (router-domains):
+  trained on three of MMLU's four subject groups, judged on the fourth.
 
   python benchmarks/routing_quality.py [--data ../shared/data] [--target-precision 0.98] [--embeddings]
-                                      [--model MODEL] [--jobs N] [--only classifier|open-set|router]
-                                      [--removed 0.25 0.5] [--draws 3] [--selection]
+                                      [--model MODEL] [--jobs N] [--removed 0.25 0.5] [--draws 3]
+                                      [--selection] [--only classifier|open-set|router|router-domains]
 
 With --embeddings the classifier also uses static word-piece embeddings (`tiergate train
 --embeddings`). With --model it evaluates that model file (trained on Banking77's train.csv with
@@ -31,8 +32,7 @@ from pathlib import Path
 import numpy as np
 from harness import ROOT, Report
 
-from routing.complexity import HeuristicScorer
-from routing.learned_router import LearnedScorer, apgr, cpt, load_router_rows
+from routing.learned_router import LearnedScorer, RouterRow, apgr, cpt, heuristic_of_prompt, load_router_rows
 from routing.router_training import train_router
 from tiers.classifier.evaluation import evaluate
 from tiers.classifier.model import ClassifierModel, Predictor
@@ -253,6 +253,42 @@ def open_set(
     out.save()
 
 
+# MMLU's own grouping of its subjects (Hendrycks et al., categories.py): STEM, humanities, social
+# sciences, other (business, health, miscellany).
+MMLU_GROUPS = {
+    "STEM": "abstract_algebra astronomy college_biology college_chemistry college_computer_science"
+    " college_mathematics college_physics computer_security conceptual_physics electrical_engineering"
+    " elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science"
+    " high_school_mathematics high_school_physics high_school_statistics machine_learning",
+    "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history"
+    " international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy"
+    " prehistory professional_law world_religions",
+    "social sciences": "econometrics high_school_geography high_school_government_and_politics"
+    " high_school_macroeconomics high_school_microeconomics high_school_psychology human_sexuality"
+    " professional_psychology public_relations security_studies sociology us_foreign_policy",
+    "other": "anatomy business_ethics clinical_knowledge college_medicine global_facts human_aging"
+    " management marketing medical_genetics miscellaneous nutrition professional_accounting"
+    " professional_medicine virology",
+}
+
+
+def router_scores(
+    model: ClassifierModel, held: list[RouterRow], rng: random.Random
+) -> dict[str, list[float]]:
+    """Each router's scores of the held rows: the learned router's own (blended), its learned
+    model alone, the heuristic, and random."""
+    learned = LearnedScorer(model)
+    requests = [ChatRequest(model="m", messages=[Message(role="user", content=r.prompt)]) for r in held]
+    return {
+        "learned router (blended)": [
+            learned.score(q, len(r.prompt) // 4) for q, r in zip(requests, held, strict=True)
+        ],
+        "learned model alone": [learned.score_text(r.prompt) for r in held],
+        "heuristic complexity": [heuristic_of_prompt(r.prompt) for r in held],
+        "random": [rng.random() for _ in held],
+    }
+
+
 def router(data: Path, seed: int) -> None:
     rows = load_router_rows(data / "routellm-mmlu" / "mmlu_routing.jsonl")
     rng = random.Random(seed)
@@ -260,25 +296,49 @@ def router(data: Path, seed: int) -> None:
     cut = int(len(rows) * 0.8)
     train_rows, held = rows[:cut], rows[cut:]
     began = time.monotonic()
-    learned = LearnedScorer(train_router(train_rows))
+    model = train_router(train_rows, progress=lambda line: print(line, file=sys.stderr, flush=True))
     trained = time.monotonic() - began
-    heuristic = HeuristicScorer()
-    scores = {
-        "learned router": [learned.score_text(r.prompt) for r in held],
-        "heuristic complexity": [
-            heuristic.score(
-                ChatRequest(model="m", messages=[Message(role="user", content=r.prompt)]), len(r.prompt) // 4
-            )
-            for r in held
-        ],
-        "random": [rng.random() for _ in held],
-    }
     out = Report("quality_router")
     out.table(
         f"Router, RouteLLM MMLU ({len(train_rows)} training rows, {len(held)} held out, seed {seed};"
         f" trained in {trained:.0f} s)",
         ["router", "APGR", "CPT(50%)"],
-        [[name, f"{apgr(values, held):.4f}", f"{cpt(values, held):.4f}"] for name, values in scores.items()],
+        [
+            [name, f"{apgr(values, held):.4f}", f"{cpt(values, held):.4f}"]
+            for name, values in router_scores(model, held, rng).items()
+        ],
+    )
+    out.save()
+
+
+def router_domains(data: Path, seed: int) -> None:
+    """The learned router outside its domain: trained on three of MMLU's four subject groups
+    (its blend chosen on folds of their subjects), judged on the fourth."""
+    rows = load_router_rows(data / "routellm-mmlu" / "mmlu_routing.jsonl")
+    group_of = {subject: group for group, subjects in MMLU_GROUPS.items() for subject in subjects.split()}
+    rng = random.Random(seed)
+    table = []
+    for held_group in MMLU_GROUPS:
+        train_rows = [r for r in rows if group_of[str(r.group)] != held_group]
+        held = [r for r in rows if group_of[str(r.group)] == held_group]
+        model = train_router(train_rows, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        scores = router_scores(model, held, rng)
+        table.append(
+            [held_group, len(train_rows), len(held)]
+            + [f"{apgr(values, held):.4f}" for name, values in scores.items() if name != "random"]
+        )
+    out = Report("quality_router_domains")
+    out.table(
+        "Router, RouteLLM MMLU across subject groups: trained on three groups, judged on the fourth (APGR)",
+        [
+            "judged on",
+            "training rows",
+            "judged rows",
+            "learned router (blended)",
+            "learned model alone",
+            "heuristic",
+        ],
+        table,
     )
     out.save()
 
@@ -290,7 +350,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--target-precision", type=float, default=0.98)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["classifier", "open-set", "router"])
+    parser.add_argument("--only", choices=["classifier", "open-set", "router", "router-domains"])
     parser.add_argument(
         "--removed", type=float, nargs="+", default=[0.25, 0.5], help="open set: shares removed"
     )
@@ -318,6 +378,8 @@ def main() -> None:
         )
     if args.only in (None, "router"):
         router(args.data, args.seed)
+    if args.only in (None, "router-domains"):
+        router_domains(args.data, args.seed)
 
 
 if __name__ == "__main__":

@@ -235,9 +235,25 @@ def cmd_train_router(args: argparse.Namespace) -> int:
 
     rows = load_router_rows(args.data)
     print(f"training a router on {len(rows)} rows", file=sys.stderr, flush=True)
-    train_router(rows, c=args.c).save(args.out)
-    print(f"{args.out}: router saved")
+    model = train_router(rows, c=args.c, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    model.save(args.out)
+    choice = model.metrics["blend_choice"]
+    print(
+        f"{args.out}: router saved; out of fold ({choice['folds']} folds"
+        f"{' of unseen subjects' if choice['grouped'] else ''}): APGR {choice['apgr_blended']:.4f}"
+        f" (learned alone {choice['apgr_learned']:.4f}, heuristic {choice['apgr_heuristic']:.4f})"
+    )
     return 0
+
+
+class _Unblended:
+    """A learned router's own score, before the heuristic is blended in."""
+
+    def __init__(self, scorer: Any) -> None:
+        self._scorer = scorer
+
+    def score(self, request: Any, prompt_tokens: int) -> float:
+        return float(self._scorer.score_text(request.last_user_text()))
 
 
 def cmd_eval_router(args: argparse.Namespace) -> int:
@@ -248,26 +264,27 @@ def cmd_eval_router(args: argparse.Namespace) -> int:
 
     rows = load_router_rows(args.data)
     report: dict[str, dict[str, float]] = {}
-    heuristic = HeuristicScorer()
-    scorers: list[tuple[str, object]] = [("heuristic", heuristic)]
+    scorers: list[tuple[str, Any]] = [("heuristic", HeuristicScorer())]
     if args.model:
         try:
-            scorers.insert(0, ("learned", LearnedScorer(ClassifierModel.load(args.model))))
+            learned = LearnedScorer(ClassifierModel.load(args.model))
         except ModelError as exc:
             print(f"tiergate eval-router: {exc}", file=sys.stderr)
             return 1
+        # the router's own score blends in the heuristic for prompts unlike its training ones
+        scorers[:0] = [("learned", learned), ("learned_alone", _Unblended(learned))]
     for name, scorer in scorers:
         scores = []
         for row in rows:
             request = ChatRequest(model="auto", messages=[Message(role="user", content=row.prompt)])
-            scores.append(scorer.score(request, len(row.prompt) // 4))  # type: ignore[attr-defined]
+            scores.append(scorer.score(request, len(row.prompt) // 4))
         report[name] = {"apgr": apgr(scores, rows), "cpt50": cpt(scores, rows, 0.5)}
     if args.json:
         print(json.dumps({"rows": len(rows), **report}, indent=2))
     else:
         for name, figures in report.items():
             print(
-                f"{name:10s} APGR {figures['apgr']:.4f}  CPT(50%) {figures['cpt50']:.4f}  ({len(rows)} rows)"
+                f"{name:13s} APGR {figures['apgr']:.4f}  CPT(50%) {figures['cpt50']:.4f}  ({len(rows)} rows)"
             )
     return 0
 

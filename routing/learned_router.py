@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from routing.blend import Blend
+from routing.complexity import HeuristicScorer
 from tiers.classifier.model import ClassifierModel, LeanClassifier
-from tiers.types import ChatRequest
+from tiers.types import ChatRequest, Message
 
 STRONG = "strong"
 WEAK = "weak"
@@ -28,6 +30,7 @@ class RouterRow:
     prompt: str
     weak_correct: bool
     strong_correct: bool
+    group: str | None = None  # the row's subject or domain (`subject` or `group`), if given
 
 
 def load_router_rows(path: str | Path) -> list[RouterRow]:
@@ -38,26 +41,51 @@ def load_router_rows(path: str | Path) -> list[RouterRow]:
                 continue
             item = json.loads(line)
             try:
+                group = item.get("group", item.get("subject"))
                 rows.append(
-                    RouterRow(str(item["prompt"]), bool(item["weak_correct"]), bool(item["strong_correct"]))
+                    RouterRow(
+                        str(item["prompt"]),
+                        bool(item["weak_correct"]),
+                        bool(item["strong_correct"]),
+                        None if group is None else str(group),
+                    )
                 )
             except KeyError as exc:
                 raise ValueError(f"{path}:{number}: missing {exc}") from None
     return rows
 
 
-class LearnedScorer:
-    """Complexity from a learned router: the probability that only the strong model succeeds."""
+def heuristic_of_prompt(prompt: str) -> float:
+    """The heuristic complexity score of a prompt sent alone (its tokens taken as 4 characters)."""
+    request = ChatRequest(model="auto", messages=[Message(role="user", content=prompt)])
+    return HeuristicScorer().score(request, len(prompt) // 4)
 
-    def __init__(self, model: ClassifierModel) -> None:
+
+class LearnedScorer:
+    """Complexity from a learned router: the probability that only the strong model succeeds,
+    giving way to the heuristic's score as the prompt grows unlike the router's training prompts
+    (routing/blend.py; routers trained before the blend score with the learned model alone)."""
+
+    def __init__(self, model: ClassifierModel, heuristic: HeuristicScorer | None = None) -> None:
         self._lean: LeanClassifier = model.lean()
         self._strong = model.classes.index(STRONG)
+        plain = model.metrics.get("blend")
+        self._blend = None if plain is None else Blend.from_plain(plain)
+        self._heuristic = heuristic or HeuristicScorer()
 
     def score_text(self, text: str) -> float:
+        """The learned model's own score, before any blend."""
         return float(self._lean.probabilities(text)[self._strong])
 
     def score(self, request: ChatRequest, prompt_tokens: int) -> float:
-        return self.score_text(request.last_user_text())
+        text = request.last_user_text()
+        if self._blend is None:
+            return self.score_text(text)
+        probabilities, unseen = self._lean.scores(text)
+        learned = float(probabilities[self._strong])
+        if self._blend.weight(unseen.words) == 0.0:
+            return learned
+        return self._blend.score(learned, self._heuristic.score(request, prompt_tokens), unseen.words)
 
 
 def gap_recovered_curve(scores: Sequence[float], rows: Sequence[RouterRow]) -> tuple[np.ndarray, np.ndarray]:

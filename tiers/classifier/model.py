@@ -196,8 +196,13 @@ class LeanClassifier:
 
     def scores(self, text: str) -> tuple[np.ndarray, Unseen]:
         """The class probabilities and the share of the text's terms out of the vocabulary
-        (tiers/classifier/tfidf.py): what training scores held rows by."""
-        return self.probabilities(text), self._features.counted_ids(text)[1]
+        (tiers/classifier/tfidf.py), from one pass over the text's terms."""
+        ids, unseen = self._features.counted_ids(text)
+        if self._kernel is None:
+            return self.numpy_probabilities(text), unseen
+        probs = np.empty(len(self._intercept))
+        self._kernel.probabilities(self._kernel_input(text, ids), probs)
+        return probs, unseen
 
     def decide(self, text: str, excluded: int | None) -> Summary:
         """The most likely class other than `excluded` (ties: the first), its probability, the

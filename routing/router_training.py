@@ -33,9 +33,8 @@ def train_router(
     """Learns P(only the strong model gets it right) from the prompt: the prompts where a strong
     call buys something. Learning P(the weak model fails) instead would also spend strong calls
     on prompts that both models get wrong. Then chooses how the score gives way to the heuristic
-    as prompts grow unlike the training ones (routing/blend.py), on `folds` folds of the rows:
-    folds of whole groups (subjects) when the rows have enough of them, so that each fold scores
-    prompts of subjects it never trained on."""
+    as prompts grow unlike the training ones (routing/blend.py), on rows scored out of fold (see
+    `choose_blend`)."""
     model = _fit(rows, c)
     blend, figures = choose_blend(rows, c, folds, seed, progress)
     return ClassifierModel(

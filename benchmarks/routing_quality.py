@@ -12,7 +12,8 @@
 
   python benchmarks/routing_quality.py [--data ../shared/data] [--target-precision 0.98] [--embeddings]
                                       [--model MODEL] [--jobs N] [--removed 0.25 0.5] [--draws 3]
-                                      [--selection] [--only classifier|open-set|router|router-domains]
+                                      [--selection]
+                                      [--only classifier|open-set|router|router-domains|training-time]
 
 With --embeddings the classifier also uses static word-piece embeddings (`tiergate train
 --embeddings`). With --model it evaluates that model file (trained on Banking77's train.csv with
@@ -22,6 +23,7 @@ With --embeddings the classifier also uses static word-piece embeddings (`tierga
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -253,6 +255,24 @@ def open_set(
     out.save()
 
 
+def training_time(data: Path, jobs: int) -> None:
+    """`tiergate train`'s time at the size a retraining loop meets: Banking77's train.csv twice
+    (20,006 rows), the second copy's rows prefixed and relabelled as other intents (154 labels),
+    with the default calibration (5 folds, 8 label rounds)."""
+    rows = load_rows(data / "banking77" / "train.csv")
+    rows += [(f"about my second account: {text}", f"{label}_second") for text, label in rows]
+    began = time.monotonic()
+    model = train(rows, target_precision=0.98, jobs=jobs, progress=lambda line: print(line, file=sys.stderr))
+    minutes = (time.monotonic() - began) / 60
+    out = Report("quality_training_time")
+    out.table(
+        f"Training time (tiergate train, defaults, --jobs {jobs})",
+        ["rows", "labels", "cores", "minutes"],
+        [[len(rows), len(model.classes), os.cpu_count(), f"{minutes:.1f}"]],
+    )
+    out.save()
+
+
 # MMLU's own grouping of its subjects (Hendrycks et al., categories.py): STEM, humanities, social
 # sciences, other (business, health, miscellany).
 MMLU_GROUPS = {
@@ -350,7 +370,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--target-precision", type=float, default=0.98)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=["classifier", "open-set", "router", "router-domains"])
+    parser.add_argument(
+        "--only", choices=["classifier", "open-set", "router", "router-domains", "training-time"]
+    )
     parser.add_argument(
         "--removed", type=float, nargs="+", default=[0.25, 0.5], help="open set: shares removed"
     )
@@ -380,6 +402,8 @@ def main() -> None:
         router(args.data, args.seed)
     if args.only in (None, "router-domains"):
         router_domains(args.data, args.seed)
+    if args.only in (None, "training-time"):
+        training_time(args.data, args.jobs)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,11 @@ def promise_lines(promise: dict[str, Any] | None) -> list[str]:
             f" rows of held-out labels (95 % interval {low:.4f}-{high:.4f};"
             f" promised at least {promise['unseen_target']:.2f})"
         )
+    if promise["coverage"] == 0:
+        lines.append(
+            "warning: no threshold keeps these promises, so the model answers nothing (every request"
+            " escalates); lower --target-precision or --unseen-escalation, or add training rows"
+        )
     return lines
 
 

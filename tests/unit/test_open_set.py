@@ -5,13 +5,15 @@ unseen intent apart (unseen terms, the nearest training row)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import joblib
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from tests.intents import INTENTS, make_rows
+from tests.intents import INTENTS, make_rows, write_csv
 from tiers.classifier.confidence import REASONS, SIGNALS, Reliability, Summary
 from tiers.classifier.evaluation import wilson
 from tiers.classifier.folds import calibration_folds, class_rounds, near_duplicate_groups
@@ -199,3 +201,25 @@ def test_the_classifier_tier_says_why_it_escalates(open_model: ClassifierModel) 
     whys = [predictor.predict(t).why for t, lab in make_rows(seed=9) if lab == "exchange_rate"]
     said = [why for why in whys if why is not None]
     assert said and set(said) <= set(REASONS.values())
+
+
+def test_training_says_so_when_no_threshold_keeps_the_promises(tmp_path) -> None:
+    # two labels whose texts are the same: nothing tells them apart, or an unseen one from them
+    rows = [(f"where is my card {k}", "a" if k % 2 else "b") for k in range(60)]
+    data = write_csv(tmp_path / "same.csv", rows)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "m.joblib"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "answers nothing" in done.stdout

@@ -215,7 +215,7 @@ def train(
         f"{len(splits)} folds ({len(texts) - len(set(groups.tolist()))} near-duplicate rows kept with"
         f" their twins) and {len(rounds)} rounds holding out labels, {jobs} at a time"
     )
-    known, unknown = _score_rounds(
+    known, unknown, (vectorizers, estimator) = _score_rounds(
         Fold(texts, labels, c, seed, dense, units), splits, rounds, classes, jobs, step
     )
     weight, probabilities = head_weight(known.linear, known.network, [classes.index(y) for y in labels])
@@ -244,8 +244,6 @@ def train(
     )
     if known.network is not None:
         calibration.metrics["head_weight"] = weight
-    step(f"fitting on all {len(texts)} rows")
-    vectorizers, estimator = _fit(texts, labels, c, seed, dense)
     if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
         raise RuntimeError("the fitted classes are not in the order the confidence model assumed")
     head = _final_head(units, labels, classes, seed, weight)
@@ -369,25 +367,37 @@ def _score_rounds(
     classes: list[str],
     jobs: int,
     step: Callable[[str], None],
-) -> tuple[Scorings, Scorings]:
-    """Every row scored by a model that did not see it (the folds: `known`), and every in-scope
-    row by a model that never saw its label (the class rounds: `unknown`)."""
+) -> tuple[Scorings, Scorings, tuple[list[TfidfVectorizer], Any]]:
+    """Every row scored by a model that did not see it (the folds: `known`), every in-scope row
+    by a model that never saw its label (the class rounds: `unknown`), and the linear model
+    fitted on all rows."""
     position = {label: k for k, label in enumerate(classes)}
     rows = len(fold.texts)
     embeddings = fold.units is not None
     known = Scorings.empty(rows, len(classes), embeddings)
     unknown = Scorings.empty(rows, len(classes), embeddings)
     work = [(known, fit, held) for fit, held in splits] + [(unknown, fit, held) for fit, held in rounds]
-    scorings = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        joblib.delayed(fold.score)(number, fit_rows, held_rows)
-        for number, (_, fit_rows, held_rows) in enumerate(work)
+    # the model on all rows is fitted alongside (last, as the longest job)
+    results = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(
+        [joblib.delayed(fold.fit_all)()]
+        + [
+            joblib.delayed(fold.score)(number, fit_rows, held_rows)
+            for number, (_, fit_rows, held_rows) in enumerate(work)
+        ]
     )
-    for done, scoring in enumerate(scorings, 1):
-        into = work[scoring.number][0]
+    final: tuple[list[TfidfVectorizer], Any] | None = None
+    done = 0
+    for result in results:
+        if not isinstance(result, Scoring):
+            final = result
+            continue
+        done += 1
+        into = work[result.number][0]
         kind = "fold" if into is known else "class round"
-        step(f"{kind} scored ({len(scoring.held)} rows; {done}/{len(work)})")
-        into.add(scoring, position)
-    return known, unknown
+        step(f"{kind} scored ({len(result.held)} rows; {done}/{len(work)})")
+        into.add(result, position)
+    assert final is not None
+    return known, unknown, final
 
 
 @dataclass(frozen=True)
@@ -549,6 +559,10 @@ class Fold:
     seed: int
     dense: DenseView | None
     units: np.ndarray | None  # the texts' unit embeddings, with `dense`
+
+    def fit_all(self) -> tuple[list[TfidfVectorizer], Any]:
+        """The linear model on all rows."""
+        return _fit(self.texts, self.labels, self.c, self.seed, self.dense)
 
     def score(self, number: int, fit_rows: np.ndarray, held_rows: np.ndarray) -> Scoring:
         """What models fitted on the fit rows say of the held rows: the linear model's

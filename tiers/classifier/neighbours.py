@@ -85,7 +85,8 @@ class Neighbours:
             (self.values, self.indices, self.indptr), shape=(len(self.indptr) - 1, self.features)
         ).T.tocsr()
         norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1))).ravel()
-        scaled = sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ rows
+        # single precision, as the rows are kept: a third faster than double
+        scaled = (sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ rows).astype(ROW_VALUES)
         out = np.zeros((rows.shape[0], len(self.starts) - 1))
         for first in range(0, rows.shape[0], chunk):
             products = (scaled[first : first + chunk] @ matrix).toarray()

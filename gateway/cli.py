@@ -119,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             unseen_escalation=DEFAULT_UNSEEN_ESCALATION
             if args.unseen_escalation is None
             else args.unseen_escalation,
+            bound=not args.point_estimates,
             embeddings=args.embeddings,
             jobs=args.jobs,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
@@ -155,6 +156,8 @@ def promise_lines(promise: dict[str, Any] | None) -> list[str]:
             f" rows of held-out labels (95 % interval {low:.4f}-{high:.4f};"
             f" promised at least {promise['unseen_target']:.2f})"
         )
+    if not promise.get("bound", True):
+        lines.append("calibrated to these point estimates, not to the lower bounds of their intervals")
     if promise["coverage"] == 0:
         lines.append(
             "warning: no threshold keeps these promises, so the model answers nothing (every request"
@@ -437,6 +440,12 @@ def _classifier_commands(sub: Any) -> None:
         "--unseen-escalation",
         type=float,
         help="escalate at least this share of the held-out labels' rows (default 0.9; 0: no such promise)",
+    )
+    train.add_argument(
+        "--point-estimates",
+        action="store_true",
+        help="calibrate so that the promises' point estimates, not the lower bounds of their 95 %% intervals,"
+        " reach the targets (for example sets of a few hundred rows, too few to show a bound)",
     )
     train.add_argument(
         "--embeddings",

@@ -71,7 +71,7 @@ def test_feedback_export_retrain_compare_shadow_and_promote(
     base = write_csv(tmp_path / "base.csv", make_rows(n_per_intent=20, seed=3))
     held_out = write_csv(tmp_path / "held-out.csv", make_rows(n_per_intent=10, seed=4, out_of_scope=10))
     first, candidate = tmp_path / "first.joblib", tmp_path / "candidate.joblib"
-    train(make_rows(n_per_intent=20, seed=3), folds=5).save(first)
+    train(make_rows(n_per_intent=20, seed=3), folds=5, bound=False).save(first)  # small: point estimates
     path = write(tmp_path / "gateway.yaml", simulator[0], tmp_path, {"model": str(first)})
     with gateway_server(load_config(str(path), {}), lambda: load_config(str(path), {})) as url:
         root = url.removesuffix("/v1")
@@ -95,7 +95,14 @@ def test_feedback_export_retrain_compare_shadow_and_promote(
             exported = [yaml.safe_load(line) for line in rows.read_text().splitlines()]
             assert {(r["text"], r["label"]) for r in exported} == set(CORRECTIONS.items())
             tiergate(
-                "train", "--data", str(base), "--data", str(rows), "--out", str(candidate), "--folds", "5"
+                "train",
+                "--data",
+                str(base),
+                "--data",
+                str(rows),
+                "--out",
+                str(candidate),
+                "--point-estimates",
             )
             compared = tiergate(
                 "compare", "--model", str(first), "--model", str(candidate), "--data", str(held_out)

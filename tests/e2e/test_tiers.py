@@ -23,7 +23,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "intents.joblib"
-    model = train(noisy_rows(), target_precision=0.95)
+    # a small closed set of four intents: no labels held out, calibrated to the point estimates
+    model = train(noisy_rows(), target_precision=0.95, class_rounds=0, bound=False)
     assert model.reliability is not None  # the gateway serves a confidence model, as trained by default
     model.save(path)
     return path
@@ -116,7 +117,7 @@ def test_an_unsure_in_scope_text_escalates_below_the_threshold(
 
 
 def test_a_structured_request_gets_the_label_in_the_routes_schema(gateway: str) -> None:
-    raw = ask(gateway, "i lost my card", response_format={"type": "json_object"})
+    raw = ask(gateway, "hi, i lost my card, please block it", response_format={"type": "json_object"})
     assert json.loads(raw.parse().choices[0].message.content) == {"intent": "lost_card"}
 
 

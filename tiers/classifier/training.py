@@ -38,7 +38,7 @@ from tiers.classifier.confidence import (
 from tiers.classifier.drift import BELOW, OUT_OF_SCOPE_OUTCOME
 from tiers.classifier.drift import baseline as drift_baseline
 from tiers.classifier.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
-from tiers.classifier.evaluation import calibrate_threshold, report, wilson
+from tiers.classifier.evaluation import CONFIDENCE_LEVEL, calibrate_threshold, report, wilson
 from tiers.classifier.folds import calibration_folds, near_duplicate_groups
 from tiers.classifier.folds import class_rounds as hold_out_classes
 from tiers.classifier.head import DenseHead
@@ -177,6 +177,7 @@ def train(
     *,
     target_precision: float = 0.975,
     unseen_escalation: float = DEFAULT_UNSEEN_ESCALATION,
+    bound: bool = True,
     folds: int = DEFAULT_FOLDS,
     class_rounds: int = DEFAULT_CLASS_ROUNDS,
     c: float = 20.0,
@@ -194,7 +195,9 @@ def train(
     The threshold is the lowest that keeps two promises: the lower bound of the 95 % interval of
     the precision of what is answered reaches `target_precision` (on the rows scored out of
     fold), and at least `unseen_escalation` of the held-out labels' rows escalate (0: no such
-    promise). `jobs` models are fitted at a time, in worker processes when more than one (the
+    promise), that share's lower bound too. Without `bound` the point estimates must reach them:
+    for example sets too small to promise anything (a hundred right answers of a hundred promise
+    only 0.963 at 95 %). `jobs` models are fitted at a time, in worker processes when more than one (the
     same model, up to rounding: their linear algebra may split sums over fewer threads)."""
     _check_arguments(rows, folds, jobs, class_rounds, unseen_escalation)
     began = time.monotonic()
@@ -231,6 +234,7 @@ def train(
         classes,
         target_precision,
         unseen_escalation,
+        bound,
     )
     promise = calibration.metrics["promise"]
     step(
@@ -416,6 +420,7 @@ def _calibrate(
     classes: list[str],
     target: float,
     unseen_escalation: float,
+    bound: bool = True,
 ) -> Calibration:
     """The confidence model, fitted on the rows scored out of fold (right or wrong) and on the
     rows of held-out labels (every answer to them wrong; together weighted as UNSEEN_WEIGHT of
@@ -437,12 +442,19 @@ def _calibrate(
     )
     confidences = [confidence(reliability, s, t) for s, t in zip(summaries, all_texts, strict=True)]
     known = [i for i in answerable if i < len(out_of_fold)]
-    threshold = calibrate_threshold([confidences[i] for i in known], [truth[i] for i in known], target)
+    threshold = calibrate_threshold(
+        [confidences[i] for i in known],
+        [truth[i] for i in known],
+        target,
+        level=CONFIDENCE_LEVEL if bound else None,
+    )
     held_labels = [labels[i] for i in held_rows]
     if held_out and unseen_escalation > 0:
         threshold = max(
             threshold,
-            escalation_threshold(confidences[len(out_of_fold) :], held_out, held_labels, unseen_escalation),
+            escalation_threshold(
+                confidences[len(out_of_fold) :], held_out, held_labels, unseen_escalation, bound
+            ),
         )
     known_confidences = confidences[: len(out_of_fold)]
     metrics = report(
@@ -460,6 +472,7 @@ def _calibrate(
     )
     metrics["promise"]["coverage"] = metrics["coverage"]
     metrics["promise"]["unseen_target"] = unseen_escalation if held_out else None
+    metrics["promise"]["bound"] = bound
     outcomes = [
         OUT_OF_SCOPE_OUTCOME if not s.ahead else classes[s.best] if score >= threshold else BELOW
         for s, score in zip(out_of_fold, known_confidences, strict=True)
@@ -469,17 +482,21 @@ def _calibrate(
 
 
 def escalation_threshold(
-    confidences: Sequence[float], summaries: Sequence[Summary], labels: Sequence[str], share: float
+    confidences: Sequence[float],
+    summaries: Sequence[Summary],
+    labels: Sequence[str],
+    share: float,
+    bound: bool = True,
 ) -> float:
     """The lowest threshold at which the lower bound of the 95 % interval of the expected share
-    of an unseen intent's queries escalated reaches `share`, judged on the held-out labels' rows.
-    The interval is over labels, not rows: an intent's queries escalate or not together, so the
-    rows of one label are not independent evidence."""
+    of an unseen intent's queries escalated reaches `share` (without `bound`: the mean itself),
+    judged on the held-out labels' rows. The interval is over labels, not rows: an intent's
+    queries escalate or not together, so the rows of one label are not independent evidence."""
     candidates = np.unique(np.concatenate([[0.0], np.asarray(confidences, dtype=float)]))
     if len(candidates) > ESCALATION_GRID:
         candidates = np.unique(np.quantile(candidates, np.linspace(0.0, 1.0, ESCALATION_GRID)))
     escalated = _escalated_by_label(confidences, summaries, labels, candidates)
-    low = np.array([label_interval(column)[0] for column in escalated.T])
+    low = np.array([label_interval(column)[0] if bound else column.mean() for column in escalated.T])
     passing = np.nonzero(low >= share)[0]
     return float(np.nextafter(candidates[passing[0]], np.inf)) if len(passing) else 1.0
 
@@ -630,7 +647,7 @@ def combined(linear: np.ndarray, network: np.ndarray | None, weight: float) -> n
         return linear
     with np.errstate(divide="ignore", invalid="ignore"):  # a row no round held is all zeros
         logits = np.log(linear) + weight * network
-    logits -= logits.max(axis=1, keepdims=True)
+        logits -= logits.max(axis=1, keepdims=True)
     probabilities = np.exp(logits)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     return probabilities

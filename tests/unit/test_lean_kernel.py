@@ -109,7 +109,7 @@ def test_the_nearest_row_refuses_rows_outside_the_matrix() -> None:
         kernel.nearest(([0],), values, indices, indptr, 0, 3)
     with pytest.raises(ValueError, match="outside the matrix"):
         kernel.nearest(([0],), values, np.array([0, 1, 9], dtype=np.int32), indptr, 0, 2)
-    with pytest.raises(ValueError, match="outside 0..3"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
         kernel.nearest(([7],), values, indices, indptr, 0, 2)
 
 

@@ -53,8 +53,9 @@ class Neighbours:
         take = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
         new_indptr = np.concatenate([[0], np.cumsum(lengths[order])]).astype(np.int64)
         new_values = np.asarray(values, dtype=np.float64)[take]
-        norms = np.sqrt(np.add.reduceat(new_values * new_values, new_indptr[:-1])) if len(order) else []
-        new_values /= np.repeat(norms, lengths[order])
+        if len(order):
+            norms = np.sqrt(np.add.reduceat(new_values * new_values, new_indptr[:-1]))
+            new_values /= np.repeat(norms, lengths[order])
         return cls(
             features=features,
             starts=starts,

@@ -13,7 +13,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.config.models import StoreConfig
 from gateway.errors import Unavailable
 from gateway.store.engine import create_engine
-from gateway.store.migrate import current_revision, head_revision, upgrade
 from gateway.store.shipper import spool_directory
 from gateway.store.shipper_process import ShipperProcess
 from gateway.store.spool import SpoolWriter
@@ -92,6 +91,9 @@ def prepare(config: StoreConfig) -> None:
 
 async def check_schema(store: SqlStore, config: StoreConfig) -> None:
     """Upgrade the schema (SQLite by default) or check that it is this gateway's."""
+    # Alembic (about 11 MiB) is loaded only by a worker that has a store
+    from gateway.store.migrate import current_revision, head_revision, upgrade
+
     auto = config.auto_upgrade if config.auto_upgrade is not None else config.is_sqlite
     if auto:
         await upgrade(store.engine, config.url)

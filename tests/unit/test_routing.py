@@ -134,7 +134,9 @@ def test_a_learned_router_beats_random_on_data_with_a_signal(tmp_path: Path) -> 
     )
     figures = json.loads(report.stdout)
     assert figures["learned"]["apgr"] > 0.65 and 0 < figures["learned"]["cpt50"] < 1
-    assert "heuristic" in figures
+    assert "heuristic" in figures and "learned_alone" in figures
+    # rows without subjects: no folds of unseen subjects to learn a blend from
+    assert "router saved" in trained.stdout and "of unseen subjects" not in trained.stdout
 
 
 @pytest.mark.parametrize("line", ['{"prompt": "x"}', "not json"])

@@ -39,7 +39,7 @@ from routing.router_training import train_router
 from tiers.classifier.evaluation import evaluate
 from tiers.classifier.model import ClassifierModel, Predictor
 from tiers.classifier.rows import load_rows
-from tiers.classifier.training import train
+from tiers.classifier.training import sklearn_vectorizer, train
 from tiers.types import ChatRequest, Message
 
 
@@ -134,22 +134,9 @@ def timed(call: Callable[[str], object], texts: list[str]) -> tuple[float, float
 def sparse_time(model: ClassifierModel, texts: list[str]) -> float:
     """scikit-learn's own transform + predict_proba for one text, with the model's fitted parts."""
     from scipy import sparse
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizers = []
-    for part in model.features:
-        vectorizer = TfidfVectorizer(
-            analyzer=part.analyzer,
-            ngram_range=part.ngram_range,
-            lowercase=part.lowercase,
-            token_pattern=part.token_pattern,
-            sublinear_tf=part.sublinear,
-            vocabulary=part.vocabulary,
-        )
-        vectorizer.fit([""])  # sets up the fixed vocabulary; the idf weights are the model's
-        vectorizer.idf_ = part.idf
-        vectorizers.append(vectorizer)
+    vectorizers = [sklearn_vectorizer(part) for part in model.features]
     estimator = LogisticRegression()
     estimator.coef_, estimator.intercept_ = model.coef, model.intercept
     estimator.classes_ = np.array(model.classes)

@@ -13,7 +13,6 @@ import joblib
 import numpy as np
 import pytest
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from tests.intents import make_rows, noisy_rows, write_csv, write_jsonl
@@ -28,6 +27,7 @@ from tiers.classifier.training import (
     _fit,
     fit_reliability,
     model_of,
+    sklearn_vectorizer,
     train,
 )
 
@@ -258,7 +258,7 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
     assert evaluate(noisy_model, noisy_rows()[:40])["confidence"] == "reliability"
     predictor = Predictor(noisy_model, min_confidence=0.0)
     oos = noisy_model.classes.index(OUT_OF_SCOPE)
-    vectorizers = sklearn_vectorizers(noisy_model)
+    vectorizers = [sklearn_vectorizer(part) for part in noisy_model.features]
     training = [(t, OUT_OF_SCOPE if lab is None else lab) for t, lab in noisy_rows()]
     rows = normalize(sparse.hstack([v.transform([t for t, _ in training]) for v in vectorizers]).tocsr())
     for text in (
@@ -294,24 +294,6 @@ def test_the_confidence_is_the_reliability_models_probability_that_the_label_is_
     # vague texts are less sure than clear ones
     clear = predictor.predict("what exchange rate do you use").confidence
     assert predictor.predict("card issue again").confidence < clear
-
-
-def sklearn_vectorizers(model: ClassifierModel) -> list[TfidfVectorizer]:
-    """scikit-learn's own vectorizers with a model's vocabularies and idf weights."""
-    vectorizers = []
-    for part in model.features:
-        vectorizer = TfidfVectorizer(
-            analyzer=part.analyzer,
-            ngram_range=part.ngram_range,
-            lowercase=part.lowercase,
-            token_pattern=part.token_pattern,
-            sublinear_tf=part.sublinear,
-            vocabulary=part.vocabulary,
-        )
-        vectorizer.fit([""])
-        vectorizer.idf_ = part.idf
-        vectorizers.append(vectorizer)
-    return vectorizers
 
 
 def test_a_confidence_model_round_trips_and_a_foreign_one_is_refused(

@@ -111,6 +111,22 @@ def features_of(vectorizer: TfidfVectorizer) -> TfidfFeatures:
     )
 
 
+def sklearn_vectorizer(part: TfidfFeatures) -> TfidfVectorizer:
+    """scikit-learn's own vectorizer with a model's fitted vocabulary and idf weights (the
+    reference the lean path is checked against)."""
+    vectorizer = TfidfVectorizer(
+        analyzer=part.analyzer,
+        ngram_range=part.ngram_range,
+        lowercase=part.lowercase,
+        token_pattern=part.token_pattern,
+        sublinear_tf=part.sublinear,
+        vocabulary=part.vocabulary,
+    )
+    vectorizer.fit([""])  # sets up the fixed vocabulary; the idf weights are the model's
+    vectorizer.idf_ = part.idf
+    return vectorizer
+
+
 def fit_linear(
     texts: Sequence[str],
     labels: Sequence[str],

@@ -93,6 +93,17 @@ def test_with_embeddings_the_kernel_equals_numpy(model: ClassifierModel, text: s
     lean = replace(model, head=None).lean()  # the linear part, exactly (the head: test_dense_head.py)
     assert lean.compiled
     assert np.allclose(lean.probabilities(text), lean.numpy_probabilities(text), rtol=0, atol=1e-12)
+    # the nearest training row in embedding space: the kernel's and NumPy's
+    summary = lean.decide(text, None)
+    assert model.neighbours is not None and model.neighbours.units is not None
+    expected = model.neighbours.embedding_similarity(summary.best, loaded_unit(model, text))
+    assert summary.neighbour_embedding == pytest.approx(expected, abs=1e-5)
+
+
+def loaded_unit(model: ClassifierModel, text: str) -> np.ndarray:
+    view = model.dense_view()
+    assert view is not None
+    return view.embeddings.embed(text)
 
 
 def test_with_embeddings_the_lean_path_gives_scikit_learns_probabilities(loaded: StaticEmbeddings) -> None:

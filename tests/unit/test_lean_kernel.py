@@ -143,7 +143,7 @@ def test_without_the_kernel_numpy_decides_the_same(
                 assert getattr(found, field) == pytest.approx(getattr(expected, field), abs=1e-12)
             # the nearest training row: the kernel sums in single precision, NumPy too but in another order
             assert found.neighbour == pytest.approx(expected.neighbour, abs=1e-5)
-            assert 0.0 < expected.neighbour <= 1.0 + 1e-6
+            assert 0.0 < expected.neighbour <= 1.0 + 1e-5  # single precision
         assert np.allclose(fallback.probabilities(text), lean.probabilities(text), rtol=0, atol=1e-12)
 
 

@@ -300,33 +300,47 @@ static int add_head(Kernel *self, const float *unit, double *logits) {
  * tiers/classifier/embeddings.py sums them), l2-normalised in double, times scale and the last dims rows of
  * the weights, then the head's scores if the model has one. No pieces: a zero vector, which adds
  * nothing to the linear part (the head still adds its scores for it). */
-static int add_dense(Kernel *self, PyObject *ids, double *logits) {
+/* Sums the word pieces' vectors of `ids` into total (dims floats, zeroed first), in single
+ * precision and in order, as tiers/classifier/embeddings.py sums them. Returns the sum of
+ * squares (0: no pieces), or -1 with an exception set. */
+static double sum_pieces(Kernel *self, PyObject *ids, float *total) {
     if (!PyList_Check(ids)) {
         PyErr_SetString(PyExc_TypeError, "the word pieces' ids come as a list");
-        return -1;
+        return -1.0;
     }
     Py_ssize_t n = PyList_GET_SIZE(ids), dims = self->dims, rows = self->pieces.shape[0];
-    if (n == 0 && self->heads == 0) return 0;
-    float small[1024];
-    float *total = dims <= 1024 ? small : malloc((size_t)dims * sizeof(float));
-    if (total == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
     memset(total, 0, (size_t)dims * sizeof(float));
     const uint16_t *vectors = (const uint16_t *)self->pieces.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t id = PyLong_AsSsize_t(PyList_GET_ITEM(ids, i));
-        if (id == -1 && PyErr_Occurred()) goto fail;
+        if (id == -1 && PyErr_Occurred()) return -1.0;
         if (id < 0 || id >= rows) {
             PyErr_Format(PyExc_ValueError, "word piece id %zd is outside 0..%zd", id, rows - 1);
-            goto fail;
+            return -1.0;
         }
         const uint16_t *row = vectors + id * dims;
         for (Py_ssize_t d = 0; d < dims; d++) total[d] += half_to_float(row[d]);
     }
     double squares = 0.0;
     for (Py_ssize_t d = 0; d < dims; d++) squares += (double)total[d] * (double)total[d];
+    return squares;
+}
+
+/* Adds the dense view to logits: the pieces' vectors summed (sum_pieces), l2-normalised in
+ * double, times scale and the last dims rows of the weights, then the head's scores if the model
+ * has one. No pieces: a zero vector, which adds nothing to the linear part (the head still adds
+ * its scores for it). */
+static int add_dense(Kernel *self, PyObject *ids, double *logits) {
+    Py_ssize_t dims = self->dims;
+    if (PyList_Check(ids) && PyList_GET_SIZE(ids) == 0 && self->heads == 0) return 0;
+    float small[1024];
+    float *total = dims <= 1024 ? small : malloc((size_t)dims * sizeof(float));
+    if (total == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    double squares = sum_pieces(self, ids, total);
+    if (squares < 0.0) goto fail;
     if (squares > 0.0) {
         double norm = sqrt(squares), factor = self->scale / norm;
         const float *weights = (const float *)self->weights.buf + (self->features - dims) * self->classes;
@@ -346,6 +360,66 @@ static int add_dense(Kernel *self, PyObject *ids, double *logits) {
 fail:
     if (total != small) free(total);
     return -1;
+}
+
+/* The dot product of two float vectors, summed in eight lanes so that the loop vectorises (the
+ * order of the additions differs from a plain loop's by rounding only). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static float dot_product(const float *restrict a, const float *restrict b, Py_ssize_t n) {
+    float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    Py_ssize_t d = 0;
+    for (; d + 8 <= n; d += 8)
+        for (int k = 0; k < 8; k++) lanes[k] += a[d + k] * b[d + k];
+    float sum = 0.0f;
+    for (; d < n; d++) sum += a[d] * b[d];
+    for (int k = 0; k < 8; k++) sum += lanes[k];
+    return sum;
+}
+
+/* nearest_embedding(piece_ids, units, first, last) -> float: the cosine similarity of the text's
+ * unit embedding to the nearest of rows first..last-1 of `units` (float32, rows x dims, unit
+ * rows), as tiers/classifier/neighbours.py computes it; 0.0 for no rows or no pieces. */
+static PyObject *Kernel_nearest_embedding(Kernel *self, PyObject *args) {
+    PyObject *ids;
+    Py_buffer units;
+    Py_ssize_t first, last;
+    if (!PyArg_ParseTuple(args, "Oy*nn", &ids, &units, &first, &last)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t dims = self->dims;
+    float small[1024];
+    float *total = small;
+    if (dims == 0) {
+        PyErr_SetString(PyExc_ValueError, "the kernel has no word pieces");
+        goto done;
+    }
+    Py_ssize_t rows = units.len / (Py_ssize_t)sizeof(float) / dims;
+    if (first < 0 || last < first || last > rows) {
+        PyErr_SetString(PyExc_ValueError, "rows outside the embeddings");
+        goto done;
+    }
+    if (dims > 1024 && (total = malloc((size_t)dims * sizeof(float))) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double squares = sum_pieces(self, ids, total);
+    if (squares < 0.0) goto done;
+    double best = 0.0;
+    if (squares > 0.0 && last > first) {
+        double norm = sqrt(squares);
+        for (Py_ssize_t d = 0; d < dims; d++) total[d] = (float)((double)total[d] / norm);
+        const float *row = (const float *)units.buf + first * dims;
+        for (Py_ssize_t r = first; r < last; r++, row += dims) {
+            float dot = dot_product(row, total, dims);
+            if (dot > best) best = dot;
+        }
+    }
+    result = PyFloat_FromDouble(best);
+done:
+    if (total != small) free(total);
+    PyBuffer_Release(&units);
+    return result;
 }
 
 /* Fills probs (classes doubles) with the softmax of the text's logits; *entropy (if not NULL)
@@ -506,6 +580,9 @@ done:
 }
 
 static PyMethodDef Kernel_methods[] = {
+    {"nearest_embedding", (PyCFunction)Kernel_nearest_embedding, METH_VARARGS,
+     "nearest_embedding(piece_ids, units, first, last) -> float: the text's embedding's cosine similarity"
+     " to the nearest of rows first..last-1 of unit embeddings."},
     {"nearest", (PyCFunction)Kernel_nearest, METH_VARARGS,
      "nearest(parts, values, indices, indptr, first, last) -> float: the text's cosine similarity to the"
      " nearest of rows first..last-1 of a CSR matrix of unit rows."},

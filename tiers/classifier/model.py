@@ -210,10 +210,9 @@ class LeanClassifier:
         share of the text's terms out of the vocabulary and its similarity to the best class's
         nearest training row."""
         ids, unseen = self._features.counted_ids(text)
+        parts = self._kernel_input(text, ids)
         if self._kernel is not None:
-            best, top, runner_up, entropy = self._kernel.decide(
-                self._kernel_input(text, ids), -1 if excluded is None else excluded
-            )
+            best, top, runner_up, entropy = self._kernel.decide(parts, -1 if excluded is None else excluded)
         else:
             found = summarise(self.numpy_probabilities(text), excluded)
             best, top, runner_up, entropy = found.best, found.top, found.runner_up, found.entropy
@@ -230,7 +229,10 @@ class LeanClassifier:
                 if weighted is not None:
                     near = neighbours.similarity(best, *weighted)
             if self._dense is not None and neighbours.units is not None:
-                near_embedding = neighbours.embedding_similarity(best, self._dense.embeddings.embed(text))
+                if self._kernel is not None:
+                    near_embedding = self._kernel.nearest_embedding(parts[-1], neighbours.units, first, last)
+                else:
+                    near_embedding = neighbours.embedding_similarity(best, self._dense.embeddings.embed(text))
         return Summary(best, top, runner_up, entropy, *unseen, near, near_embedding)
 
     def numpy_probabilities(self, text: str) -> np.ndarray:

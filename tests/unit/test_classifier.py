@@ -16,6 +16,7 @@ from scipy import sparse
 from sklearn.preprocessing import normalize
 
 from tests.intents import make_rows, noisy_rows, write_csv, write_jsonl
+from tiers.classifier.calibration import fit_reliability
 from tiers.classifier.confidence import Summary
 from tiers.classifier.evaluation import calibrate_threshold, evaluate
 from tiers.classifier.folds import calibration_folds
@@ -25,7 +26,6 @@ from tiers.classifier.training import (
     DEFAULT_CLASS_ROUNDS,
     DEFAULT_FOLDS,
     _fit,
-    fit_reliability,
     model_of,
     sklearn_vectorizer,
     train,

@@ -14,13 +14,14 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from tests.intents import INTENTS, make_rows, write_csv
+from tiers.classifier.calibration import escalation_threshold, label_interval
 from tiers.classifier.confidence import REASONS, SIGNALS, Reliability, Summary
 from tiers.classifier.evaluation import wilson
 from tiers.classifier.folds import calibration_folds, class_rounds, near_duplicate_groups
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, Predictor
 from tiers.classifier.neighbours import Neighbours
 from tiers.classifier.rows import DataError
-from tiers.classifier.training import escalation_threshold, label_interval, train
+from tiers.classifier.training import train
 
 
 def test_near_duplicates_of_one_label_share_a_group() -> None:

@@ -46,7 +46,8 @@ from routing.ladder import Ladder
 from routing.learned_router import LearnedScorer
 from tiers.base import Tier
 from tiers.classifier.embeddings import StaticEmbeddings
-from tiers.classifier.model import ClassifierModel, ClassifierTier, Predictor
+from tiers.classifier.model import ClassifierModel, Predictor
+from tiers.classifier.tier import ClassifierTier
 from tiers.llm.circuit import CircuitBreaker
 from tiers.llm.guards import Bulkhead
 from tiers.rules import RulesTier

@@ -14,7 +14,8 @@ from gateway.observe.alerts import BudgetAlerts
 from gateway.observe.metrics import Metrics
 from gateway.store.runtime import StoreRuntime
 from tiers.base import Tier
-from tiers.classifier.model import OUT_OF_SCOPE, ClassifierTier, Predictor
+from tiers.classifier.model import OUT_OF_SCOPE, Predictor
+from tiers.classifier.tier import ClassifierTier
 
 
 @dataclass(frozen=True, slots=True)

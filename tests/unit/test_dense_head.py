@@ -17,9 +17,10 @@ from tests.intents import MIXED_TEXTS, make_rows
 from tiers.classifier import _lean
 from tiers.classifier.embeddings import StaticEmbeddings
 from tiers.classifier.head import DenseHead
+from tiers.classifier.head_fitting import HEAD_INPUT_SCALE, fit_head, head_weight
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, ModelError
 from tiers.classifier.rows import DataError
-from tiers.classifier.training import HEAD_INPUT_SCALE, _fit_head, head_weight, train
+from tiers.classifier.training import train
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def rows() -> list[tuple[str, str | None]]:
 @pytest.fixture(scope="module")
 def network(loaded: StaticEmbeddings, rows: list[tuple[str, str | None]]):  # type: ignore[no-untyped-def]
     units = np.array([loaded.embed(t) for t, _ in rows])
-    return _fit_head(units, [label or OUT_OF_SCOPE for _, label in rows], seed=0)
+    return fit_head(units, [label or OUT_OF_SCOPE for _, label in rows], seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_training_with_embeddings_chooses_and_records_the_head_weight(
 def test_a_two_class_head_scores_both_classes(loaded: StaticEmbeddings) -> None:
     rows = [(t, lab) for t, lab in make_rows() if lab in ("card_arrival", "lost_card")]
     units = np.array([loaded.embed(t) for t, _ in rows])
-    network = _fit_head(units, [str(lab) for _, lab in rows], seed=0)
+    network = fit_head(units, [str(lab) for _, lab in rows], seed=0)
     head = DenseHead.folded(network.coefs_, network.intercepts_, HEAD_INPUT_SCALE, 1.0)
     assert head.out_weights.shape[1] == 2
     scores = np.array([head.scores(u) for u in units])

@@ -86,29 +86,42 @@ def calibrate(
                 confidences[len(out_of_fold) :], held_out, held_labels, unseen_escalation, bound
             ),
         )
-    known_confidences = confidences[: len(out_of_fold)]
-    metrics = report(
-        [
-            Prediction.at(classes[s.best], score, threshold, s.ahead)
-            for s, score in zip(out_of_fold, known_confidences, strict=True)
-        ],
-        [None if y == OUT_OF_SCOPE else y for y in labels],
-        threshold,
-    )
+    metrics = _metrics(out_of_fold, confidences[: len(out_of_fold)], texts, labels, classes, threshold)
     metrics["confidence"] = confidence_kind(reliability)
     answered = [s.ahead and score >= threshold for s, score in zip(summaries, confidences, strict=True)]
     metrics["promise"] = promise(
         answered[: len(out_of_fold)], correct, answered[len(out_of_fold) :], held_labels, target
+    ) | {
+        "coverage": metrics["coverage"],
+        "unseen_target": unseen_escalation if held_out else None,
+        "bound": bound,
+    }
+    return Calibration(reliability, threshold, metrics)
+
+
+def _metrics(
+    out_of_fold: list[Summary],
+    confidences: list[float],
+    texts: list[str],
+    labels: list[str],
+    classes: list[str],
+    threshold: float,
+) -> dict[str, Any]:
+    """The out-of-fold figures at the threshold (evaluation.report) and the drift baseline."""
+    metrics = report(
+        [
+            Prediction.at(classes[s.best], score, threshold, s.ahead)
+            for s, score in zip(out_of_fold, confidences, strict=True)
+        ],
+        [None if y == OUT_OF_SCOPE else y for y in labels],
+        threshold,
     )
-    metrics["promise"]["coverage"] = metrics["coverage"]
-    metrics["promise"]["unseen_target"] = unseen_escalation if held_out else None
-    metrics["promise"]["bound"] = bound
     outcomes = [
         OUT_OF_SCOPE_OUTCOME if not s.ahead else classes[s.best] if score >= threshold else BELOW
-        for s, score in zip(out_of_fold, known_confidences, strict=True)
+        for s, score in zip(out_of_fold, confidences, strict=True)
     ]
-    metrics["baseline"] = drift_baseline(texts, known_confidences, outcomes)
-    return Calibration(reliability, threshold, metrics)
+    metrics["baseline"] = drift_baseline(texts, confidences, outcomes)
+    return metrics
 
 
 def escalation_threshold(
@@ -214,3 +227,15 @@ def fit_reliability(
         intercept=float(fitted.intercept_[0]),
         typical=(*(float(t) for t in typical), label_term),
     )
+
+
+def promise_summary(threshold: float, promise: dict[str, Any]) -> str:
+    """A threshold and its promise in one line, as training reports it."""
+    low, high = promise["interval"]
+    line = (
+        f"threshold {threshold:.4f}: precision {promise['precision']:.4f} (95 % interval"
+        f" {low:.4f}-{high:.4f}), coverage {promise['coverage']:.4f}"
+    )
+    if promise["unseen_escalated"] is not None:
+        line += f", unseen intents escalated {promise['unseen_escalated']:.4f}"
+    return line

@@ -15,7 +15,6 @@ with joblib (a pickle): load only files you made or trust.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -31,13 +30,11 @@ try:
 except ImportError:  # not built: the NumPy path computes the same
     _lean = None  # type: ignore[assignment]
 
-from tiers.base import TierRequest
 from tiers.classifier.confidence import Reliability, Summary, confidence, word_count
 from tiers.classifier.embeddings import EmbeddingsError, StaticEmbeddings, installed_sha256
 from tiers.classifier.head import DenseHead
 from tiers.classifier.neighbours import Neighbours
 from tiers.classifier.tfidf import StackedTfidf, TfidfFeatures, Unseen
-from tiers.types import Answer, Escalate
 
 log = logging.getLogger("tiergate.classifier")
 
@@ -49,8 +46,6 @@ ARTIFACT_FORMAT = 6
 READABLE_FORMATS = (2, 3, 4, 5, 6)
 OUT_OF_SCOPE = "__out_of_scope__"
 NOTHING_UNSEEN = Unseen(0.0, 0.0)
-# Texts longer than this are scored in a worker thread so the event loop never waits on them.
-INLINE_CHARS = 2000
 # Coefficients are kept in single precision: half the memory of a worker's largest part,
 # probabilities within 1e-6 of double precision's (tested), and the same decisions. Features and
 # logits stay in double precision.
@@ -477,32 +472,3 @@ class Predictor:
             if why is not None:
                 return dataclasses.replace(prediction, why=why)
         return prediction
-
-
-class ClassifierTier:
-    name = "classifier"
-
-    def __init__(self, predictor: Predictor) -> None:
-        self._predictor = predictor
-
-    @property
-    def predictor(self) -> Predictor:
-        return self._predictor
-
-    async def decide(self, request: TierRequest) -> Answer | Escalate:
-        text = request.chat.last_user_text()
-        if len(text) > INLINE_CHARS:
-            prediction = await asyncio.to_thread(self._predictor.predict, text)
-        else:
-            prediction = self._predictor.predict(text)
-        if prediction.escalate:
-            reason = (
-                f"confidence {prediction.confidence:.3f} below {self._predictor.threshold:.3f}"
-                f" (best guess {prediction.best!r})"
-                + ("" if prediction.why is None else f": {prediction.why}")
-                if prediction.ahead
-                else f"out of scope: the best label {prediction.best!r} does not lead the out-of-scope"
-                " class (or ties another label)"
-            )
-            return Escalate(tier=self.name, reason=reason, confidence=prediction.confidence)
-        return Answer(tier=self.name, content=prediction.label, confidence=prediction.confidence)

@@ -13,7 +13,6 @@ is added to its TF-IDF features, and a small network over the embedding
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,19 +21,24 @@ import joblib
 import numpy as np
 import sklearn
 from scipy import sparse
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
 
-from tiers.classifier.calibration import calibrate
+from tiers.classifier.calibration import calibrate, promise_summary
 from tiers.classifier.confidence import (
     Summary,
 )
 from tiers.classifier.embeddings import SOURCE, EmbeddingsError, StaticEmbeddings
-from tiers.classifier.folds import calibration_folds, near_duplicate_groups
+from tiers.classifier.folds import Split, calibration_folds, near_duplicate_groups
 from tiers.classifier.folds import class_rounds as hold_out_classes
-from tiers.classifier.head import DenseHead
+from tiers.classifier.head_fitting import (
+    HEAD_INPUT_SCALE,
+    HEAD_WEIGHTS,
+    combined,
+    final_head,
+    fit_head,
+    head_weight,
+)
 from tiers.classifier.model import (
     OUT_OF_SCOPE,
     WEIGHTS,
@@ -59,15 +63,6 @@ DEFAULT_UNSEEN_ESCALATION = 0.9
 # The linear model's solver stops when its gradient is this small (scikit-learn's default is
 # 1e-4: twice the iterations for the same decisions; benchmarks/QUALITY.md).
 SOLVER_TOL = 1e-3
-# The head over the embeddings (tiers/classifier/head.py): HEAD_UNITS hidden units, L2 strength
-# HEAD_ALPHA, HEAD_EPOCHS passes of Adam, fed HEAD_INPUT_SCALE times the unit embedding (whose
-# entries are about 0.06; the optimiser's defaults suit inputs near 1). Its scores count
-# HEAD_WEIGHTS[i] times, whichever gives the lowest out-of-fold log loss (0: no head).
-HEAD_UNITS = 256
-HEAD_ALPHA = 0.01
-HEAD_EPOCHS = 50
-HEAD_INPUT_SCALE = 10.0
-HEAD_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5)
 
 
 def _vectorizers() -> list[TfidfVectorizer]:
@@ -218,13 +213,7 @@ def train(
     labels += [OUT_OF_SCOPE] * (len(texts) - len(labels))
     classes = sorted(set(labels))  # the final model's, as scikit-learn orders them
     units = None if dense is None else np.array([dense.embeddings.embed(t) for t in texts])
-    groups = near_duplicate_groups(texts, labels)
-    splits = calibration_folds(labels, folds, seed, groups)
-    rounds = hold_out_classes(labels, class_rounds, seed, keep=(OUT_OF_SCOPE,))
-    step(
-        f"{len(splits)} folds ({len(texts) - len(set(groups.tolist()))} near-duplicate rows kept with"
-        f" their twins) and {len(rounds)} rounds holding out labels, {jobs} at a time"
-    )
+    splits, rounds = _plan_rounds(texts, labels, folds, class_rounds, seed, jobs, step)
     known, unknown, (vectorizers, estimator) = _score_rounds(
         Fold(texts, labels, c, seed, dense, units), splits, rounds, classes, jobs, step
     )
@@ -243,21 +232,12 @@ def train(
         unseen_escalation,
         bound,
     )
-    promise = calibration.metrics["promise"]
-    step(
-        f"threshold {calibration.threshold:.4f}: precision {promise['precision']:.4f} (95 % interval"
-        f" {promise['interval'][0]:.4f}-{promise['interval'][1]:.4f}), coverage {promise['coverage']:.4f}"
-        + (
-            ""
-            if promise["unseen_escalated"] is None
-            else f", unseen intents escalated {promise['unseen_escalated']:.4f}"
-        )
-    )
+    step(promise_summary(calibration.threshold, calibration.metrics["promise"]))
     if known.network is not None:
         calibration.metrics["head_weight"] = weight
     if [str(k) for k in estimator.classes_] != classes:  # label_bias is indexed by this order
         raise RuntimeError("the fitted classes are not in the order the confidence model assumed")
-    head = _final_head(units, labels, classes, seed, weight)
+    head = final_head(units, labels, classes, seed, weight)
     step("done")
     return model_of(
         vectorizers,
@@ -271,6 +251,26 @@ def train(
         head=head,
         neighbours=neighbours_of(vectorizers, texts, labels, classes, units),
     )
+
+
+def _plan_rounds(
+    texts: list[str],
+    labels: list[str],
+    folds: int,
+    class_rounds: int,
+    seed: int,
+    jobs: int,
+    step: Callable[[str], None],
+) -> tuple[list[Split], list[Split]]:
+    """The folds (near duplicates kept together) and the rounds holding out labels."""
+    groups = near_duplicate_groups(texts, labels)
+    splits = calibration_folds(labels, folds, seed, groups)
+    rounds = hold_out_classes(labels, class_rounds, seed, keep=(OUT_OF_SCOPE,))
+    step(
+        f"{len(splits)} folds ({len(texts) - len(set(groups.tolist()))} near-duplicate rows kept with"
+        f" their twins) and {len(rounds)} rounds holding out labels, {jobs} at a time"
+    )
+    return splits, rounds
 
 
 def neighbours_of(
@@ -411,18 +411,6 @@ def _score_rounds(
     return known, unknown, final
 
 
-def _final_head(
-    units: np.ndarray | None, labels: list[str], classes: list[str], seed: int, weight: float
-) -> DenseHead | None:
-    """The head fitted on all rows, when the out-of-fold weighting kept it."""
-    if weight <= 0 or units is None:
-        return None
-    fitted = _fit_head(units, labels, seed)
-    if [str(k) for k in fitted.classes_] != classes:
-        raise RuntimeError("the head's classes are not in the linear model's order")
-    return DenseHead.folded(fitted.coefs_, fitted.intercepts_, HEAD_INPUT_SCALE, weight)
-
-
 @dataclass(frozen=True)
 class Fold:
     """What scoring one fold needs, picklable for a worker process."""
@@ -462,7 +450,7 @@ class Fold:
         scored = [lean.scores(text) for text in held_texts]
         network = None
         if self.units is not None:
-            fitted = _fit_head(self.units[fit_rows], fit_labels, self.seed)
+            fitted = fit_head(self.units[fit_rows], fit_labels, self.seed)
             network = fitted.predict_log_proba((HEAD_INPUT_SCALE * self.units[held_rows]).astype(np.float32))
         return Scoring(
             number,
@@ -488,42 +476,3 @@ class Scoring:
     unseen: np.ndarray
     near: np.ndarray
     near_embedding: np.ndarray | None
-
-
-def _fit_head(units: np.ndarray, labels: Sequence[str], seed: int) -> MLPClassifier:
-    """The head's network, fitted for HEAD_EPOCHS passes (a budget, not a convergence test)."""
-    network = MLPClassifier((HEAD_UNITS,), alpha=HEAD_ALPHA, max_iter=HEAD_EPOCHS, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return network.fit((HEAD_INPUT_SCALE * units).astype(np.float32), list(labels))
-
-
-def combined(linear: np.ndarray, network: np.ndarray | None, weight: float) -> np.ndarray:
-    """The linear model's probabilities times the head's to the power `weight`, renormalised."""
-    if network is None or weight == 0:
-        return linear
-    with np.errstate(divide="ignore", invalid="ignore"):  # a row no round held is all zeros
-        logits = np.log(linear) + weight * network
-        logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return probabilities
-
-
-def head_weight(
-    linear: np.ndarray, network: np.ndarray | None, truth: Sequence[int]
-) -> tuple[float, np.ndarray]:
-    """The weight of HEAD_WEIGHTS whose combined probabilities (the linear model's times the
-    head's to that power, renormalised) have the lowest log loss on the true classes, and those
-    probabilities. Without a head: 0 and the linear model's."""
-    if network is None:
-        return 0.0, linear
-    rows = np.arange(len(truth))
-    best: tuple[float, float, np.ndarray] | None = None
-    for weight in HEAD_WEIGHTS:
-        probabilities = combined(linear, network, weight)
-        loss = float(-np.log(np.maximum(probabilities[rows, truth], 1e-300)).mean())
-        if best is None or loss < best[0]:
-            best = (loss, weight, probabilities)
-    assert best is not None
-    return best[1], best[2]

@@ -77,6 +77,16 @@ def test_the_kernel_refuses_bad_pieces() -> None:
     out = np.empty(2)
     with pytest.raises(ValueError, match="word piece id 4"):
         kernel.probabilities(([], [4]), out)
+    # the nearest training row in embedding space: pieces (1, 1) make the unit (0.707, 0.707)
+    units = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    assert kernel.nearest_embedding([0], units, 0, 2) == pytest.approx((0.6 + 0.8) / np.sqrt(2), abs=1e-6)
+    assert kernel.nearest_embedding([], units, 0, 2) == 0.0
+    with pytest.raises(ValueError, match="rows outside"):
+        kernel.nearest_embedding([0], units, 0, 3)
+    with pytest.raises(ValueError, match="word piece id 4"):
+        kernel.nearest_embedding([4], units, 0, 2)
+    with pytest.raises(ValueError, match="no word pieces"):
+        _lean.Kernel(weights, np.zeros(2), np.ones(3), (True,)).nearest_embedding([0], units, 0, 2)
     with pytest.raises(ValueError, match="feature id 1"):
         kernel.probabilities(([1], [0]), out)  # rows 1 and 2 are the dense view's, not features
     with pytest.raises(TypeError, match="one of word piece ids"):

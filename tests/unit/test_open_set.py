@@ -151,6 +151,13 @@ def test_an_intent_never_trained_on_escalates(open_model: ClassifierModel) -> No
     assert all(label in (None, lab) for label, lab in answered)
 
 
+def test_without_the_unseen_intent_promise_the_threshold_answers_more(open_model: ClassifierModel) -> None:
+    closed = train(without(make_rows(), "exchange_rate"), target_precision=0.95, unseen_escalation=0.0)
+    assert closed.metrics["out_of_fold"]["promise"]["unseen_target"] == 0.0
+    assert closed.threshold < open_model.threshold  # here the promise on unseen intents binds
+    assert closed.metrics["out_of_fold"]["coverage"] > open_model.metrics["out_of_fold"]["coverage"]
+
+
 def test_without_class_rounds_nothing_is_promised_of_unseen_intents() -> None:
     model = train(without(make_rows(), "exchange_rate"), target_precision=0.95, class_rounds=0)
     promise = model.metrics["out_of_fold"]["promise"]

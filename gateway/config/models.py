@@ -370,6 +370,12 @@ class StoreConfig(Model):
 
     url: str = Field(description="sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB (a fleet)")
     retention_days: float = Field(30.0, gt=0, description="decisions older than this are deleted")
+    responses_keep_days: float = Field(
+        30.0,
+        gt=0,
+        description="how long a Responses API response is kept (for previous_response_id and"
+        " GET /v1/responses/{id})",
+    )
     spool_dir: str | None = Field(
         None,
         description="where each worker spools its records before they are shipped (a worker ships"

@@ -32,9 +32,11 @@ from gateway.errors import (
     StatusError,
     Unauthorized,
 )
-from gateway.http.chat_completions import CHAT_PATH, chat_completions, serve_chat
+from gateway.http.chat_completions import CHAT, CHAT_PATH, chat_completions
+from gateway.http.edge import Dialect, serve
 from gateway.http.feedback import agent_feedback
 from gateway.http.openapi import openapi_document
+from gateway.http.responses_api import RESPONSES, RESPONSES_HANDLERS, RESPONSES_PATH
 from gateway.http.state import current_gateway
 from gateway.runtime.build import Gateway
 from gateway.runtime.holder import GatewayHolder
@@ -133,15 +135,17 @@ def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
 
 
 class GatewayApp:
-    """The ASGI app: `POST /v1/chat/completions` goes straight to its handler; everything else
-    (lifespan, admin, health, metrics, and unusual spellings of the chat path) through Litestar."""
+    """The ASGI app: the model APIs' exact paths go straight to their handlers; everything else
+    (lifespan, admin, health, metrics, and unusual spellings of those paths) through Litestar."""
 
     def __init__(self, framework: Litestar) -> None:
         self.framework = framework
+        self._direct: dict[str, Dialect] = {CHAT_PATH: CHAT, RESPONSES_PATH: RESPONSES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == CHAT_PATH:
-            await serve_chat(self.framework.state.holder.current, scope, receive, send)
+        dialect = self._direct.get(scope["path"]) if scope["type"] == "http" else None
+        if dialect is not None:
+            await serve(dialect, self.framework.state.holder.current, scope, receive, send)
         else:
             await self.framework(scope, receive, send)
 
@@ -178,6 +182,7 @@ def create_app(
     framework = Litestar(
         route_handlers=[
             chat_completions,
+            *RESPONSES_HANDLERS,
             agent_feedback,
             agent_approval,
             *BATCH_HANDLERS,

@@ -60,11 +60,13 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[T], max_body_bytes: i
 
 def decode_chat_request(body: bytes, limits: InputLimits) -> ChatRequest:
     request = decode_json(body, _DECODER, limits.max_body_bytes)
-    _check(request, limits)
+    check_chat_request(request, limits)
     return request
 
 
-def _check(request: ChatRequest, limits: InputLimits) -> None:
+def check_chat_request(request: ChatRequest, limits: InputLimits) -> None:
+    """What the gateway asks of every chat request, however it arrived (another API's request is
+    checked once translated)."""
     if not request.model:
         raise BadRequest("model must not be empty", param="model")
     if not request.messages:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.config.models import StoreConfig
 from gateway.errors import Unavailable
 from gateway.store.engine import create_engine
+from gateway.store.responses import StoredResponses
 from gateway.store.shipper import spool_directory
 from gateway.store.shipper_process import ShipperProcess
 from gateway.store.spool import SpoolWriter
@@ -45,6 +46,7 @@ class StoreRuntime:
     store: SqlStore
     spool: SpoolWriter
     shipper: ShipperProcess
+    responses: StoredResponses
 
     @classmethod
     async def open(cls, config: StoreConfig) -> StoreRuntime:
@@ -62,7 +64,8 @@ class StoreRuntime:
         spool = SpoolWriter(
             spool_directory(config.spool_dir, config.url), int(config.spool_max_mb * 1024 * 1024)
         )
-        return cls(config, store, spool, await ShipperProcess.start(config, spool))
+        responses = StoredResponses(engine, config.responses_keep_days * 86400)
+        return cls(config, store, spool, await ShipperProcess.start(config, spool), responses)
 
     async def close(self) -> None:
         """Ship what is spooled (for a few seconds at most), then stop; the rest stays spooled."""

@@ -225,3 +225,17 @@ console_sessions = Table(
     Column("created", Double, nullable=False),
     Column("expires", Double, nullable=False),
 )
+
+# Responses API responses kept for `previous_response_id` and `GET /v1/responses/{id}`: the
+# response object and the conversation it ends (as chat messages), both JSON.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(128), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("expires", Double, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("history", Text, nullable=False),
+    Index("ix_responses_expires", "expires"),
+)

@@ -229,8 +229,12 @@ class SimulatedUpstream:
         return "Simulated answer: " + " ".join(words[: self.settings.reply_words]) + "."
 
     def tool_calls(self, request: ChatRequest, wrong: bool) -> list[dict[str, Any]]:
-        """A call of the named (or, with tool_choice "required", the first) tool."""
-        if not request.tools or request.tool_choice in (None, "none", "auto"):
+        """A call of the named (or, with tool_choice "required", the first) tool. With "auto" (the
+        default) it behaves like an agent's model: it calls the first tool when the user spoke
+        last, and answers in words once a tool's result is in."""
+        if not request.tools or request.tool_choice == "none":
+            return []
+        if request.tool_choice in (None, "auto") and request.messages[-1].role != "user":
             return []
         tool = request.tools[0]
         if isinstance(request.tool_choice, dict):
@@ -368,8 +372,21 @@ class SimulatedUpstream:
         if latency:
             await asyncio.sleep(latency / 1000)
         await response.write(reply.chunk({"role": "assistant", "content": ""}, None))
-        pieces = [w + " " for w in reply.text.split(" ")]
-        pieces[-1] = pieces[-1].rstrip(" ")
+        for index, call in enumerate(reply.calls):  # the call, then its arguments in two pieces
+            opening = {
+                **call,
+                "index": index,
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            await response.write(reply.chunk({"tool_calls": [opening]}, None))
+            arguments = call["function"]["arguments"]
+            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                await response.write(
+                    reply.chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
+                )
+        pieces = [w + " " for w in reply.text.split(" ")] if reply.text or not reply.calls else []
+        if pieces:
+            pieces[-1] = pieces[-1].rstrip(" ")
         per_piece = self.settings.per_token_ms * reply.usage.completion_tokens / max(1, len(pieces)) / 1000
         if reply.fault == "stutter":
             pieces = pieces[:2] + ["again "] * 500

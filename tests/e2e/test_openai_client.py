@@ -288,7 +288,15 @@ def test_an_unknown_path_is_404_in_openai_shape(gateway: str) -> None:
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
-def test_a_client_that_disconnects_mid_stream_is_charged_what_was_generated() -> None:
+STREAMED = {
+    "chat/completions": {"model": "auto", "stream": True, "messages": USER},
+    "responses": {"model": "auto", "stream": True, "input": USER[0]["content"]},
+    "messages": {"model": "auto", "stream": True, "max_tokens": 1024, "messages": USER},
+}
+
+
+@pytest.mark.parametrize("path", list(STREAMED))
+def test_a_client_that_disconnects_mid_stream_is_charged_what_was_generated(path: str) -> None:
     agents = [{"id": "agent", "api_key": DEMO_KEY, "budget": {"tokens_per_day": 100_000}}]
     with (
         simulator_server(SimulatorSettings(per_token_ms=40, reply_words=60)) as (sim_url, _),
@@ -298,9 +306,9 @@ def test_a_client_that_disconnects_mid_stream_is_charged_what_was_generated() ->
         admin = {"authorization": f"Bearer {ADMIN_KEY}"}
         with httpx.stream(
             "POST",
-            f"{url}/chat/completions",
+            f"{url}/{path}",
             headers={"authorization": f"Bearer {DEMO_KEY}"},
-            json={"model": "auto", "stream": True, "messages": USER},
+            json=STREAMED[path],
         ) as response:
             decision_id = response.headers["x-tiergate-decision-id"]
             lines = response.iter_lines()

@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.http.chat_completions import CHAT, CHAT_PATH, chat_completions
 from gateway.http.edge import Dialect, serve
 from gateway.http.feedback import agent_feedback
+from gateway.http.messages_api import MESSAGES, MESSAGES_PATH, create_message
 from gateway.http.openapi import openapi_document
 from gateway.http.responses_api import RESPONSES, RESPONSES_HANDLERS, RESPONSES_PATH
 from gateway.http.state import current_gateway
@@ -140,7 +141,11 @@ class GatewayApp:
 
     def __init__(self, framework: Litestar) -> None:
         self.framework = framework
-        self._direct: dict[str, Dialect] = {CHAT_PATH: CHAT, RESPONSES_PATH: RESPONSES}
+        self._direct: dict[str, Dialect] = {
+            CHAT_PATH: CHAT,
+            RESPONSES_PATH: RESPONSES,
+            MESSAGES_PATH: MESSAGES,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dialect = self._direct.get(scope["path"]) if scope["type"] == "http" else None
@@ -183,6 +188,7 @@ def create_app(
         route_handlers=[
             chat_completions,
             *RESPONSES_HANDLERS,
+            create_message,
             agent_feedback,
             agent_approval,
             *BATCH_HANDLERS,

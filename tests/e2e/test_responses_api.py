@@ -4,7 +4,6 @@ against a real gateway, with the rules, classifier and LLM tiers answering."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,20 +13,10 @@ from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_traci
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config, store_settings
-from tests.intents import noisy_rows
+from tests.conftest import ADMIN_KEY, DEMO_KEY, OTHER_KEY, make_config
 from tests.servers import gateway_server
-from tiers.classifier.training import train
 
 pytestmark = pytest.mark.e2e
-ROUTES = [
-    {
-        "name": "support",
-        "rules": [{"when": {"last_user_matches": "(?i)reset (my )?password"}, "answer": "account_access"}],
-        "llm": ["small", "large"],
-    },
-    {"name": "auto", "llm": ["small", "large"]},
-]
 LOOKUP = {
     "type": "function",
     "name": "lookup_order",
@@ -40,19 +29,9 @@ LOOKUP = {
 }
 
 
-@pytest.fixture(scope="module")
-def gateway(simulator: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("responses")
-    model = tmp / "intents.joblib"
-    train(noisy_rows(), target_precision=0.95, class_rounds=0, bound=False).save(model)
-    routes = [{**ROUTES[0], "classifier": {"model": str(model)}}, ROUTES[1]]
-    agents = [
-        {"id": "agent", "api_key": DEMO_KEY, "budget": {"tokens_per_day": 1_000_000}},
-        {"id": "other", "api_key": OTHER_KEY},
-    ]
-    store = store_settings(f"sqlite:///{tmp}/store.db", tmp)
-    with gateway_server(make_config(simulator[0], routes=routes, agents=agents, store=store)) as url:
-        yield url
+@pytest.fixture()
+def gateway(tiered_gateway: str) -> str:
+    return tiered_gateway
 
 
 @pytest.fixture()

@@ -230,11 +230,11 @@ class SimulatedUpstream:
 
     def tool_calls(self, request: ChatRequest, wrong: bool) -> list[dict[str, Any]]:
         """A call of the named (or, with tool_choice "required", the first) tool. With "auto" (the
-        default) it behaves like an agent's model: it calls the first tool when the user spoke
-        last, and answers in words once a tool's result is in."""
+        default) it behaves like an agent's model: it calls the first tool, and answers in words
+        once a tool's result is in the conversation."""
         if not request.tools or request.tool_choice == "none":
             return []
-        if request.tool_choice in (None, "auto") and request.messages[-1].role != "user":
+        if request.tool_choice in (None, "auto") and any(m.role == "tool" for m in request.messages):
             return []
         tool = request.tools[0]
         if isinstance(request.tool_choice, dict):

@@ -133,6 +133,24 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         return msgspec.structs.replace(self, **changes) if changes else self
 
 
+class EmbeddingsRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """An embeddings request as OpenAI defines it: texts, or texts already turned into token ids."""
+
+    model: str
+    input: str | list[Any]  # str, list[str], list[int] or list[list[int]] (the edge checks which)
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = None
+    user: str | None = None
+
+    def texts(self) -> list[str] | None:
+        """The input's texts; None when it is given as token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, str) for item in self.input):
+            return self.input  # type: ignore[return-value]
+        return None
+
+
 class Usage(msgspec.Struct, omit_defaults=False):
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -87,6 +87,9 @@ def _route_problems(config: GatewayConfig, upstream_names: set[str]) -> list[str
         for j, name in enumerate(route.llm):
             if name not in upstream_names:
                 problems.append(f"routes[{i}].llm[{j}]: unknown upstream {name!r}")
+        for j, name in enumerate(route.embeddings):
+            if name not in upstream_names:
+                problems.append(f"routes[{i}].embeddings[{j}]: unknown upstream {name!r}")
         if route.audit is not None and route.audit.reference not in upstream_names:
             problems.append(f"routes[{i}].audit.reference: unknown upstream {route.audit.reference!r}")
         if route.audit is not None and route.audit.on_breach == "tighten" and route.classifier is None:

@@ -328,6 +328,10 @@ class RouteConfig(Model):
     rules: list[RuleConfig] = []
     classifier: ClassifierConfig | None = None
     llm: list[str] = []
+    embeddings: list[str] = Field(
+        [],
+        description="upstreams that serve POST /v1/embeddings for this model name, tried in order",
+    )
     output_schema: dict[str, Any] | None = None
     repair: bool = Field(True, description="show an answer that failed validation back to its LLM once")
     complexity: ComplexityConfig | None = None
@@ -338,8 +342,8 @@ class RouteConfig(Model):
 
     @model_validator(mode="after")
     def _has_a_tier(self) -> RouteConfig:
-        if not (self.rules or self.classifier or self.llm):
-            raise ValueError("a route needs at least one tier: rules, classifier or llm")
+        if not (self.rules or self.classifier or self.llm or self.embeddings):
+            raise ValueError("a route needs at least one tier (rules, classifier or llm) or embeddings")
         return self
 
 

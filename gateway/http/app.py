@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import msgspec
@@ -33,7 +34,8 @@ from gateway.errors import (
     Unauthorized,
 )
 from gateway.http.chat_completions import CHAT, CHAT_PATH, chat_completions
-from gateway.http.edge import Dialect, serve
+from gateway.http.edge import serve
+from gateway.http.embeddings_api import EMBEDDINGS_PATH, create_embeddings, serve_embeddings
 from gateway.http.feedback import agent_feedback
 from gateway.http.messages_api import MESSAGES, MESSAGES_PATH, create_message
 from gateway.http.openapi import openapi_document
@@ -135,22 +137,26 @@ def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
     return _gateway_error(request, GatewayError("internal error; see the gateway's log"))
 
 
+Direct = Callable[[Gateway, Scope, Receive, Send], Awaitable[None]]
+
+
 class GatewayApp:
     """The ASGI app: the model APIs' exact paths go straight to their handlers; everything else
     (lifespan, admin, health, metrics, and unusual spellings of those paths) through Litestar."""
 
     def __init__(self, framework: Litestar) -> None:
         self.framework = framework
-        self._direct: dict[str, Dialect] = {
-            CHAT_PATH: CHAT,
-            RESPONSES_PATH: RESPONSES,
-            MESSAGES_PATH: MESSAGES,
+        self._direct: dict[str, Direct] = {
+            CHAT_PATH: functools.partial(serve, CHAT),
+            RESPONSES_PATH: functools.partial(serve, RESPONSES),
+            MESSAGES_PATH: functools.partial(serve, MESSAGES),
+            EMBEDDINGS_PATH: serve_embeddings,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        dialect = self._direct.get(scope["path"]) if scope["type"] == "http" else None
-        if dialect is not None:
-            await serve(dialect, self.framework.state.holder.current, scope, receive, send)
+        direct = self._direct.get(scope["path"]) if scope["type"] == "http" else None
+        if direct is not None:
+            await direct(self.framework.state.holder.current, scope, receive, send)
         else:
             await self.framework(scope, receive, send)
 
@@ -189,6 +195,7 @@ def create_app(
             chat_completions,
             *RESPONSES_HANDLERS,
             create_message,
+            create_embeddings,
             agent_feedback,
             agent_approval,
             *BATCH_HANDLERS,

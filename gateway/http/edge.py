@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from litestar.types import Receive, Scope, Send
 
@@ -29,6 +29,7 @@ from tiers.types import ChatRequest
 
 log = logging.getLogger("tiergate")
 
+T = TypeVar("T")
 _JSON = ((b"content-type", b"application/json"),)
 _SSE = ((b"content-type", b"text/event-stream"),)
 
@@ -106,7 +107,7 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _unless_gone(scope: Scope, answer: Awaitable[ChatResult]) -> ChatResult:
+async def unless_gone(scope: Scope, answer: Awaitable[T]) -> T:
     """The answer, or ClientGone once the client has left: the request path is cancelled where it
     waits (an upstream call is abandoned) and settles what was spent. The server's connection
     (gateway.http.protocol) cancels the request when its client disconnects before the answer
@@ -152,16 +153,39 @@ async def _stream(receive: Receive, send: Send, headers: dict[str, str], frames:
         await frames.aclose()
 
 
-async def serve(dialect: Dialect, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    """One request of a model API, from its first byte to its last."""
+class Answer(Protocol):
+    async def __call__(
+        self,
+        dialect: Dialect,
+        gateway: Gateway,
+        agent: AgentConfig,
+        headers: dict[bytes, bytes],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None: ...
+
+
+async def serve(
+    dialect: Dialect,
+    gateway: Gateway,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    answer: Answer | None = None,
+) -> None:
+    """One request of a model API, from its first byte to its last: the agent known and within its
+    concurrency, then answered (by the request path, unless `answer` says otherwise)."""
     gateway.activity.enter()
     try:
-        await _serve(dialect, gateway, scope, receive, send)
+        await _serve(dialect, gateway, scope, receive, send, answer or _answer)
     finally:
         gateway.activity.leave()
 
 
-async def _serve(dialect: Dialect, gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+async def _serve(
+    dialect: Dialect, gateway: Gateway, scope: Scope, receive: Receive, send: Send, answer: Answer
+) -> None:
     try:
         if scope.get("method") != "POST":
             raise MethodNotAllowed(f"use POST for {scope['path']}")
@@ -181,13 +205,21 @@ async def _serve(dialect: Dialect, gateway: Gateway, scope: Scope, receive: Rece
         )
         return
     try:
-        await _answer(dialect, gateway, agent, headers, scope, receive, send)
+        await answer(dialect, gateway, agent, headers, scope, receive, send)
     finally:
         slots.leave()  # after the whole answer, streams included
 
 
-def _text(value: bytes | None) -> str | None:
+def text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
+
+
+def cache_control(headers: dict[bytes, bytes]) -> CacheControl:
+    """What the request asks of the cache (`Cache-Control`, `x-tiergate-cache-ttl`)."""
+    control, ttl = headers.get(b"cache-control"), headers.get(b"x-tiergate-cache-ttl")
+    if control is None and ttl is None:
+        return DEFAULT_CONTROL
+    return CacheControl.from_headers(text(control), text(ttl))
 
 
 async def _answer(
@@ -200,25 +232,20 @@ async def _answer(
     send: Send,
 ) -> None:
     try:
-        cache_control, cache_ttl = headers.get(b"cache-control"), headers.get(b"x-tiergate-cache-ttl")
         conversation = headers.get(agent.loops.conversation_header.lower().encode())
         body = await read_body(scope, receive, gateway.limits.max_body_bytes)
         exchange = await dialect.exchange(gateway, agent, body)
-        control = (
-            DEFAULT_CONTROL
-            if cache_control is None and cache_ttl is None
-            else CacheControl.from_headers(_text(cache_control), _text(cache_ttl))
-        )
-        lane = requested_lane(agent, _text(headers.get(b"x-tiergate-priority")))
-        result = await _unless_gone(
+        control = cache_control(headers)
+        lane = requested_lane(agent, text(headers.get(b"x-tiergate-priority")))
+        result = await unless_gone(
             scope,
             gateway.chat.complete(
                 agent,
                 exchange.request,
                 control,
-                _text(conversation),
-                _text(headers.get(b"x-tiergate-approval-id")),
-                _text(headers.get(b"host")),
+                text(conversation),
+                text(headers.get(b"x-tiergate-approval-id")),
+                text(headers.get(b"host")),
                 lane,
             ),
         )

@@ -180,6 +180,30 @@ class BudgetStep:
         ms = (time.perf_counter() - began) * 1000
         return Grant(request, route.ladder, held, ms=ms, waited_ms=waited)
 
+    async def reserve_fixed(self, agent: AgentConfig, estimate: Estimate) -> Reservation | None:
+        """Hold a request whose cost is known before it is sent (an embeddings request: its input
+        tokens, no completion): nothing to lower and no cheaper ladder. None: nothing to settle."""
+        budget = self._budgets[agent.id]
+        if not budget.has_limits:
+            return None
+        began = time.perf_counter()
+        try:
+            held = await self._hold(agent.id, estimate)
+            if isinstance(held, Denied) and held.contended:
+                held = await self._wait_for_room(agent.id, budget, estimate, held, "normal")
+        except StateError as exc:
+            self._state_changed(ok=False, detail=str(exc), fail_open=budget.fail_open)
+            if not budget.fail_open:
+                raise Unavailable(f"budget state is unavailable: {exc}", retry_after_s=1) from None
+            return None
+        self._state_changed(ok=True)
+        if isinstance(held, Denied) and held.contended:
+            raise budget_busy(held, time.perf_counter() - began, max(1.0, math.ceil(self._hold_s)))
+        if isinstance(held, Denied):
+            raise budget_exhausted(held)
+        self._held_since[id(held)] = time.monotonic()
+        return held
+
     def _default_completion(self, budget: AgentBudget, route: str) -> int:
         """The completion reserved for a request that names no cap."""
         if budget.recent is None:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import msgspec
 
 from gateway.config.models import AgentConfig, RouteCacheConfig
-from gateway.errors import Forbidden, NotFound, clip
+from gateway.errors import BadRequest, Forbidden, NotFound, clip
 from routing.complexity import ComplexityScorer
 from routing.ladder import Ladder
 from tiers.base import Tier
@@ -77,9 +77,14 @@ class ShadowDecision(msgspec.Struct, frozen=True, omit_defaults=True):
 @dataclass(frozen=True, slots=True)
 class RouteTable:
     routes: dict[str, ResolvedRoute]
+    embeddings_only: frozenset[str] = frozenset()  # routes with no tier to answer a chat
 
     def resolve(self, agent: AgentConfig, model: str) -> ResolvedRoute:
         route = self.routes.get(model)
+        if route is None and model in self.embeddings_only:
+            raise BadRequest(
+                f"the model {clip(model)!r} serves embeddings only (POST /v1/embeddings)", param="model"
+            )
         if route is None:
             raise NotFound(
                 f"the model {clip(model)!r} does not exist; GET /v1/models lists yours", param="model"
@@ -93,4 +98,4 @@ class RouteTable:
         return route
 
     def visible_to(self, agent: AgentConfig) -> list[str]:
-        return [name for name in self.routes if allowed(agent, name)]
+        return [name for name in (*self.routes, *sorted(self.embeddings_only)) if allowed(agent, name)]

@@ -33,12 +33,19 @@ from gateway.observe.records import JsonLinesSink, NoSink, RecentRecords, Record
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.budget import AgentBudget, BudgetStep
 from gateway.pipeline.cache_lookup import CacheLookup
+from gateway.pipeline.embeddings import EmbeddingsPath
 from gateway.pipeline.loops import LoopGuard, LoopLimits
 from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import ComplexityRouting, ResolvedRoute, RouteTable, UpstreamOption
 from gateway.pipeline.settlement import Records
 from gateway.runtime.governance import Governance, build_governance
-from gateway.runtime.services import asks_approval, build_approvals, build_batches, share_circuits
+from gateway.runtime.services import (
+    asks_approval,
+    build_approvals,
+    build_batches,
+    build_embeddings,
+    share_circuits,
+)
 from gateway.runtime.upstreams import build_llm_tiers, micro_prices, upstream_session
 from gateway.store.runtime import StoreRuntime
 from routing.complexity import ComplexityScorer, HeuristicScorer
@@ -83,6 +90,7 @@ class Gateway:
 
     config: GatewayConfig
     chat: RequestPath
+    embeddings: EmbeddingsPath
     agents: AgentDirectory
     admin: AdminKey
     limits: InputLimits
@@ -243,6 +251,8 @@ def build_routes(
     for upstream in config.upstreams:
         routes[upstream.name] = resolved(upstream.name, [upstream.name])
     for route in config.routes:
+        if not (route.rules or route.classifier or route.llm):
+            continue  # embeddings only
         first: list[Tier] = [RulesTier(rule_specs(route))] if route.rules else []
         if route.classifier is not None:
             first.append(classifiers[route.name])
@@ -272,7 +282,7 @@ def build_routes(
             repair=route.repair,
             shadow=shadow,
         )
-    return RouteTable(routes)
+    return RouteTable(routes, frozenset(r.name for r in config.routes if r.name not in routes))
 
 
 def input_limits(config: GatewayConfig) -> InputLimits:
@@ -299,15 +309,25 @@ def watch_store(metrics: Metrics, store: StoreRuntime) -> None:
     store.shipper.on_report()
 
 
+def build_budget_step(config: GatewayConfig, ledger: Ledger, alerts: BudgetAlerts) -> BudgetStep:
+    """The budget stage every request path shares (so a settle wakes whoever waits for room)."""
+    return BudgetStep(
+        ledger,
+        budget_facts(config),
+        alerts,
+        {u.name: micro_prices(u) for u in config.upstreams},
+        {u.name: micro_prices(u, deferred=True) for u in config.upstreams if u.batch_api},
+    )
+
+
 def build_request_path(
     config: GatewayConfig,
     routes: RouteTable,
-    ledger: Ledger,
+    budget: BudgetStep,
     cache: Cache,
     counter: TokenCounter,
     records: Records,
     metrics: Metrics,
-    alerts: BudgetAlerts,
     governance: Governance | None = None,
     approvals: ApprovalGate | None = None,
 ) -> RequestPath:
@@ -318,13 +338,7 @@ def build_request_path(
             LoopGuard(lambda agent, kind: metrics.loops_stopped.labels(agent, kind).inc()),
             {a.id: LoopLimits(a.loops.max_repeats, a.loops.window_s, a.loops.max_steps) for a in agents},
         ),
-        budget=BudgetStep(
-            ledger,
-            budget_facts(config),
-            alerts,
-            {u.name: micro_prices(u) for u in config.upstreams},
-            {u.name: micro_prices(u, deferred=True) for u in config.upstreams if u.batch_api},
-        ),
+        budget=budget,
         cache=CacheLookup(cache, config.cache),
         counter=counter,
         records=records,
@@ -409,14 +423,14 @@ async def build_gateway(
         previous.governance if previous is not None else None,
     )
     approvals = build_approvals(config, store, session, stack)
-    chat = build_request_path(
-        config, routes, ledger, cache, counter, records, metrics, alerts, governance, approvals
-    )
+    budget = build_budget_step(config, ledger, alerts)
+    chat = build_request_path(config, routes, budget, cache, counter, records, metrics, governance, approvals)
     activity = Activity()
     limits = input_limits(config)
     return Gateway(
         config=config,
         chat=chat,
+        embeddings=build_embeddings(config, session, budget, cache, counter, records, limits),
         agents=AgentDirectory.of(config.agents),
         admin=admin_key(config),
         limits=limits,

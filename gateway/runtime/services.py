@@ -12,20 +12,28 @@ from contextlib import AsyncExitStack
 import aiohttp
 
 from budgets.redis_client import connect
+from budgets.tokens import TokenCounter
 from gateway.approval.gate import ApprovalGate
 from gateway.batch.files import FileKeeper, files_directory
 from gateway.batch.runner import BatchRunner
 from gateway.batch.service import Batches
 from gateway.batch.store import SqlBatchStore
+from gateway.cache.backends import Cache
+from gateway.cache.flight import ResponseCache
 from gateway.config.models import GatewayConfig
 from gateway.http.wire import InputLimits
 from gateway.observe.webhook import Webhook
+from gateway.pipeline.budget import BudgetStep
+from gateway.pipeline.embeddings import Embedder, EmbeddingsPath, embedding_routes
 from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import RouteTable
+from gateway.pipeline.settlement import Records
 from gateway.runtime.circuits import SharedCircuits
+from gateway.runtime.upstreams import micro_prices, upstream_settings
 from gateway.store.approvals import SqlApprovals
 from gateway.store.runtime import StoreRuntime
 from tiers.llm.circuit import CircuitBreaker
+from tiers.llm.upstream import OpenAICompatibleUpstream
 
 log = logging.getLogger("tiergate")
 
@@ -109,3 +117,38 @@ def build_batches(
     stack.push_async_callback(runner.stop)  # after the task is cancelled: its lines go back
     cancelled_with(stack, asyncio.create_task(runner.run(), name="tiergate-batches"))
     return Batches(batch_store, files, runner, config.batch, limits)
+
+
+def build_embeddings(
+    config: GatewayConfig,
+    session: aiohttp.ClientSession,
+    budget: BudgetStep,
+    cache: Cache,
+    counter: TokenCounter,
+    records: Records,
+    limits: InputLimits,
+) -> EmbeddingsPath:
+    """The embeddings request path: the routes that list embedding upstreams, sharing the chat
+    path's budget stage and cache."""
+    wanted = {name for route in config.routes for name in route.embeddings}
+    embedders: dict[str, Embedder] = {
+        u.name: OpenAICompatibleUpstream(upstream_settings(u), session, counter.count)
+        for u in config.upstreams
+        if u.name in wanted
+    }
+    routes = embedding_routes(
+        {r.name: r.embeddings for r in config.routes if r.embeddings},
+        embedders,
+        {u.name: micro_prices(u)[0] for u in config.upstreams},
+        {r.name for r in config.routes if r.cache.enabled},
+    )
+    return EmbeddingsPath(
+        routes,
+        budget,
+        ResponseCache(cache, config.cache.ttl_s),
+        config.cache.wait_s,
+        config.cache.scope,
+        counter,
+        records,
+        limits,
+    )

@@ -24,7 +24,8 @@ model name by the `faults` table:
     sim-small+fail-first=2         the first 2 requests for this model name answer 503, then normally
     sim-small+wrong-first=1        the first structured answer for this model name breaks its schema
 
-It also has OpenAI's Batch API (simulator_batches.py), each line answered as above.
+It also has OpenAI's Batch API (simulator_batches.py), each line answered as above, and
+`/v1/embeddings` (simulator_embeddings.py: a deterministic vector per input, with the same faults).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ import msgspec
 from aiohttp import web
 
 from tiers.llm.simulator_batches import SimulatedBatches
-from tiers.types import ChatRequest, Usage
+from tiers.llm.simulator_embeddings import embeddings_body
+from tiers.types import ChatRequest, EmbeddingsRequest, Usage
 
 _WORDS = [
     "the",
@@ -100,6 +102,7 @@ class SimulatorStats:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    embedded_tokens: int = 0
     by_model: Counter[str] = field(default_factory=Counter)
 
 
@@ -272,7 +275,7 @@ class SimulatedUpstream:
             return error_response(400, str(exc), "invalid_request_error", None)
         directives = parse_directives(request.model, self.settings.faults)
         fault = self._fault_of(request.model, directives)
-        refused = await self._refuse(http, fault, request)
+        refused = await self._refuse(http, fault, request.stream)
         if refused is not None:
             return refused
         if fault == "slow-first":
@@ -313,13 +316,13 @@ class SimulatedUpstream:
         return directives.fault or ""
 
     @staticmethod
-    async def _refuse(http: web.Request, fault: str, request: ChatRequest) -> web.StreamResponse | None:
+    async def _refuse(http: web.Request, fault: str, stream: bool) -> web.StreamResponse | None:
         """The faults that answer no completion: hang, reset, an HTTP error status, a huge line."""
         if fault == "echo-auth":
             received = http.headers.get("authorization", "")
             message = f"Incorrect API key provided: {received}"
             return error_response(401, message, "invalid_request_error", "invalid_api_key")
-        if fault == "huge-line" and request.stream:
+        if fault == "huge-line" and stream:
             response = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await response.prepare(http)
             await response.write(b'data: {"id": "' + b"x" * (1024 * 1024 + 1) + b'", "choices": []}\n\n')
@@ -409,12 +412,28 @@ class SimulatedUpstream:
         await response.write_eof()
         return response
 
+    async def handle_embeddings(self, http: web.Request) -> web.StreamResponse:
+        try:
+            request = msgspec.json.decode(await http.read(), type=EmbeddingsRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error_response(400, str(exc), "invalid_request_error", None)
+        directives = parse_directives(request.model, self.settings.faults)
+        refused = await self._refuse(http, self._fault_of(request.model, directives), False)
+        if refused is not None:
+            return refused
+        body = embeddings_body(request, self._count)
+        self.stats.requests += 1
+        self.stats.embedded_tokens += body["usage"]["prompt_tokens"]
+        self.stats.by_model[request.model] += 1
+        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
     async def handle_stats(self, _: web.Request) -> web.Response:
         return web.json_response(
             {
                 "requests": self.stats.requests,
                 "prompt_tokens": self.stats.prompt_tokens,
                 "completion_tokens": self.stats.completion_tokens,
+                "embedded_tokens": self.stats.embedded_tokens,
                 "by_model": dict(self.stats.by_model),
                 "batches": self.batches.created,
                 "batched_requests": self.batches.lines,
@@ -430,6 +449,8 @@ class SimulatedUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.handle)
         app.router.add_post("/chat/completions", self.handle)
+        app.router.add_post("/v1/embeddings", self.handle_embeddings)
+        app.router.add_post("/embeddings", self.handle_embeddings)
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/stats", self.handle_stats)
         self.batches.routes(app)

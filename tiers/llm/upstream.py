@@ -16,7 +16,7 @@ import msgspec
 from tiers.errors import UpstreamError
 from tiers.llm.provider_batch import ProviderBatches, ProviderBatchSettings
 from tiers.llm.sse import SSERelay
-from tiers.types import ChatRequest, StreamOptions, Usage
+from tiers.types import ChatRequest, EmbeddingsRequest, StreamOptions, Usage
 
 log = logging.getLogger("tiergate.upstream")
 
@@ -197,11 +197,11 @@ class OpenAICompatibleUpstream:
             changes["stream_options"] = None
         return msgspec.json.encode(msgspec.structs.replace(request, **changes))
 
-    async def _open(self, payload: bytes) -> aiohttp.ClientResponse:
+    async def _open(self, payload: bytes, url: str | None = None) -> aiohttp.ClientResponse:
         """Send, and wait for a 200 response head; the caller bounds the wait."""
         try:
             response = await self._session.post(
-                self._url, data=payload, headers=self._headers, timeout=self._connect_timeout
+                url or self._url, data=payload, headers=self._headers, timeout=self._connect_timeout
             )
         except aiohttp.ClientError as exc:
             raise UpstreamError(
@@ -231,13 +231,21 @@ class OpenAICompatibleUpstream:
         return UpstreamError(message, retryable=True, timeout=True)
 
     async def complete(self, request: ChatRequest) -> Completion:
-        payload = self._outgoing(request, stream=False)
+        return self._completion(await self._fetch(self._outgoing(request, stream=False)))
+
+    async def embed(self, request: EmbeddingsRequest) -> bytes:
+        """`POST {base_url}/embeddings` with the configured model: the whole body."""
+        payload = msgspec.json.encode(msgspec.structs.replace(request, model=self._settings.model))
+        return await self._fetch(payload, f"{self._settings.base_url}/embeddings")
+
+    async def _fetch(self, payload: bytes, url: str | None = None) -> bytes:
+        """A whole answer's body, within the time limits."""
         response: aiohttp.ClientResponse | None = None
         # One timer for both limits: first the time to the response head, then the total.
         try:
             async with asyncio.timeout(self._first_token_s) as timer:
                 began = asyncio.get_running_loop().time()
-                response = await self._open(payload)
+                response = await self._open(payload, url)
                 timer.reschedule(began + self._settings.timeout_s)
                 body = await self._read(response)
         except TimeoutError:
@@ -253,7 +261,7 @@ class OpenAICompatibleUpstream:
         finally:
             if response is not None:
                 response.release()
-        return self._completion(body)
+        return body
 
     def _completion(self, body: bytes) -> Completion:
         try:

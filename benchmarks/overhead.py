@@ -3,11 +3,12 @@
 Starts the simulated upstream (zero latency) and a gateway as real processes on loopback, then:
   - latency at 1 connection, each scenario paired with a direct call to the upstream;
   - requests/s at 32 connections with wrk.
-Scenarios: pass-through (no budget), with a memory budget, with a Redis budget (--redis), a cache
-hit, a rules answer, a classifier answer (--model, e.g. a Banking77 model from `tiergate train`);
-with --texts (a CSV with a `text` column, e.g. Banking77's test.csv), also classifier answers over
-those distinct texts (the ones the model answers; throughput only), since one text sent over and
-over keeps every cache in the path warm.
+Scenarios: pass-through (no budget; also through the Responses and Messages APIs, whose
+translation is the difference from the chat pass-through), with a memory budget, with a Redis
+budget (--redis), a cache hit, a rules answer, a classifier answer (--model, e.g. a Banking77
+model from `tiergate train`); with --texts (a CSV with a `text` column, e.g. Banking77's
+test.csv), also classifier answers over those distinct texts (the ones the model answers;
+throughput only), since one text sent over and over keeps every cache in the path warm.
 Writes benchmarks/results/overhead.json and prints its tables.
 
     python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis] [--model M]
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import time
 from contextlib import ExitStack
@@ -73,8 +75,14 @@ def scenarios(gw: str, redis: bool, model: str | None = None) -> list[tuple[str,
     budget_name = "budget (redis)" if redis else "budget (memory)"
     if redis:
         return [(budget_name, url, chat_body("pass"), BUDGETED)]
+    text = "Route this ticket: my card was charged twice"
+    responses = json.dumps({"model": "pass", "input": text}).encode()
+    ask = [{"role": "user", "content": text}]
+    messages = json.dumps({"model": "pass", "max_tokens": 1024, "messages": ask})
     return [
         ("pass-through", url, chat_body("pass"), FREE),
+        ("pass-through, Responses API", f"{gw}/responses", responses, FREE),
+        ("pass-through, Messages API", f"{gw}/messages", messages.encode(), FREE),
         (budget_name, url, chat_body("pass"), BUDGETED),
         ("cache hit", url, chat_body("cached", temperature=0), FREE),
         ("rules answer", url, chat_body("rules"), FREE),

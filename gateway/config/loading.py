@@ -83,6 +83,7 @@ def expand_env(
 def _route_problems(config: GatewayConfig, upstream_names: set[str]) -> list[str]:
     """What each route refers to: its upstreams, its audit's reference, its rules' targets."""
     problems: list[str] = []
+    anthropic = {u.name for u in config.upstreams if u.api == "anthropic"}
     for i, route in enumerate(config.routes):
         for j, name in enumerate(route.llm):
             if name not in upstream_names:
@@ -90,6 +91,10 @@ def _route_problems(config: GatewayConfig, upstream_names: set[str]) -> list[str
         for j, name in enumerate(route.embeddings):
             if name not in upstream_names:
                 problems.append(f"routes[{i}].embeddings[{j}]: unknown upstream {name!r}")
+            elif name in anthropic:
+                problems.append(
+                    f"routes[{i}].embeddings[{j}]: {name!r} speaks Anthropic's API, which has no embeddings"
+                )
         if route.audit is not None and route.audit.reference not in upstream_names:
             problems.append(f"routes[{i}].audit.reference: unknown upstream {route.audit.reference!r}")
         if route.audit is not None and route.audit.on_breach == "tighten" and route.classifier is None:

@@ -105,6 +105,12 @@ class UpstreamConfig(Model):
         8 * 1024 * 1024, ge=1024, description="a whole (non-streamed) answer larger than this fails over"
     )
     circuit: CircuitConfig = CircuitConfig()
+    api: Literal["chat", "responses", "anthropic"] = Field(
+        "chat",
+        description="the API it speaks: chat (OpenAI-compatible /chat/completions, the default),"
+        " responses (OpenAI's /responses) or anthropic (Anthropic's /messages, the key sent as"
+        " x-api-key); requests are translated into it and its answers back",
+    )
     batch_api: bool = Field(
         False,
         description="the upstream has OpenAI's Batch API (/files, /batches): Batch API lines that need"
@@ -125,6 +131,12 @@ class UpstreamConfig(Model):
         return Price(
             input_per_mtok=self.price.input_per_mtok / 2, output_per_mtok=self.price.output_per_mtok / 2
         )
+
+    @model_validator(mode="after")
+    def _batches_speak_chat(self) -> UpstreamConfig:
+        if self.batch_api and self.api != "chat":
+            raise ValueError("batch_api needs api: chat (provider batches hold chat completion lines)")
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -7,8 +7,10 @@ from typing import Any
 
 import msgspec
 
+from gateway.dialects.messages_request import MessagesRequest
+from gateway.dialects.responses_request import ResponsesRequest
 from gateway.errors import ErrorEnvelope
-from tiers.types import ChatRequest
+from tiers.types import ChatRequest, EmbeddingsRequest
 
 REF = "#/components/schemas/{name}"
 ERROR_STATUSES = {
@@ -21,6 +23,7 @@ ERROR_STATUSES = {
     "429": "budget, rate or loop limit; see Retry-After",
     "502": "every tier failed",
     "503": "state backend or upstreams unavailable; see Retry-After",
+    "501": "a feature the config does not turn on",
     "504": "upstream timeout",
 }
 
@@ -39,7 +42,9 @@ ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
 
 
 def openapi_document() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components([ChatRequest, ErrorEnvelope], ref_template=REF)
+    _, components = msgspec.json.schema_components(
+        [ChatRequest, ResponsesRequest, MessagesRequest, EmbeddingsRequest, ErrorEnvelope], ref_template=REF
+    )
     return {
         "openapi": "3.1.0",
         "info": {"title": "tiergate", "version": "0.1.0"},
@@ -54,28 +59,44 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+def _model_call(operation: str, schema: str, streams: bool = True) -> dict[str, Any]:
+    """A model API's POST: its request type, its answer (or stream), every error status."""
+    answer: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+    if streams:
+        answer["text/event-stream"] = {"schema": {"type": "string"}}
+    return {
+        "post": {
+            "operationId": operation,
+            "security": AGENT,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": REF.format(name=schema)}}},
+            },
+            "responses": {
+                "200": {"description": "the answer, or a stream of server-sent events", "content": answer},
+                **_errors(*ERROR_STATUSES),
+            },
+        }
+    }
+
+
 def _agent_paths() -> dict[str, Any]:
     return {
-        "/v1/chat/completions": {
-            "post": {
-                "operationId": "createChatCompletion",
+        "/v1/chat/completions": _model_call("createChatCompletion", "ChatRequest"),
+        "/v1/responses": _model_call("createResponse", "ResponsesRequest"),
+        "/v1/responses/{response_id}": {
+            "get": {
+                "operationId": "getResponse",
                 "security": AGENT,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": REF.format(name="ChatRequest")}}},
-                },
-                "responses": {
-                    "200": {
-                        "description": "the answer, or a stream of server-sent events",
-                        "content": {
-                            "application/json": {"schema": {"type": "object"}},
-                            "text/event-stream": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors(*ERROR_STATUSES),
-                },
+                "parameters": [
+                    {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json("a stored response"), **_errors("401", "404", "501")},
             }
         },
+        # Anthropic's Messages API: errors in Anthropic's shape, the key also in x-api-key
+        "/v1/messages": _model_call("createMessage", "MessagesRequest"),
+        "/v1/embeddings": _model_call("createEmbeddings", "EmbeddingsRequest", streams=False),
         "/v1/models": {
             "get": {
                 "operationId": "listModels",

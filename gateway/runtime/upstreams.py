@@ -32,6 +32,7 @@ def upstream_settings(upstream: UpstreamConfig) -> UpstreamSettings:
         headers=tuple(upstream.headers.items()),
         max_repeated_chunks=upstream.max_repeated_chunks,
         max_answer_bytes=upstream.max_answer_bytes,
+        api=upstream.api,
         batches=ProviderBatchSettings(collect_s=upstream.batch_collect_s, poll_s=upstream.batch_poll_s)
         if upstream.batch_api
         else None,

@@ -25,7 +25,9 @@ model name by the `faults` table:
     sim-small+wrong-first=1        the first structured answer for this model name breaks its schema
 
 It also has OpenAI's Batch API (simulator_batches.py), each line answered as above, and
-`/v1/embeddings` (simulator_embeddings.py: a deterministic vector per input, with the same faults).
+`/v1/embeddings` (simulator_embeddings.py: a deterministic vector per input, with the same faults),
+and OpenAI's Responses and Anthropic's Messages APIs (simulator_apis.py: the same answers, for
+upstreams configured with `api: responses` or `api: anthropic`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
+from tiers.llm.simulator_apis import OtherApis
 from tiers.llm.simulator_batches import SimulatedBatches
 from tiers.llm.simulator_embeddings import embeddings_body
 from tiers.types import ChatRequest, EmbeddingsRequest, Usage
@@ -104,6 +107,7 @@ class SimulatorStats:
     completion_tokens: int = 0
     embedded_tokens: int = 0
     by_model: Counter[str] = field(default_factory=Counter)
+    by_path: Counter[str] = field(default_factory=Counter)  # the endpoint each request came to
 
 
 class _Directives(msgspec.Struct):
@@ -209,6 +213,40 @@ class _Reply:
     def usage_chunk(self) -> bytes:
         return self._event([], usage=msgspec.to_builtins(self.usage))
 
+    def opening(self) -> list[bytes]:
+        """The stream's first chunks: the role, then each tool call and its arguments in two pieces."""
+        chunks = [self.chunk({"role": "assistant", "content": ""}, None)]
+        for index, call in enumerate(self.calls):
+            opening = {
+                **call,
+                "index": index,
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            chunks.append(self.chunk({"tool_calls": [opening]}, None))
+            arguments = call["function"]["arguments"]
+            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                chunks.append(
+                    self.chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
+                )
+        return chunks
+
+    def pieces(self) -> list[str]:
+        """The text as the stream sends it, a word at a time."""
+        pieces = [w + " " for w in self.text.split(" ")] if self.text or not self.calls else []
+        if pieces:
+            pieces[-1] = pieces[-1].rstrip(" ")
+        return pieces
+
+    def frames(self) -> list[bytes]:
+        """The whole stream, faults aside, with its usage chunk."""
+        return [
+            *self.opening(),
+            *(self.chunk({"content": piece}, None) for piece in self.pieces()),
+            self.chunk({}, self.finish),
+            self.usage_chunk(),
+            b"data: [DONE]\n\n",
+        ]
+
 
 class SimulatedUpstream:
     def __init__(self, settings: SimulatorSettings, counter: TextCounter) -> None:
@@ -273,6 +311,7 @@ class SimulatedUpstream:
             request = msgspec.json.decode(await http.read(), type=ChatRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return error_response(400, str(exc), "invalid_request_error", None)
+        self.stats.by_path[http.path] += 1
         directives = parse_directives(request.model, self.settings.faults)
         fault = self._fault_of(request.model, directives)
         refused = await self._refuse(http, fault, request.stream)
@@ -291,6 +330,18 @@ class SimulatedUpstream:
                 body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
         return web.Response(body=msgspec.json.encode(reply.completion()), content_type="application/json")
+
+    async def simulate(self, http: web.Request, request: ChatRequest) -> _Reply | web.StreamResponse:
+        """The reply to a request of another API once translated, or the fault it gets instead."""
+        self.stats.by_path[http.path] += 1
+        directives = parse_directives(request.model, self.settings.faults)
+        refused = await self._refuse(http, self._fault_of(request.model, directives), False)
+        if refused is not None:
+            return refused
+        latency = directives.latency_ms if directives.latency_ms is not None else self.settings.latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        return self._reply(request, directives.fault or "")
 
     def answer_line(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """A Batch API line's status and body, as the chat endpoint would answer it."""
@@ -374,22 +425,9 @@ class SimulatedUpstream:
         await response.prepare(http)
         if latency:
             await asyncio.sleep(latency / 1000)
-        await response.write(reply.chunk({"role": "assistant", "content": ""}, None))
-        for index, call in enumerate(reply.calls):  # the call, then its arguments in two pieces
-            opening = {
-                **call,
-                "index": index,
-                "function": {"name": call["function"]["name"], "arguments": ""},
-            }
-            await response.write(reply.chunk({"tool_calls": [opening]}, None))
-            arguments = call["function"]["arguments"]
-            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
-                await response.write(
-                    reply.chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
-                )
-        pieces = [w + " " for w in reply.text.split(" ")] if reply.text or not reply.calls else []
-        if pieces:
-            pieces[-1] = pieces[-1].rstrip(" ")
+        for opening in reply.opening():
+            await response.write(opening)
+        pieces = reply.pieces()
         per_piece = self.settings.per_token_ms * reply.usage.completion_tokens / max(1, len(pieces)) / 1000
         if reply.fault == "stutter":
             pieces = pieces[:2] + ["again "] * 500
@@ -435,6 +473,7 @@ class SimulatedUpstream:
                 "completion_tokens": self.stats.completion_tokens,
                 "embedded_tokens": self.stats.embedded_tokens,
                 "by_model": dict(self.stats.by_model),
+                "by_path": dict(self.stats.by_path),
                 "batches": self.batches.created,
                 "batched_requests": self.batches.lines,
             }
@@ -451,6 +490,9 @@ class SimulatedUpstream:
         app.router.add_post("/chat/completions", self.handle)
         app.router.add_post("/v1/embeddings", self.handle_embeddings)
         app.router.add_post("/embeddings", self.handle_embeddings)
+        other_apis = OtherApis(self)
+        app.router.add_post("/v1/responses", other_apis.responses)
+        app.router.add_post("/v1/messages", other_apis.messages)
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/stats", self.handle_stats)
         self.batches.routes(app)

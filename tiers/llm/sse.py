@@ -8,6 +8,7 @@ its own account, and synthesises one when the client wanted usage and the upstre
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from tiers.errors import UpstreamError
+from tiers.llm.upstream_apis import StreamReader
 from tiers.types import Usage
 
 DONE = b"data: [DONE]\n\n"
@@ -100,8 +102,11 @@ class SSERelay:
         first_token_deadline: float,
         max_repeats: int = 100,
         max_completion_tokens: int | None = None,
+        reader: StreamReader | None = None,
     ) -> None:
         self.upstream = upstream
+        self._reader = reader  # an upstream of another API: its events as chat chunks
+        self._translated: collections.deque[bytes] = collections.deque()
         self._cap = max_completion_tokens
         self._counted = 0  # tokens of the forwarded pieces, each counted alone (at least the whole's)
         self._max_repeats = max_repeats
@@ -126,6 +131,20 @@ class SSERelay:
     # -- reading the upstream -------------------------------------------------------------------
 
     async def _next_event(self, deadline: float) -> bytes | None:
+        """The next chat chunk's payload, or None at the end of the body."""
+        if self._reader is None:
+            return await self._read_event(deadline)
+        while not self._translated:
+            payload = await self._read_event(deadline)
+            if payload is None:
+                return None
+            try:
+                self._translated.extend(self._reader.read(payload))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise StreamBroken(f"upstream {self.upstream!r} sent a malformed stream event") from None
+        return self._translated.popleft()
+
+    async def _read_event(self, deadline: float) -> bytes | None:
         """The next event's data payload, or None at the end of the body."""
         data: list[bytes] = []
         loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())

@@ -16,6 +16,7 @@ import msgspec
 from tiers.errors import UpstreamError
 from tiers.llm.provider_batch import ProviderBatches, ProviderBatchSettings
 from tiers.llm.sse import SSERelay
+from tiers.llm.upstream_apis import Api, upstream_api
 from tiers.types import ChatRequest, EmbeddingsRequest, StreamOptions, Usage
 
 log = logging.getLogger("tiergate.upstream")
@@ -66,6 +67,7 @@ class UpstreamSettings:
     max_repeated_chunks: int = 100
     max_answer_bytes: int = 8 * 1024 * 1024  # a whole (non-streamed) answer larger than this fails
     batches: ProviderBatchSettings | None = None  # the upstream's own Batch API, when it has one
+    api: Api = "chat"  # the API it speaks (tiers/llm/upstream_apis.py)
 
 
 # Reported usage this far under the gateway's own count of the text is not believed: a completion
@@ -156,15 +158,16 @@ class OpenAICompatibleUpstream:
         self._settings = settings
         self._session = session
         self._count = count_tokens
-        self._url = f"{settings.base_url}/chat/completions"
+        self._api = upstream_api(settings.api)
+        self._url = f"{settings.base_url}{self._api.path}"
         # what is scrubbed from the upstream's error texts: its key, and the header values it is sent
         self._secrets = tuple(
             s for s in (settings.api_key, *(value for _, value in settings.headers)) if s and len(s) >= 8
         )
         headers = {"content-type": "application/json", **dict(settings.headers)}
+        self._headers = {**headers, **self._api.headers(settings.api_key)}
         if settings.api_key:
-            headers["authorization"] = f"Bearer {settings.api_key}"
-        self._headers = headers
+            headers["authorization"] = f"Bearer {settings.api_key}"  # for its Batch API
         self._first_token_s = settings.first_token_timeout_s or settings.timeout_s
         self._connect_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, connect=settings.connect_timeout_s
@@ -195,7 +198,7 @@ class OpenAICompatibleUpstream:
             )
         else:
             changes["stream_options"] = None
-        return msgspec.json.encode(msgspec.structs.replace(request, **changes))
+        return self._api.request(msgspec.structs.replace(request, **changes))
 
     async def _open(self, payload: bytes, url: str | None = None) -> aiohttp.ClientResponse:
         """Send, and wait for a 200 response head; the caller bounds the wait."""
@@ -265,8 +268,9 @@ class OpenAICompatibleUpstream:
 
     def _completion(self, body: bytes) -> Completion:
         try:
+            body = self._api.answer(body)
             view = msgspec.json.decode(body, type=_CompletionView)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError):
             raise UpstreamError(
                 f"upstream {self.name!r} answered with malformed JSON", status=502, retryable=True
             ) from None
@@ -342,6 +346,7 @@ class OpenAICompatibleUpstream:
             first_token_deadline=started + self._first_token_s,
             max_repeats=max_repeats or self._settings.max_repeated_chunks,
             max_completion_tokens=_cap(request, self._settings.max_output_tokens),
+            reader=None if self._settings.api == "chat" else self._api.stream_reader(),
         )
         # Wait for the first event here, so failures before any byte reaches the client can still
         # be retried or escalated instead of breaking a stream that has already begun.

@@ -8,7 +8,7 @@ from litestar.types import Receive, Scope, Send
 
 from gateway.config.models import AgentConfig
 from gateway.errors import GatewayError
-from gateway.http.edge import serve
+from gateway.http.edge import bearer_key, serve
 from gateway.http.wire import decode_chat_request
 from gateway.pipeline.results import ChatResult, Frames
 from gateway.runtime.build import Gateway
@@ -34,10 +34,7 @@ class _ChatExchange:
 class ChatDialect:
     name = "chat completions"
 
-    @staticmethod
-    def agent_key(headers: dict[bytes, bytes]) -> str | None:
-        authorization = headers.get(b"authorization")
-        return authorization.decode("latin-1") if authorization is not None else None
+    agent_key = staticmethod(bearer_key)
 
     @staticmethod
     async def exchange(gateway: Gateway, agent: AgentConfig, body: bytes) -> _ChatExchange:

@@ -222,6 +222,21 @@ def cache_control(headers: dict[bytes, bytes]) -> CacheControl:
     return CacheControl.from_headers(text(control), text(ttl))
 
 
+async def guarded(dialect: Dialect, send: Send, work: Awaitable[T]) -> T | None:
+    """The work's result; or None once its error has been sent in the dialect's shape (or its
+    client has gone, leaving nobody to answer)."""
+    try:
+        return await work
+    except GatewayError as exc:
+        await send_error(send, dialect, exc)
+    except ClientGone:
+        pass
+    except Exception:
+        log.exception("unhandled error in %s", dialect.name)
+        await send_error(send, dialect, GatewayError("internal error; see the gateway's log"))
+    return None
+
+
 async def _answer(
     dialect: Dialect,
     gateway: Gateway,
@@ -231,36 +246,46 @@ async def _answer(
     receive: Receive,
     send: Send,
 ) -> None:
-    try:
-        conversation = headers.get(agent.loops.conversation_header.lower().encode())
-        body = await read_body(scope, receive, gateway.limits.max_body_bytes)
-        exchange = await dialect.exchange(gateway, agent, body)
-        control = cache_control(headers)
-        lane = requested_lane(agent, text(headers.get(b"x-tiergate-priority")))
-        result = await unless_gone(
-            scope,
-            gateway.chat.complete(
-                agent,
-                exchange.request,
-                control,
-                text(conversation),
-                text(headers.get(b"x-tiergate-approval-id")),
-                text(headers.get(b"host")),
-                lane,
-            ),
-        )
-        if result.stream is None:
-            answer = await exchange.body(result)
-    except GatewayError as exc:
-        await send_error(send, dialect, exc)
+    answered = await guarded(dialect, send, _complete(dialect, gateway, agent, headers, scope, receive))
+    if answered is None:
         return
-    except ClientGone:
-        return
-    except Exception:
-        log.exception("unhandled error in %s", dialect.name)
-        await send_error(send, dialect, GatewayError("internal error; see the gateway's log"))
-        return
+    exchange, result, body = answered
     if result.stream is not None:
         await _stream(receive, send, result.headers, exchange.frames(result))
         return
-    await send_json(send, result.status, result.headers, answer)
+    await send_json(send, result.status, result.headers, body)
+
+
+async def _complete(
+    dialect: Dialect,
+    gateway: Gateway,
+    agent: AgentConfig,
+    headers: dict[bytes, bytes],
+    scope: Scope,
+    receive: Receive,
+) -> tuple[Exchange, ChatResult, bytes]:
+    """The request through the request path: its exchange, its result, and a whole answer's body
+    in the dialect's shape (empty for a stream)."""
+    conversation = headers.get(agent.loops.conversation_header.lower().encode())
+    body = await read_body(scope, receive, gateway.limits.max_body_bytes)
+    exchange = await dialect.exchange(gateway, agent, body)
+    control = cache_control(headers)
+    lane = requested_lane(agent, text(headers.get(b"x-tiergate-priority")))
+    result = await unless_gone(
+        scope,
+        gateway.chat.complete(
+            agent,
+            exchange.request,
+            control,
+            text(conversation),
+            text(headers.get(b"x-tiergate-approval-id")),
+            text(headers.get(b"host")),
+            lane,
+        ),
+    )
+    return exchange, result, b"" if result.stream is not None else await exchange.body(result)
+
+
+def bearer_key(headers: dict[bytes, bytes]) -> str | None:
+    """The agent's key as the OpenAI clients send it: `Authorization: Bearer ...`."""
+    return text(headers.get(b"authorization"))

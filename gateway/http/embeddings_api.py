@@ -3,27 +3,15 @@ with the agent's budget, the cache and a decision record, as OpenAI's clients ex
 
 from __future__ import annotations
 
-import logging
-
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from gateway.config.models import AgentConfig
-from gateway.errors import GatewayError
 from gateway.http.chat_completions import CHAT
-from gateway.http.edge import (
-    ClientGone,
-    Dialect,
-    cache_control,
-    read_body,
-    send_error,
-    send_json,
-    serve,
-    unless_gone,
-)
+from gateway.http.edge import Dialect, cache_control, guarded, read_body, send_json, serve, unless_gone
+from gateway.pipeline.embeddings import EmbeddingsResult
 from gateway.runtime.build import Gateway
 
-log = logging.getLogger("tiergate")
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 
@@ -36,20 +24,17 @@ async def _answer(
     receive: Receive,
     send: Send,
 ) -> None:
-    try:
-        body = await read_body(scope, receive, gateway.limits.max_body_bytes)
-        request = gateway.embeddings.decode(body)
-        result = await unless_gone(scope, gateway.embeddings.embed(agent, request, cache_control(headers)))
-    except GatewayError as exc:
-        await send_error(send, dialect, exc)
-        return
-    except ClientGone:
-        return
-    except Exception:
-        log.exception("unhandled error in embeddings")
-        await send_error(send, dialect, GatewayError("internal error; see the gateway's log"))
-        return
-    await send_json(send, 200, result.headers, result.body)
+    result = await guarded(dialect, send, _embed(gateway, agent, headers, scope, receive))
+    if result is not None:
+        await send_json(send, 200, result.headers, result.body)
+
+
+async def _embed(
+    gateway: Gateway, agent: AgentConfig, headers: dict[bytes, bytes], scope: Scope, receive: Receive
+) -> EmbeddingsResult:
+    body = await read_body(scope, receive, gateway.limits.max_body_bytes)
+    request = gateway.embeddings.decode(body)
+    return await unless_gone(scope, gateway.embeddings.embed(agent, request, cache_control(headers)))
 
 
 async def serve_embeddings(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,7 +14,7 @@ from gateway.dialects import chat_view
 from gateway.dialects.messages import EventWriter, error_response, whole
 from gateway.dialects.messages_request import MessagesRequest, chat_request, decode_messages_request
 from gateway.errors import GatewayError
-from gateway.http.edge import serve
+from gateway.http.edge import bearer_key, serve
 from gateway.pipeline.results import ChatResult, Frames
 from gateway.runtime.build import Gateway
 
@@ -50,8 +50,7 @@ class MessagesDialect:
         key = headers.get(b"x-api-key")
         if key is not None:
             return "Bearer " + key.decode("latin-1")
-        authorization = headers.get(b"authorization")
-        return authorization.decode("latin-1") if authorization is not None else None
+        return bearer_key(headers)
 
     @staticmethod
     async def exchange(gateway: Gateway, agent: AgentConfig, body: bytes) -> _MessagesExchange:

@@ -22,7 +22,7 @@ from gateway.dialects.responses_request import (
     input_messages,
 )
 from gateway.errors import GatewayError, NotConfigured, NotFound
-from gateway.http.edge import serve
+from gateway.http.edge import bearer_key, serve
 from gateway.http.state import current_gateway
 from gateway.pipeline.results import ChatResult, Frames
 from gateway.runtime.build import Gateway
@@ -94,10 +94,7 @@ class _ResponsesExchange:
 class ResponsesDialect:
     name = "responses"
 
-    @staticmethod
-    def agent_key(headers: dict[bytes, bytes]) -> str | None:
-        authorization = headers.get(b"authorization")
-        return authorization.decode("latin-1") if authorization is not None else None
+    agent_key = staticmethod(bearer_key)
 
     @staticmethod
     async def exchange(gateway: Gateway, agent: AgentConfig, body: bytes) -> _ResponsesExchange:

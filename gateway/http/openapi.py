@@ -91,7 +91,7 @@ def _agent_paths() -> dict[str, Any]:
                 "parameters": [
                     {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {"200": _json("a stored response"), **_errors("401", "404", "501")},
+                "responses": {"200": _json("a stored response"), **_errors("401", "404")},
             }
         },
         # Anthropic's Messages API: errors in Anthropic's shape, the key also in x-api-key

@@ -21,7 +21,7 @@ from gateway.dialects.responses_request import (
     decode_responses_request,
     input_messages,
 )
-from gateway.errors import GatewayError, NotConfigured, NotFound
+from gateway.errors import GatewayError, NotFound, clip
 from gateway.http.edge import bearer_key, serve
 from gateway.http.state import current_gateway
 from gateway.pipeline.results import ChatResult, Frames
@@ -116,15 +116,17 @@ RESPONSES = ResponsesDialect()
 async def _stored(
     gateway: Gateway, agent: AgentConfig, response_id: str, param: str | None
 ) -> StoredResponse:
+    """A response this agent stored; 404 for any other (another agent's does not exist for it)."""
     if gateway.store is None:
-        raise NotConfigured(
-            "responses are kept only with a decision store (the `store` section of the config)",
+        raise NotFound(
+            f"no response with id {clip(response_id)!r}: responses are kept only with a decision store"
+            " (the `store` section of the config)",
             param=param,
             code="store_disabled",
         )
     found = await gateway.store.responses.get(response_id)
-    if found is None or found.agent != agent.id:  # another agent's response does not exist for this one
-        raise NotFound(f"no response with id {response_id!r}", param=param, code="response_not_found")
+    if found is None or found.agent != agent.id:
+        raise NotFound(f"no response with id {clip(response_id)!r}", param=param, code="response_not_found")
     return found
 
 

@@ -185,13 +185,18 @@ def test_a_stored_response_is_continued_and_retrieved_by_its_own_agent_only(
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
 
 
-def test_previous_response_id_without_a_store_is_501(simulator: tuple[str, Any]) -> None:
+def test_without_a_store_responses_are_not_kept_and_say_why(simulator: tuple[str, Any]) -> None:
     with gateway_server(make_config(simulator[0])) as url:
         client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
-        assert client.responses.create(model="auto", input="hi").store is False
-        with pytest.raises(openai.APIStatusError) as info:
-            client.responses.create(model="auto", input="hi", previous_response_id="resp_x")
-    assert info.value.status_code == 501 and info.value.body["code"] == "store_disabled"  # type: ignore[index]
+        kept = client.responses.create(model="auto", input="hi")
+        assert kept.store is False  # type: ignore[attr-defined]
+        with pytest.raises(openai.NotFoundError) as info:
+            client.responses.create(model="auto", input="hi", previous_response_id=kept.id)
+        with pytest.raises(openai.NotFoundError) as retrieved:
+            client.responses.retrieve(kept.id)
+    assert info.value.body["code"] == "store_disabled"  # type: ignore[index]
+    assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert "decision store" in retrieved.value.message
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -61,10 +62,16 @@ def test_the_heads_scores_are_scikit_learns_network(
     assert np.abs(probs - expected).max() < 1e-5
 
 
+@pytest.fixture(scope="module")
+def lean(model: ClassifierModel, loaded: StaticEmbeddings) -> Any:
+    """The model's lean path, built once (loading and checking the embeddings takes far longer
+    than a decision)."""
+    return model.lean(loaded)
+
+
 @settings(max_examples=200, deadline=None)
 @given(text=MIXED_TEXTS | st.sampled_from([t for t, _ in make_rows(seed=6)]))
-def test_with_a_head_the_kernel_equals_numpy(model: ClassifierModel, text: str) -> None:
-    lean = model.lean()
+def test_with_a_head_the_kernel_equals_numpy(model: ClassifierModel, lean: Any, text: str) -> None:
     assert lean.compiled and model.head is not None
     # the hidden layer is single precision, summed in another order than NumPy's
     assert np.allclose(lean.probabilities(text), lean.numpy_probabilities(text), rtol=0, atol=1e-6)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -32,6 +33,13 @@ def reference() -> Tokenizer:
 @pytest.fixture(scope="module")
 def model() -> ClassifierModel:
     return train(make_rows(), target_precision=0.95, embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def linear(model: ClassifierModel) -> Any:
+    """The model's lean path without a head, built once (loading and checking the embeddings
+    takes far longer than a decision)."""
+    return replace(model, head=None).lean()
 
 
 @settings(max_examples=300, deadline=None)
@@ -99,21 +107,17 @@ def test_the_kernel_refuses_bad_pieces() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(text=MIXED_TEXTS | st.sampled_from([t for t, _ in make_rows(seed=6)]))
-def test_with_embeddings_the_kernel_equals_numpy(model: ClassifierModel, text: str) -> None:
-    lean = replace(model, head=None).lean()  # the linear part, exactly (the head: test_dense_head.py)
+def test_with_embeddings_the_kernel_equals_numpy(
+    model: ClassifierModel, linear: Any, loaded: StaticEmbeddings, text: str
+) -> None:
+    lean = linear  # the linear part, exactly (the head: test_dense_head.py)
     assert lean.compiled
     assert np.allclose(lean.probabilities(text), lean.numpy_probabilities(text), rtol=0, atol=1e-12)
     # the nearest training row in embedding space: the kernel's and NumPy's
     summary = lean.decide(text, None)
     assert model.neighbours is not None and model.neighbours.units is not None
-    expected = model.neighbours.embedding_similarity(summary.best, loaded_unit(model, text))
+    expected = model.neighbours.embedding_similarity(summary.best, loaded.embed(text))
     assert summary.neighbour_embedding == pytest.approx(expected, abs=1e-5)
-
-
-def loaded_unit(model: ClassifierModel, text: str) -> np.ndarray:
-    view = model.dense_view()
-    assert view is not None
-    return view.embeddings.embed(text)
 
 
 def test_with_embeddings_the_lean_path_gives_scikit_learns_probabilities(loaded: StaticEmbeddings) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,14 +27,13 @@ from budgets.tokens import TokenCounter
 from gateway.cache.backends import CachedAnswer
 from gateway.cache.flight import CacheControl, Flight, ResponseCache
 from gateway.config.models import AgentConfig
-from gateway.errors import BadRequest, Forbidden, NotFound, UpstreamFailed, UpstreamTimeout, clip
+from gateway.errors import BadRequest, Forbidden, NotFound, Unavailable, UpstreamFailed, UpstreamTimeout, clip
 from gateway.http.wire import InputLimits, decode_json
 from gateway.pipeline.budget import BudgetStep
 from gateway.pipeline.results import decision_headers
 from gateway.pipeline.routes import allowed
 from gateway.pipeline.settlement import Draft, Ending, Records
-from tiers.errors import UpstreamError
-from tiers.types import ChatRequest, EmbeddingsRequest, Message, Usage
+from tiers.types import ChatRequest, EmbeddingsRequest, Escalate, Message, Usage
 
 TIER = "embeddings"
 MAX_INPUTS = 2048  # OpenAI's limit on the items of one request
@@ -41,17 +41,16 @@ _DECODER = msgspec.json.Decoder(EmbeddingsRequest)
 
 
 class Embedder(Protocol):
-    """An upstream that serves embeddings (tiers/llm/upstream.py)."""
+    """An upstream that serves embeddings, behind its retries and circuit breaker
+    (tiers/llm/tier.py): the body, or why it could not be had."""
 
-    name: str
-
-    async def embed(self, request: EmbeddingsRequest) -> bytes: ...
+    async def embed(self, request: EmbeddingsRequest) -> bytes | Escalate: ...
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingRoute:
     name: str
-    upstreams: tuple[tuple[Embedder, float], ...]  # each with its input price (micro-dollars a token)
+    upstreams: tuple[tuple[str, Embedder, float], ...]  # name, caller, input price (micro-dollars a token)
     cache: bool = True
 
 
@@ -162,7 +161,7 @@ class EmbeddingsPath:
         try:
             route = self._route(agent, request.model)
             tokens = self.input_tokens(request)
-            dearest = max(price for _, price in route.upstreams)
+            dearest = max(price for _, _, price in route.upstreams)
             reservation = await self._budget.reserve_fixed(agent, Estimate(tokens, 0, dearest, 0.0))
         except BaseException as exc:
             self._records.refused(draft, clip(request.model), exc)
@@ -197,25 +196,28 @@ class EmbeddingsPath:
     async def _ask(
         self, route: EmbeddingRoute, request: EmbeddingsRequest, tokens: int
     ) -> tuple[str, bytes, int, float]:
-        failures = []
-        for upstream, price in route.upstreams:
-            try:
-                body = await upstream.embed(request)
-            except UpstreamError as exc:
-                failures.append(exc)
-                if exc.client_status == 400:  # the input itself was refused: another upstream would too
-                    raise BadRequest(exc.message, param="input") from None
+        failures: list[Escalate] = []
+        for name, upstream, price in route.upstreams:
+            body = await upstream.embed(request)
+            if isinstance(body, Escalate):
+                failures.append(body)
+                if body.status == 400:  # the input itself was refused: another upstream would too
+                    raise BadRequest(body.reason, param="input")
                 continue
             try:
                 view = msgspec.json.decode(body, type=_AnswerView)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                failures.append(UpstreamError(f"upstream {upstream.name!r} answered with malformed JSON"))
+                failures.append(Escalate(tier=name, reason=f"upstream {name!r} answered with malformed JSON"))
                 continue
             reported = view.usage.prompt_tokens if view.usage is not None else 0
-            return upstream.name, body, reported or tokens, price
-        if failures and all(f.timeout for f in failures):
-            raise UpstreamTimeout("; ".join(str(f) for f in failures))
-        raise UpstreamFailed("no embedding upstream answered: " + "; ".join(str(f) for f in failures))
+            return name, body, reported or tokens, price
+        reasons = "; ".join(f.reason for f in failures)
+        if failures and all(f.status == 504 for f in failures):
+            raise UpstreamTimeout(reasons)
+        if failures and all(f.status == 503 for f in failures):
+            retry = min(f.retry_after_s or 1.0 for f in failures)
+            raise Unavailable(f"no embedding upstream can answer now: {reasons}", retry_after_s=retry)
+        raise UpstreamFailed("no embedding upstream answered: " + reasons)
 
     def _draft(self, agent: AgentConfig, request: EmbeddingsRequest) -> Draft:
         """The record's start; it shows the first input as the request's text."""
@@ -270,10 +272,15 @@ class EmbeddingsPath:
 
 
 def embedding_routes(
-    routes: dict[str, list[str]], embedders: dict[str, Embedder], prices: dict[str, float], cached: set[str]
+    routes: dict[str, list[str]],
+    embedders: Mapping[str, Embedder],
+    prices: dict[str, float],
+    cached: set[str],
 ) -> dict[str, EmbeddingRoute]:
     """Each route that lists embedding upstreams, with their input prices."""
     return {
-        name: EmbeddingRoute(name, tuple((embedders[u], prices[u]) for u in upstreams), cache=name in cached)
+        name: EmbeddingRoute(
+            name, tuple((u, embedders[u], prices[u]) for u in upstreams), cache=name in cached
+        )
         for name, upstreams in routes.items()
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -222,7 +222,7 @@ def load_classifiers(config: GatewayConfig) -> tuple[dict[str, Tier], dict[str, 
 
 
 def build_routes(
-    config: GatewayConfig, upstream_tiers: dict[str, Tier], classifiers: dict[str, Tier]
+    config: GatewayConfig, upstream_tiers: Mapping[str, Tier], classifiers: dict[str, Tier]
 ) -> RouteTable:
     routes: dict[str, ResolvedRoute] = {}
 
@@ -430,7 +430,7 @@ async def build_gateway(
     return Gateway(
         config=config,
         chat=chat,
-        embeddings=build_embeddings(config, session, budget, cache, counter, records, limits),
+        embeddings=build_embeddings(config, tiers, budget, cache, counter, records, limits),
         agents=AgentDirectory.of(config.agents),
         admin=admin_key(config),
         limits=limits,

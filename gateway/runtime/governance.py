@@ -3,6 +3,7 @@ tiers, and the monitor of live precision (all need the decision store)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ def route_labels(route: RouteConfig, predictor: Predictor | None) -> list[str]:
 
 def build_governance(
     config: GatewayConfig,
-    llm_tiers: dict[str, Tier],
+    llm_tiers: Mapping[str, Tier],
     classifiers: dict[str, Tier],
     references: dict[str, DriftReference],
     store: StoreRuntime | None,

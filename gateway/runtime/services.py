@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -29,11 +29,10 @@ from gateway.pipeline.request_path import RequestPath
 from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.settlement import Records
 from gateway.runtime.circuits import SharedCircuits
-from gateway.runtime.upstreams import micro_prices, upstream_settings
+from gateway.runtime.upstreams import micro_prices
 from gateway.store.approvals import SqlApprovals
 from gateway.store.runtime import StoreRuntime
 from tiers.llm.circuit import CircuitBreaker
-from tiers.llm.upstream import OpenAICompatibleUpstream
 
 log = logging.getLogger("tiergate")
 
@@ -121,7 +120,7 @@ def build_batches(
 
 def build_embeddings(
     config: GatewayConfig,
-    session: aiohttp.ClientSession,
+    upstreams: Mapping[str, Embedder],
     budget: BudgetStep,
     cache: Cache,
     counter: TokenCounter,
@@ -129,16 +128,11 @@ def build_embeddings(
     limits: InputLimits,
 ) -> EmbeddingsPath:
     """The embeddings request path: the routes that list embedding upstreams, sharing the chat
-    path's budget stage and cache."""
-    wanted = {name for route in config.routes for name in route.embeddings}
-    embedders: dict[str, Embedder] = {
-        u.name: OpenAICompatibleUpstream(upstream_settings(u), session, counter.count)
-        for u in config.upstreams
-        if u.name in wanted
-    }
+    path's budget stage and cache; each upstream called through its LLM tier, so its retries,
+    circuit breaker and place limit apply to embeddings too."""
     routes = embedding_routes(
         {r.name: r.embeddings for r in config.routes if r.embeddings},
-        embedders,
+        upstreams,
         {u.name: micro_prices(u)[0] for u in config.upstreams},
         {r.name for r in config.routes if r.cache.enabled},
     )

@@ -10,7 +10,6 @@ import aiohttp
 from budgets.policy import MICRO_USD
 from budgets.tokens import TokenCounter
 from gateway.config.models import GatewayConfig, UpstreamConfig
-from tiers.base import Tier
 from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 from tiers.llm.guards import Bulkhead, RetryBudget
 from tiers.llm.provider_batch import ProviderBatchSettings
@@ -67,10 +66,10 @@ def upstream_session(config: GatewayConfig, stack: AsyncExitStack) -> aiohttp.Cl
 
 def build_llm_tiers(
     config: GatewayConfig, session: aiohttp.ClientSession, counter: TokenCounter, stack: AsyncExitStack
-) -> tuple[dict[str, Tier], dict[str, CircuitBreaker]]:
+) -> tuple[dict[str, LLMTier], dict[str, CircuitBreaker]]:
     """Each upstream as a tier, with its retries, circuit breaker, retry budget and bulkhead; its
     provider batches still gathering or running are abandoned with `stack`."""
-    tiers: dict[str, Tier] = {}
+    tiers: dict[str, LLMTier] = {}
     circuits: dict[str, CircuitBreaker] = {}
     for upstream in config.upstreams:
         client = OpenAICompatibleUpstream(upstream_settings(upstream), session, counter.count)

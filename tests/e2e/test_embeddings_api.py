@@ -24,10 +24,12 @@ def gateway(simulator: tuple[str, Any]) -> Iterator[str]:
         {"name": "broken", "base_url": sim, "model": "sim-embed+fault=500", "max_retries": 0},
         {"name": "embed", "base_url": sim, "model": "sim-embed", "price": {"input_per_mtok": 20.0}},
         {"name": "small", "base_url": sim, "model": "sim-small"},
+        {"name": "flaky", "base_url": sim, "model": "sim-embed+fail-first=1", "retry_base_s": 0.01},
     ]
     routes = [
         {"name": "vectors", "embeddings": ["broken", "embed"]},
         {"name": "plain", "embeddings": ["embed"], "cache": {"enabled": False}},
+        {"name": "retried", "embeddings": ["flaky"]},
         {"name": "auto", "llm": ["small"]},
     ]
     agents = [
@@ -136,6 +138,24 @@ def test_bad_requests_are_refused_in_openais_shape_and_charge_nothing(
     assert response.status_code == status
     assert response.json()["error"]["param"] == param
     assert used_tokens(gateway) == before
+
+
+def test_an_upstream_is_retried_and_a_failing_one_opens_its_circuit_as_for_completions(
+    client: openai.OpenAI, gateway: str, simulator: tuple[str, Any]
+) -> None:
+    calls = simulator[1].stats.by_path["/v1/embeddings"]
+    raw = client.embeddings.with_raw_response.create(
+        model="retried", input="retry me", encoding_format="float"
+    )
+    assert record(gateway, raw)["upstream"] == "flaky"
+    assert simulator[1].stats.by_path["/v1/embeddings"] == calls + 2  # a 503, then the answer
+    for i in range(6):  # the broken upstream fails each time until its circuit opens
+        client.embeddings.create(model="vectors", input=f"text {i}", encoding_format="float")
+    circuits = httpx.get(f"{gateway.removesuffix('/v1')}/admin/circuits", headers=ADMIN).json()
+    assert circuits["broken"]["state"] == "open"
+    calls = simulator[1].stats.by_path["/v1/embeddings"]
+    client.embeddings.create(model="vectors", input="after the circuit opened", encoding_format="float")
+    assert simulator[1].stats.by_path["/v1/embeddings"] == calls + 1  # the broken one is skipped
 
 
 def test_the_routes_of_each_kind_say_what_they_serve(client: openai.OpenAI, gateway: str) -> None:

@@ -455,6 +455,7 @@ class SimulatedUpstream:
             request = msgspec.json.decode(await http.read(), type=EmbeddingsRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return error_response(400, str(exc), "invalid_request_error", None)
+        self.stats.by_path[http.path] += 1
         directives = parse_directives(request.model, self.settings.faults)
         refused = await self._refuse(http, self._fault_of(request.model, directives), False)
         if refused is not None:

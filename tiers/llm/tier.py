@@ -7,13 +7,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tiers.base import TierRequest
 from tiers.errors import UpstreamError
 from tiers.llm.circuit import CircuitBreaker, CircuitSettings
 from tiers.llm.guards import Bulkhead, RetryBudget
 from tiers.llm.upstream import Completion, Upstream
-from tiers.types import Answer, Escalate
+from tiers.types import Answer, EmbeddingsRequest, Escalate
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +85,33 @@ class LLMTier:
         return result
 
     async def _decide(self, request: TierRequest) -> Answer | Escalate:
+        return await self._guarded(lambda: self._attempt(request))
+
+    async def embed(self, request: EmbeddingsRequest) -> bytes | Escalate:
+        """An embeddings call to this upstream, behind the same place limit, retries and circuit
+        breaker as its completions: the body, or why it could not be had."""
+        if not await self._bulkhead.enter("normal"):
+            return Escalate(
+                tier=self.name,
+                reason=f"upstream {self.upstream.name!r} is at its concurrency limit",
+                status=503,
+                retry_after_s=1.0,
+            )
+        try:
+            return await self._guarded(lambda: self.upstream.embed(request))
+        finally:
+            self._bulkhead.leave()
+
+    async def _guarded(self, attempt_once: Callable[[], Awaitable[T]]) -> T | Escalate:
+        """The call, retried with backoff while it fails in a way worth retrying (and the retry
+        budget allows), unless the circuit is open; each outcome recorded by the breaker."""
         self._budget.record_request()
         attempt = 0
         while True:
             if not self.breaker.allow():
                 return self._circuit_open()
             try:
-                answer = await self._attempt(request)
+                result = await attempt_once()
             except UpstreamError as exc:
                 self.breaker.record(exc.retryable, exc.retry_after_s)
                 wait = self._retry.backoff(attempt, self._rng)
@@ -111,7 +134,7 @@ class LLMTier:
                 raise
             else:
                 self.breaker.record(False)
-                return answer
+                return result
             attempt += 1
             await self._sleep(wait)
 

@@ -36,6 +36,10 @@ class Upstream(Protocol):
 
     async def complete(self, request: ChatRequest) -> Completion: ...
 
+    async def embed(self, request: EmbeddingsRequest) -> bytes:
+        """`/embeddings` of an upstream that serves them: the whole body."""
+        ...
+
     async def complete_deferred(self, request: ChatRequest) -> Completion:
         """The answer through the upstream's own Batch API: late, and at its batch price."""
         ...

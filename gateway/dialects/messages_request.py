@@ -145,7 +145,7 @@ def _user(message: InputMessage, at: str) -> list[Message]:
             )
     if parts:
         content: str | list[ContentPart] = (
-            parts[0].text or "" if len(parts) == 1 and parts[0].type == "text" else parts
+            (parts[0].text or "") if len(parts) == 1 and parts[0].type == "text" else parts
         )
         results.append(Message(role="user", content=content))
     return results

@@ -92,7 +92,15 @@ def _agent_paths() -> dict[str, Any]:
                     {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {"200": _json("a stored response"), **_errors("401", "404")},
-            }
+            },
+            "delete": {
+                "operationId": "deleteResponse",
+                "security": AGENT,
+                "parameters": [
+                    {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json("the response is forgotten"), **_errors("401", "404")},
+            },
         },
         # Anthropic's Messages API: errors in Anthropic's shape, the key also in x-api-key
         "/v1/messages": _model_call("createMessage", "MessagesRequest"),

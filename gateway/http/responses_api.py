@@ -2,14 +2,14 @@
 (gateway/dialects/responses*.py), so a request gets the same tiers, budgets, cache, validation,
 approvals and records as a chat completion. With `store` (the default) and a decision store, a
 response is kept for `store.responses_keep_days`: `previous_response_id` continues from it, and
-`GET /v1/responses/{id}` returns it to the agent that made it."""
+`GET /v1/responses/{id}` returns it to the agent that made it (`DELETE` forgets it)."""
 
 from __future__ import annotations
 
 import logging
 
 import msgspec
-from litestar import Request, Response, asgi, get
+from litestar import Request, Response, asgi, delete, get
 from litestar.types import Receive, Scope, Send
 
 from gateway.config.models import AgentConfig
@@ -143,4 +143,16 @@ async def get_response(request: Request) -> Response[bytes]:
     return Response(found.response, media_type=_JSON)
 
 
-RESPONSES_HANDLERS = [create_response, get_response]
+@delete(RESPONSES_PATH + "/{response_id:str}", status_code=200)
+async def delete_response(request: Request) -> Response[bytes]:
+    gateway = current_gateway(request)
+    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    response_id = request.path_params["response_id"]
+    await _stored(gateway, agent, response_id, None)  # 404 unless the agent has it
+    assert gateway.store is not None
+    await gateway.store.responses.delete(response_id, agent.id)
+    body = msgspec.json.encode({"id": response_id, "object": "response", "deleted": True})
+    return Response(body, media_type=_JSON)
+
+
+RESPONSES_HANDLERS = [create_response, get_response, delete_response]

@@ -47,6 +47,13 @@ class StoredResponses:
             )
         self._writes += 1
 
+    async def delete(self, response_id: str, agent: str) -> bool:
+        """Forget an agent's response; False when it had none by that id."""
+        c = responses.c
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(responses).where(c.id == response_id, c.agent == agent))
+        return bool(result.rowcount)
+
     async def get(self, response_id: str) -> StoredResponse | None:
         c = responses.c
         async with self._engine.connect() as conn:

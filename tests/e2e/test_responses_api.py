@@ -183,6 +183,11 @@ def test_a_stored_response_is_continued_and_retrieved_by_its_own_agent_only(
     with pytest.raises(openai.NotFoundError) as info:
         other.responses.create(model="auto", input="go on", previous_response_id=first.id)
     assert info.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        other.responses.delete(first.id)  # not its own: nothing is deleted
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
 
 
 def test_without_a_store_responses_are_not_kept_and_say_why(simulator: tuple[str, Any]) -> None:

@@ -20,6 +20,7 @@ from gateway.console.sessions import Sessions
 from gateway.store.engine import create_engine
 from gateway.store.migrate import current_revision, downgrade, head_revision, upgrade
 from gateway.store.protocol import Audit, Cursor, DecisionQuery, Event, Feedback, Source
+from gateway.store.responses import StoredResponse, StoredResponses
 from gateway.store.schema import metadata
 from gateway.store.sql import SqlStore
 
@@ -276,3 +277,17 @@ async def test_console_sessions_are_found_by_their_secret_until_they_end(store: 
     assert await sessions.find(admin_secret) is None  # logged out
     now[0] += 61
     assert await sessions.find(secret) is None  # expired
+
+
+async def test_responses_are_kept_until_they_expire_and_deleted_by_their_own_agent(store: SqlStore) -> None:
+    now = [1000.0]
+    kept = StoredResponses(store.engine, keep_s=60, clock=lambda: now[0])
+    first = StoredResponse("resp_1", "agent", b'{"id": "resp_1"}', b'[{"role": "user", "content": "hi"}]')
+    await kept.put(first)
+    assert await kept.get("resp_1") == first and await kept.get("resp_2") is None
+    assert not await kept.delete("resp_1", "other")  # another agent's: untouched
+    assert await kept.get("resp_1") == first
+    assert await kept.delete("resp_1", "agent") and await kept.get("resp_1") is None
+    await kept.put(StoredResponse("resp_3", "agent", b"{}", b"[]"))
+    now[0] += 61
+    assert await kept.get("resp_3") is None  # expired

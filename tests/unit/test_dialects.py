@@ -249,3 +249,27 @@ def test_a_whole_completion_is_read_with_its_tool_calls_and_usage() -> None:
     read = chat_view.completion(json.dumps(body).encode())
     assert read.tool_calls == [chat_view.ToolCall("c", "f", "{}")] and read.usage.total_tokens == 5
     assert read.finish_reason == "tool_calls" and read.text == ""
+
+
+def test_an_image_beside_the_users_words_keeps_both() -> None:
+    chat = messages(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                        },
+                    ],
+                }
+            ],
+        }
+    )
+    parts = chat.messages[0].content
+    assert [p.type for p in parts] == ["text", "image_url"]
+    assert parts[1].image_url == {"url": "data:image/png;base64,AAAA"}

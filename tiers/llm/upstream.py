@@ -16,7 +16,9 @@ import msgspec
 from tiers.errors import UpstreamError
 from tiers.llm.provider_batch import ProviderBatches, ProviderBatchSettings
 from tiers.llm.sse import SSERelay
-from tiers.llm.upstream_apis import Api, upstream_api
+from tiers.llm.upstream_anthropic import AnthropicApi
+from tiers.llm.upstream_apis import Api, ChatApi, UpstreamApi
+from tiers.llm.upstream_responses import ResponsesApi
 from tiers.types import ChatRequest, EmbeddingsRequest, StreamOptions, Usage
 
 log = logging.getLogger("tiergate.upstream")
@@ -147,6 +149,15 @@ def _cap(request: ChatRequest, limit: int | None) -> int | None:
     """The most completion tokens a stream may carry: the request's caps, and the upstream's."""
     caps = [c for c in (request.max_completion_tokens, request.max_tokens, limit) if c is not None]
     return min(caps) if caps else None
+
+
+def upstream_api(api: Api) -> UpstreamApi:
+    """How to speak to an upstream of the given API."""
+    if api == "responses":
+        return ResponsesApi()
+    if api == "anthropic":
+        return AnthropicApi()
+    return ChatApi()
 
 
 class OpenAICompatibleUpstream:

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.dialects import chat_view
 from gateway.dialects.messages import EventWriter as MessageEvents
@@ -20,6 +22,9 @@ from gateway.dialects.responses_request import chat_request, decode_responses_re
 from gateway.errors import BadRequest
 from gateway.http.wire import InputLimits
 from tiers.llm.sse import DONE, error_frame, frame
+from tiers.llm.upstream_anthropic import AnthropicApi
+from tiers.llm.upstream_responses import ResponsesApi
+from tiers.types import Usage
 
 LIMITS = InputLimits(1_000_000, 100, 100_000)
 
@@ -273,3 +278,68 @@ def test_an_image_beside_the_users_words_keeps_both() -> None:
     parts = chat.messages[0].content
     assert [p.type for p in parts] == ["text", "image_url"]
     assert parts[1].image_url == {"url": "data:image/png;base64,AAAA"}
+
+
+_PIECES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@st.composite
+def chat_streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], str, list[tuple[str, str]], Usage]:
+    """A chat stream: text pieces, then tool calls each in argument pieces, a finish and usage."""
+    pieces = draw(st.lists(_PIECES, max_size=6))
+    calls = draw(
+        st.lists(
+            st.tuples(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), st.lists(_PIECES, max_size=3)),
+            max_size=3,
+        )
+    )
+    usage = Usage.of(draw(st.integers(0, 5000)), draw(st.integers(0, 5000)))
+    chunks = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": p}) for p in pieces]
+    for index, (name, arguments) in enumerate(calls):
+        opening = {"index": index, "id": f"call_{index}", "function": {"name": name, "arguments": ""}}
+        chunks.append(chunk({"tool_calls": [opening]}))
+        chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": a}}]}) for a in arguments]
+    chunks += [chunk({}, "tool_calls" if calls else "stop"), chunk(None, usage=msgspec.to_builtins(usage))]
+    return chunks, "".join(pieces), [(name, "".join(arguments)) for name, arguments in calls], usage
+
+
+async def _read_back(reader: Any, events: list[bytes]) -> tuple[str, list[tuple[str, str]], Usage | None]:
+    """Another API's events read by an upstream reader of that API, as the gateway reads chat."""
+    payloads = [p for event in events for p in reader.read(event.split(b"\ndata: ", 1)[1].strip())]
+    frames = [frame(p) for p in payloads]
+    text, calls, usage = [], {}, None
+    async for event in chat_view.events(_frames([json.loads(f[6:]) for f in frames if f != DONE], DONE)):
+        if isinstance(event, chat_view.TextDelta):
+            text.append(event.text)
+        elif isinstance(event, chat_view.ToolStart):
+            calls[event.index] = [event.name, ""]
+        elif isinstance(event, chat_view.ToolArguments):
+            calls[event.index][1] += event.arguments
+        elif isinstance(event, chat_view.Used):
+            usage = event.usage
+    return "".join(text), [(n, a) for n, a in calls.values()], usage
+
+
+@settings(max_examples=150, deadline=None)
+@given(stream=chat_streams())
+async def test_a_stream_survives_the_round_trip_through_each_api(
+    stream: tuple[list[dict[str, Any]], str, list[tuple[str, str]], Usage],
+) -> None:
+    """Chat chunks written as the Responses API's (or Anthropic's) events, then read back by the
+    upstream side of that API, are the same text, tool calls and usage."""
+    chunks, text, calls, usage = stream
+    request = decode_responses_request(b'{"model": "m", "input": "x", "stream": true}', LIMITS)
+
+    async def keep(_: ResponseObject) -> None:
+        return None
+
+    written = await _collect(ResponseEvents(ResponseWriter(request, "d", False), keep).write(_frames(chunks)))
+    assert await _read_back(ResponsesApi.stream_reader(), written) == (text, calls, usage)
+    written = await _collect(MessageEvents("m", "m").write(_frames(chunks)))
+    assert await _read_back(
+        AnthropicApi.stream_reader(), [e for e in written if b"event: ping" not in e]
+    ) == (
+        text,
+        calls,
+        usage,
+    )

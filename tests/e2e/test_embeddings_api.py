@@ -21,7 +21,13 @@ ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 def gateway(simulator: tuple[str, Any]) -> Iterator[str]:
     sim = simulator[0]
     upstreams = [
-        {"name": "broken", "base_url": sim, "model": "sim-embed+fault=500", "max_retries": 0},
+        {
+            "name": "broken",
+            "base_url": sim,
+            "model": "sim-embed+fault=500",
+            "max_retries": 0,
+            "circuit": {"cooldown_s": 300},  # once open, it stays open for the module
+        },
         {"name": "embed", "base_url": sim, "model": "sim-embed", "price": {"input_per_mtok": 20.0}},
         {"name": "small", "base_url": sim, "model": "sim-small"},
         {"name": "flaky", "base_url": sim, "model": "sim-embed+fail-first=1", "retry_base_s": 0.01},

@@ -21,7 +21,7 @@ from litestar.types import Receive, Scope, Send
 from gateway.admin.approvals import agent_approval
 from gateway.admin.routes import admin_router
 from gateway.batch.api import BATCH_HANDLERS
-from gateway.config.models import GatewayConfig
+from gateway.config.models import AgentConfig, GatewayConfig
 from gateway.console.pages import TEMPLATES, console_router
 from gateway.console.sessions import Throttle
 from gateway.errors import (
@@ -64,22 +64,59 @@ class _ModelList(msgspec.Struct):
     object: str = "list"
 
 
+class _AnthropicModel(msgspec.Struct):
+    """A model as Anthropic's SDK lists it."""
+
+    id: str
+    display_name: str
+    type: str = "model"
+    created_at: str = "1970-01-01T00:00:00Z"
+    lifecycle: str = "active"
+
+
+class _AnthropicModelList(msgspec.Struct):
+    data: list[_AnthropicModel]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+def _model_agent(request: Request) -> tuple[Gateway, AgentConfig, bool]:
+    """The gateway, the calling agent, and whether it asks as Anthropic's SDK does (its
+    `anthropic-version` header; its key then may come in `x-api-key`)."""
+    gateway = _gateway(request)
+    anthropic = "anthropic-version" in request.headers
+    key = request.headers.get("x-api-key") if anthropic else None
+    authorization = f"Bearer {key}" if key else request.headers.get("authorization")
+    return gateway, gateway.agents.authenticate(authorization), anthropic
+
+
+def _model(name: str, anthropic: bool) -> _Model | _AnthropicModel:
+    return _AnthropicModel(name, name) if anthropic else _Model(name)
+
+
 @get("/v1/models")
 async def list_models(request: Request) -> Response[bytes]:
-    gateway = _gateway(request)
-    agent = gateway.agents.authenticate(request.headers.get("authorization"))
+    gateway, agent, anthropic = _model_agent(request)
     names = gateway.chat.routes.visible_to(agent)
-    return Response(msgspec.json.encode(_ModelList([_Model(n) for n in names])), media_type=JSON)
+    listed: _ModelList | _AnthropicModelList
+    if anthropic:
+        models = [_AnthropicModel(n, n) for n in names]
+        listed = _AnthropicModelList(
+            models, first_id=names[0] if names else None, last_id=names[-1] if names else None
+        )
+    else:
+        listed = _ModelList([_Model(n) for n in names])
+    return Response(msgspec.json.encode(listed), media_type=JSON)
 
 
 @get("/v1/models/{name:str}")
 async def get_model(request: Request) -> Response[bytes]:
-    gateway = _gateway(request)
+    gateway, agent, anthropic = _model_agent(request)
     name = request.path_params["name"]
-    agent = gateway.agents.authenticate(request.headers.get("authorization"))
     if name not in gateway.chat.routes.visible_to(agent):
         raise NotFound(f"the model {name!r} does not exist", param="model")
-    return Response(msgspec.json.encode(_Model(name)), media_type=JSON)
+    return Response(msgspec.json.encode(_model(name, anthropic)), media_type=JSON)
 
 
 @get("/healthz")

@@ -220,3 +220,15 @@ async def test_the_async_client_streams_too(gateway: str) -> None:
         text = "".join([piece async for piece in stream.text_stream])
     assert text.startswith("Simulated answer:")
     await client.close()
+
+
+def test_anthropics_sdk_lists_the_agents_models_in_its_own_shape(
+    client: anthropic.Anthropic, gateway: str
+) -> None:
+    listed = [model.id for model in client.models.list()]
+    assert "support" in listed and "auto" in listed
+    assert client.models.retrieve("auto").display_name == "auto"
+    openai_listed = [
+        m.id for m in openai.OpenAI(base_url=gateway, api_key=DEMO_KEY, max_retries=0).models.list()
+    ]
+    assert openai_listed == listed

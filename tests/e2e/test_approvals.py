@@ -6,12 +6,14 @@ the same store, serves the decision."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -410,3 +412,37 @@ def test_a_supervised_agent_never_earns_trust_and_a_trusted_one_starts_with_it(
         with httpx.Client(base_url=root(url), headers=ADMIN) as admin:
             shown = admin.get(f"/admin/approvals/{raw.headers['x-tiergate-approval-id']}").json()
             assert shown["status"] == "approved" and shown["automatic"] is True and shown["review"] is None
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+def test_the_other_apis_wait_for_the_same_approval(
+    simulator: tuple[str, Any], tmp_path: Any, api: str
+) -> None:
+    """A held answer is held whichever API asked: the agent gets it, approved, in its own shape."""
+    config = approval_config(simulator[0], f"sqlite:///{tmp_path}/store.db", tmp_path)
+    parameters = refund_tool(750)[0]["function"]["parameters"]
+    with gateway_server(config) as url, reviewer(url, approve) as decided:
+        if api == "responses":
+            client = openai.OpenAI(base_url=url, api_key=DEMO_KEY, max_retries=0)
+            raw = client.responses.with_raw_response.create(
+                model="triage",
+                input="refund my order",
+                tools=[{"type": "function", "name": "issue_refund", "parameters": parameters}],  # type: ignore[list-item]
+                tool_choice="required",
+            )
+            [call] = [item for item in raw.parse().output if item.type == "function_call"]
+            arguments = call.arguments
+        else:
+            claude = anthropic.Anthropic(base_url=root(url), api_key=DEMO_KEY, max_retries=0)
+            raw = claude.messages.with_raw_response.create(
+                model="triage",
+                max_tokens=200,
+                messages=[{"role": "user", "content": "refund my order"}],
+                tools=[{"name": "issue_refund", "input_schema": parameters}],  # type: ignore[list-item]
+                tool_choice={"type": "any"},
+            )
+            [use] = [block for block in raw.parse().content if block.type == "tool_use"]
+            arguments = json.dumps(use.input, separators=(",", ":"))
+    assert raw.headers["x-tiergate-approval"] == "approved"
+    assert raw.headers["x-tiergate-approval-id"] == decided[0]
+    assert arguments == '{"amount":750}'

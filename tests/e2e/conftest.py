@@ -1,5 +1,6 @@
 """A gateway whose `support` route has every tier (a rule, a classifier, two LLMs) and a store,
-shared by the tests of the model APIs other than Chat Completions."""
+for the tests of the model APIs other than Chat Completions: one per module, so it does not keep
+serving (and shipping records) while later tests run; some of them measure the process's heap."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.servers import gateway_server
 from tiers.classifier.training import train
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiered_gateway(simulator: tuple[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("tiered")
     model = tmp / "intents.joblib"

@@ -47,8 +47,12 @@ def cache_key(request: ChatRequest, scope: str, agent: str) -> str:
     JSON key order."""
     canonical = msgspec.structs.replace(request, **_NOT_IN_KEY)  # type: ignore[arg-type]
     payload = msgspec.json.encode(canonical, order="sorted")
-    prefix = {"agent": f"agent:{agent}", "route": f"route:{request.model}", "global": "global"}[scope]
-    return f"{prefix}:{hashlib.sha256(payload).hexdigest()}"
+    return f"{scope_prefix(scope, agent, request.model)}:{hashlib.sha256(payload).hexdigest()}"
+
+
+def scope_prefix(scope: str, agent: str, model: str) -> str:
+    """Whose answers a cache key shares: the agent's own, the route's, or everyone's."""
+    return {"agent": f"agent:{agent}", "route": f"route:{model}", "global": "global"}[scope]
 
 
 class NoCache:

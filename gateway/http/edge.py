@@ -153,7 +153,9 @@ async def _stream(receive: Receive, send: Send, headers: dict[str, str], frames:
         await frames.aclose()
 
 
-class Answer(Protocol):
+class Handler(Protocol):
+    """What answers a model API's request once its agent is known and within its concurrency."""
+
     async def __call__(
         self,
         dialect: Dialect,
@@ -172,19 +174,19 @@ async def serve(
     scope: Scope,
     receive: Receive,
     send: Send,
-    answer: Answer | None = None,
+    handler: Handler | None = None,
 ) -> None:
     """One request of a model API, from its first byte to its last: the agent known and within its
-    concurrency, then answered (by the request path, unless `answer` says otherwise)."""
+    concurrency, then answered (by the request path, unless another `handler` is given)."""
     gateway.activity.enter()
     try:
-        await _serve(dialect, gateway, scope, receive, send, answer or _answer)
+        await _serve(dialect, gateway, scope, receive, send, handler or _answer)
     finally:
         gateway.activity.leave()
 
 
 async def _serve(
-    dialect: Dialect, gateway: Gateway, scope: Scope, receive: Receive, send: Send, answer: Answer
+    dialect: Dialect, gateway: Gateway, scope: Scope, receive: Receive, send: Send, handler: Handler
 ) -> None:
     try:
         if scope.get("method") != "POST":
@@ -205,7 +207,7 @@ async def _serve(
         )
         return
     try:
-        await answer(dialect, gateway, agent, headers, scope, receive, send)
+        await handler(dialect, gateway, agent, headers, scope, receive, send)
     finally:
         slots.leave()  # after the whole answer, streams included
 

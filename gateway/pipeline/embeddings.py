@@ -24,7 +24,7 @@ import msgspec
 
 from budgets.policy import Estimate, Reservation
 from budgets.tokens import TokenCounter
-from gateway.cache.backends import CachedAnswer
+from gateway.cache.backends import CachedAnswer, scope_prefix
 from gateway.cache.flight import CacheControl, Flight, ResponseCache
 from gateway.config.models import AgentConfig
 from gateway.errors import BadRequest, Forbidden, NotFound, Unavailable, UpstreamFailed, UpstreamTimeout, clip
@@ -149,9 +149,7 @@ class EmbeddingsPath:
 
     def _key(self, agent: AgentConfig, request: EmbeddingsRequest) -> str:
         payload = msgspec.json.encode(msgspec.structs.replace(request, user=None))
-        prefix = {"agent": f"agent:{agent.id}", "route": f"route:{request.model}", "global": "global"}[
-            self._scope
-        ]
+        prefix = scope_prefix(self._scope, agent.id, request.model)
         return f"{prefix}:{TIER}:{hashlib.sha256(payload).hexdigest()}"
 
     async def embed(

@@ -22,7 +22,7 @@ from gateway.auth import AdminKey, AgentDirectory, key_digest
 from gateway.batch.service import Batches
 from gateway.cache.backends import Cache, MemoryCache, NoCache, RedisCache
 from gateway.config.model_files import train_missing_models
-from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig
+from gateway.config.models import AgentConfig, BudgetConfig, GatewayConfig, RouteConfig
 from gateway.config.rules import rule_specs
 from gateway.governance.drift import DriftReference, drift_reference
 from gateway.governance.shadow import ShadowClassifier
@@ -256,33 +256,39 @@ def build_routes(
         first: list[Tier] = [RulesTier(rule_specs(route))] if route.rules else []
         if route.classifier is not None:
             first.append(classifiers[route.name])
-        complexity = None
-        if route.complexity is not None and len(route.llm) > 1:
-            scorer: ComplexityScorer = (
-                LearnedScorer(ClassifierModel.load(route.complexity.router_model))
-                if route.complexity.router_model
-                else HeuristicScorer()
-            )
-            smaller = tuple(upstream_tiers[n].name for n in route.llm[:-1])
-            complexity = ComplexityRouting(scorer, route.complexity.large_above, smaller)
-        shadow = None
-        if route.classifier is not None and route.classifier.shadow is not None:
-            candidate = ClassifierModel.load(route.classifier.shadow)
-            vectors = (
-                StaticEmbeddings.load(str(candidate.embeddings["source"])) if candidate.embeddings else None
-            )
-            shadow = ShadowClassifier(Predictor(candidate, None, vectors))
         routes[route.name] = resolved(
             route.name,
             list(route.llm),
             first,
             cache=route.cache,
             output_schema=route.output_schema,
-            complexity=complexity,
+            complexity=_complexity(route, upstream_tiers),
             repair=route.repair,
-            shadow=shadow,
+            shadow=_shadow(route),
         )
     return RouteTable(routes, frozenset(r.name for r in config.routes if r.name not in routes))
+
+
+def _complexity(route: RouteConfig, upstream_tiers: Mapping[str, Tier]) -> ComplexityRouting | None:
+    """The route's complexity skip of its smaller LLMs, if it has one."""
+    if route.complexity is None or len(route.llm) < 2:
+        return None
+    scorer: ComplexityScorer = (
+        LearnedScorer(ClassifierModel.load(route.complexity.router_model))
+        if route.complexity.router_model
+        else HeuristicScorer()
+    )
+    smaller = tuple(upstream_tiers[n].name for n in route.llm[:-1])
+    return ComplexityRouting(scorer, route.complexity.large_above, smaller)
+
+
+def _shadow(route: RouteConfig) -> ShadowClassifier | None:
+    """The route's candidate classifier, scored beside it and never served."""
+    if route.classifier is None or route.classifier.shadow is None:
+        return None
+    candidate = ClassifierModel.load(route.classifier.shadow)
+    vectors = StaticEmbeddings.load(str(candidate.embeddings["source"])) if candidate.embeddings else None
+    return ShadowClassifier(Predictor(candidate, None, vectors))
 
 
 def input_limits(config: GatewayConfig) -> InputLimits:

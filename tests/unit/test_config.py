@@ -107,6 +107,30 @@ routes:
     assert "routes[1].rules:" in problems
 
 
+def test_embedding_upstreams_must_exist_and_speak_an_api_that_has_embeddings() -> None:
+    text = """
+upstreams: [{name: claude, base_url: "http://127.0.0.1:1/v1", model: m, api: anthropic}]
+agents: [{id: a, api_key: k}]
+routes: [{name: vectors, embeddings: [claude, missing]}]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    problems = "\n".join(info.value.problems)
+    assert "routes[0].embeddings[0]: 'claude' speaks Anthropic's API, which has no embeddings" in problems
+    assert "routes[0].embeddings[1]: unknown upstream 'missing'" in problems
+
+
+def test_provider_batches_need_an_upstream_that_speaks_chat() -> None:
+    text = """
+upstreams: [{name: r, base_url: "http://127.0.0.1:1/v1", model: m, api: responses, batch_api: true}]
+agents: [{id: a, api_key: k}]
+routes: [{name: auto, llm: [r]}]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    assert "upstreams[0]: Value error, batch_api needs api: chat" in info.value.problems[0]
+
+
 def test_an_agent_needs_exactly_one_kind_of_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("agents: [{id: a}]", {})

@@ -46,6 +46,7 @@ from aiohttp import web
 from tiers.llm.simulator_apis import OtherApis
 from tiers.llm.simulator_batches import SimulatedBatches
 from tiers.llm.simulator_embeddings import embeddings_body
+from tiers.llm.simulator_reply import Reply
 from tiers.types import ChatRequest, EmbeddingsRequest, Usage
 
 _WORDS = [
@@ -165,89 +166,6 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """One simulated answer, encoded as a whole completion or as stream chunks."""
-
-    request: ChatRequest
-    text: str
-    calls: list[dict[str, Any]]
-    finish: str
-    usage: Usage
-    ident: str
-    created: int
-    fault: str
-
-    def completion(self) -> dict[str, Any]:
-        message = {
-            "role": "assistant",
-            "content": self.text or None,
-            "refusal": None,
-            **({"tool_calls": self.calls} if self.calls else {}),
-        }
-        body: dict[str, Any] = {
-            "id": self.ident,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.request.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish, "logprobs": None}],
-        }
-        if self.fault != "no-usage":
-            body["usage"] = msgspec.to_builtins(self.usage)
-        return body
-
-    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        payload = {
-            "id": self.ident,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.request.model,
-            "choices": choices,
-            **extra,
-        }
-        return b"data: " + msgspec.json.encode(payload) + b"\n\n"
-
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None) -> bytes:
-        return self._event([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
-
-    def usage_chunk(self) -> bytes:
-        return self._event([], usage=msgspec.to_builtins(self.usage))
-
-    def opening(self) -> list[bytes]:
-        """The stream's first chunks: the role, then each tool call and its arguments in two pieces."""
-        chunks = [self.chunk({"role": "assistant", "content": ""}, None)]
-        for index, call in enumerate(self.calls):
-            opening = {
-                **call,
-                "index": index,
-                "function": {"name": call["function"]["name"], "arguments": ""},
-            }
-            chunks.append(self.chunk({"tool_calls": [opening]}, None))
-            arguments = call["function"]["arguments"]
-            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
-                chunks.append(
-                    self.chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
-                )
-        return chunks
-
-    def pieces(self) -> list[str]:
-        """The text as the stream sends it, a word at a time."""
-        pieces = [w + " " for w in self.text.split(" ")] if self.text or not self.calls else []
-        if pieces:
-            pieces[-1] = pieces[-1].rstrip(" ")
-        return pieces
-
-    def frames(self) -> list[bytes]:
-        """The whole stream, faults aside, with its usage chunk."""
-        return [
-            *self.opening(),
-            *(self.chunk({"content": piece}, None) for piece in self.pieces()),
-            self.chunk({}, self.finish),
-            self.usage_chunk(),
-            b"data: [DONE]\n\n",
-        ]
-
-
 class SimulatedUpstream:
     def __init__(self, settings: SimulatorSettings, counter: TextCounter) -> None:
         self.settings = settings
@@ -331,7 +249,7 @@ class SimulatedUpstream:
             )
         return web.Response(body=msgspec.json.encode(reply.completion()), content_type="application/json")
 
-    async def simulate(self, http: web.Request, request: ChatRequest) -> _Reply | web.StreamResponse:
+    async def simulate(self, http: web.Request, request: ChatRequest) -> Reply | web.StreamResponse:
         """The reply to a request of another API once translated, or the fault it gets instead."""
         self.stats.by_path[http.path] += 1
         directives = parse_directives(request.model, self.settings.faults)
@@ -390,7 +308,7 @@ class SimulatedUpstream:
             return error_response(int(fault), f"simulated {fault}", "api_error", fault, headers)
         return None
 
-    def _reply(self, request: ChatRequest, fault: str) -> _Reply:
+    def _reply(self, request: ChatRequest, fault: str) -> Reply:
         text = self.reply_text(request, fault == "wrong-schema")
         if fault == "invalid-json":
             text = "Sure! Here is the JSON you asked for: {category: shipping"
@@ -408,17 +326,17 @@ class SimulatedUpstream:
         self.stats.prompt_tokens += usage.prompt_tokens
         self.stats.completion_tokens += usage.completion_tokens
         self.stats.by_model[request.model] += 1
-        return _Reply(
+        return Reply(
             request, text, calls, finish, usage, f"chatcmpl-sim{self.stats.requests}", int(time.time()), fault
         )
 
-    async def _stream(self, http: web.Request, reply: _Reply, latency: float) -> web.StreamResponse:
+    async def _stream(self, http: web.Request, reply: Reply, latency: float) -> web.StreamResponse:
         try:
             return await self._send_stream(http, reply, latency)
         except ConnectionResetError:  # the client (the gateway) went away: nothing left to send
             return web.StreamResponse()
 
-    async def _send_stream(self, http: web.Request, reply: _Reply, latency: float) -> web.StreamResponse:
+    async def _send_stream(self, http: web.Request, reply: Reply, latency: float) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
         )

@@ -123,6 +123,7 @@ class Reservation:
     remaining_tokens: int | None = None  # tightest token window after this reservation
     crossed: tuple[WindowUsage, ...] = ()  # soft limits this reservation crossed
     id: str = ""  # set by ledgers that settle idempotently by id (Redis)
+    lease: object | None = field(default=None, compare=False, repr=False)  # granted from it, settled to it
 
     @property
     def tokens(self) -> int:
@@ -143,8 +144,10 @@ class Denied:
 def contention(limit: Limit, used: int, held: int, estimate: Estimate) -> bool:
     """Whether a request refused under `limit` would fit once the reservations in flight settle
     (their holds dropped, nothing spent): the budget is contended, not spent."""
-    if held <= 0 or limit.metric == "requests":
+    if held <= 0:
         return False
+    if limit.metric == "requests":  # request slots leases hold, and give back when they end
+        return used - held < limit.limit
     _, blocked = affordable_completion([(limit, max(0, used - held))], estimate)
     return blocked is None
 
@@ -159,12 +162,13 @@ def denied(
     """A refusal under `limit`; `used`: its use (holds included), what reservations in flight
     hold of it, and how many they are."""
     total, held, in_flight = used
-    if limit.metric == "requests":
-        held, in_flight = 0, 0
     spent = max(0, total - held)
     message = f"{subject} has spent {spent} of {limit.limit} {limit.metric} this {limit.window}"
     if held > 0:
-        message += f", and {in_flight} request(s) in flight hold {held} more"
+        holders = (
+            "lease(s) of other gateway processes" if limit.metric == "requests" else "request(s) in flight"
+        )
+        message += f", and {in_flight} {holders} hold {held} more"
     if estimate.keep_share > 0 and limit.metric != "requests":
         message += f"; the last {math.ceil(limit.limit * estimate.keep_share)} are kept for critical work"
     return Denied(

@@ -24,6 +24,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from budgets.leases import Amounts, LeaseTerms
 from budgets.ledger import StateError
 from budgets.policy import BudgetPolicy, Denied, Estimate, Limit, Reservation, WindowUsage, denied
 from budgets.redis_client import StateClient
@@ -75,6 +76,8 @@ class RedisLedger:
         self._reserve = _Script(load_script("reserve.lua"))
         self._settle = _Script(load_script("settle.lua"))
         self._usage = _Script(load_script("usage.lua"))
+        self._lease = _Script(load_script("lease.lua"))
+        self._lease_settle = _Script(load_script("lease_settle.lua"))
         # Everything an agent's reservation touches, worked out once: (subject, limit, key).
         self._plan: dict[str, list[tuple[str, Limit, str]]] = {}
         self._tags = {agent: tags.get(agent, f"agent:{agent}") for agent in self._subjects_of}
@@ -124,7 +127,7 @@ class RedisLedger:
         """Load the scripts (on every primary of a cluster) before the first request needs them,
         so a burst does not meet NOSCRIPT everywhere at once."""
         try:
-            for script in (self._reserve, self._settle, self._usage):
+            for script in (self._reserve, self._settle, self._usage, self._lease, self._lease_settle):
                 await self._client.script_load(script.source)
         except (RedisError, RedisClusterException, TimeoutError, RuntimeError) as exc:
             log.warning(
@@ -182,6 +185,70 @@ class RedisLedger:
             id=reservation_id,
         )
 
+    async def cancel(self, reservation: Reservation) -> None:
+        """Take a reservation back whole (its request too), as if it had not been made."""
+        if not reservation.id:
+            return
+        keys, args = self._settle_call(reservation.agent, reservation.id, 0, 0, cancel=True)
+        try:
+            await self._call(self._settle, keys, args)
+        except StateError:
+            self._compensate(reservation.agent, reservation.id, 0, 0, cancel=True)
+
+    async def take_lease(
+        self, agent: str, asked: Amounts, least: Amounts, share: float, keep_share: float
+    ) -> LeaseTerms | float:
+        """Hold a slice of each of the agent's limits for this process: the terms, or (when no
+        slice worth taking fits) the seconds until the earliest of its periods ends."""
+        plan = self._plan.get(agent, [])
+        lease_id = f"L{self._id_prefix}{next(self._ids):x}"
+        keys = [*self._keys[agent], *self._markers(agent, lease_id)]
+        args: list[Any] = [*asked, *least, repr(share), repr(keep_share), *self._limit_args[agent]]
+        try:
+            result = await self._call(self._lease, keys, args)
+        except StateError:
+            self._compensate_lease(agent, lease_id)
+            raise
+        if int(result[0]) == 0:
+            return float(result[1])
+        tokens, usd, requests, remaining = (
+            int(part) for part in (result[1], result[2], result[3], result[5])
+        )
+        crossed = tuple(
+            WindowUsage(subject, limit.window, limit.metric, limit.warn or 0, limit.limit, 0.0)
+            for subject, limit, _ in (plan[int(index) - 1] for index in result[6:])
+        )
+        return LeaseTerms(
+            id=lease_id,
+            granted=Amounts(tokens, usd, requests),
+            lasts_s=float(result[4]),
+            remaining_tokens=None if remaining < 0 else remaining,
+            crossed=crossed,
+        )
+
+    async def settle_lease(self, agent: str, lease_id: str, spent: Amounts, keep: Amounts, last: bool) -> str:
+        """Charge what a lease's grants spent; unless `last`, keep holding `keep` (the holds of its
+        requests in flight) under the id returned. Safe to repeat: it applies once (and returns
+        the same id)."""
+        following = f"{lease_id}n"
+        keys, args = self._lease_settle_call(agent, lease_id, following, spent, keep, 1 if last else 0)
+        await self._call(self._lease_settle, keys, args)
+        return following
+
+    def _lease_settle_call(
+        self, agent: str, lease_id: str, following: str, spent: Amounts, keep: Amounts, mode: int
+    ) -> tuple[list[str], list[Any]]:
+        plan = self._plan.get(agent, [])
+        keys = [*self._keys[agent], *self._markers(agent, lease_id), self._markers(agent, following)[0]]
+        args: list[Any] = [*spent, keep.tokens, keep.usd, mode, *(limit.metric for _, limit, _ in plan)]
+        return keys, args
+
+    def _compensate_lease(self, agent: str, lease_id: str) -> None:
+        """Cancel a lease whose taking timed out (it may still arrive: the tombstone stops it)."""
+        nothing = Amounts(0, 0, 0)
+        keys, args = self._lease_settle_call(agent, lease_id, lease_id, nothing, nothing, 2)
+        self._retry_in_background(self._lease_settle, keys, args, lease_id)
+
     def _markers(self, agent: str, reservation_id: str) -> list[str]:
         tag = self._tags.get(agent, f"agent:{agent}")
         return [
@@ -199,18 +266,22 @@ class RedisLedger:
 
     def _compensate(self, agent: str, reservation_id: str, tokens: int, micro: int, cancel: bool) -> None:
         """Settle (or cancel) in the background until Redis answers; safe to repeat (idempotent)."""
+        keys, args = self._settle_call(agent, reservation_id, tokens, micro, cancel)
+        self._retry_in_background(self._settle, keys, args, reservation_id)
+
+    def _retry_in_background(self, script: _Script, keys: list[str], args: list[Any], what: str) -> None:
+        """Run an idempotent settling script until Redis takes it (about ten minutes at most)."""
 
         async def keep_trying() -> None:
             delay = 0.1
-            keys, args = self._settle_call(agent, reservation_id, tokens, micro, cancel)
-            for _ in range(200):  # about ten minutes at the longest delay
+            for _ in range(200):
                 await asyncio.sleep(delay)
                 try:
-                    await self._call(self._settle, keys, args)
+                    await self._call(script, keys, args)
                     return
                 except StateError:
                     delay = min(3.0, delay * 2)
-            log.error("gave up settling reservation %s after Redis stayed unreachable", reservation_id)
+            log.error("gave up settling reservation %s after Redis stayed unreachable", what)
 
         task = asyncio.ensure_future(keep_trying())
         self._pending.add(task)

@@ -74,9 +74,10 @@ local crossed = {}
 for i = 1, n do
   local new_used = used[i] + amounts[metrics[i]]
   -- a request counts once it is made; tokens and money are held until the request settles
+  -- (a requests limit's holds are request slots that leases hold: see lease.lua)
   local holds = metrics[i] ~= 'requests'
-  local new_held = holds and held[i] + amounts[metrics[i]] or 0
-  local new_flying = holds and flying[i] + 1 or 0
+  local new_held = holds and held[i] + amounts[metrics[i]] or held[i]
+  local new_flying = holds and flying[i] + 1 or flying[i]
   if used[i] == 0 and held[i] == 0 then
     -- a new period (or its first use): start the counters and let them expire after the period
     redis.call('HSET', KEYS[i], 'p', periods[i], 'u', new_used, 'h', new_held, 'f', new_flying)

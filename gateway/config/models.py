@@ -48,12 +48,25 @@ class ServerConfig(Model):
     console_session_h: float = Field(12.0, gt=0, le=24 * 30, description="how long a console login lasts")
 
 
+class LeaseConfig(Model):
+    """Budget leases on Redis: a worker holds a small slice of a busy agent's budget and grants its
+    requests from it without a Redis round trip (never more than the limits in all)."""
+
+    enabled: bool = True
+    ttl_s: float = Field(0.5, gt=0, le=60, description="how long a lease grants before it is settled")
+    share: float = Field(0.0625, gt=0, le=0.5, description="of each limit's room, at most, in one lease")
+    min_requests: int = Field(
+        4, ge=1, description="an agent's requests to a worker within ttl_s before it leases for it"
+    )
+
+
 class StateConfig(Model):
     backend: Literal["memory", "redis"] = "memory"
     url: str | None = None
     cluster: bool = Field(False, description="url names a node of a Redis Cluster (or use redis+cluster://)")
     on_state_error: Literal["fail_closed", "fail_open"] = "fail_closed"
     timeout_s: float = Field(0.25, gt=0)
+    leases: LeaseConfig = LeaseConfig()
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> StateConfig:

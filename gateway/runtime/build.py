@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from budgets.leases import LeaseSettings, LeasingLedger
 from budgets.ledger import Ledger
 from budgets.memory import MemoryLedger
 from budgets.policy import BudgetPolicy
@@ -164,7 +165,13 @@ def build_ledger(config: GatewayConfig, redis: StateClient | None) -> Ledger:
     if redis is None:
         return MemoryLedger(policies, subjects)
     tags = {a.id: f"team:{a.team}" if a.team else f"agent:{a.id}" for a in config.agents}
-    return RedisLedger(redis, policies, subjects, tags)
+    ledger = RedisLedger(redis, policies, subjects, tags)
+    leases = config.state.leases
+    if not leases.enabled:
+        return ledger
+    limited = {a: s for a, s in subjects.items() if any(policies[subject].limits for subject in s)}
+    settings = LeaseSettings(leases.ttl_s, leases.share, leases.min_requests)
+    return LeasingLedger(ledger, limited, settings)
 
 
 def build_cache(config: GatewayConfig, state_redis: StateClient | None) -> Cache:
@@ -369,7 +376,7 @@ async def build_state(
         and isinstance(previous.ledger, MemoryLedger)
     ):
         ledger.carry_over(previous.ledger)
-    if isinstance(ledger, RedisLedger):
+    if isinstance(ledger, RedisLedger | LeasingLedger):
         await ledger.load_scripts()  # before the first burst, on every node of a cluster
         stack.push_async_callback(ledger.close)  # settlements still owed, before the client closes
     cache = build_cache(config, redis)

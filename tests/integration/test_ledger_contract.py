@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from budgets.leases import LeaseSettings, LeasingLedger
 from budgets.ledger import Ledger, StateError
 from budgets.memory import MemoryLedger
 from budgets.policy import MICRO_USD, BudgetPolicy, Denied, Estimate, Reservation
@@ -45,14 +46,25 @@ async def shared_client(request: pytest.FixtureRequest, kind: str) -> StateClien
     return client
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis), "cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-leases", marks=pytest.mark.redis),
+        "cluster",
+    ]
+)
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger(POLICIES, SUBJECTS)
         return
-    client = await shared_client(request, request.param)
-    ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    client = await shared_client(request, request.param.removesuffix("-leases"))
+    ledger: Ledger = RedisLedger(client, POLICIES, SUBJECTS, TAGS)
+    if request.param.endswith("-leases"):  # a worker's busy agents granted from leases
+        ledger = LeasingLedger(ledger, SUBJECTS, LeaseSettings(ttl_s=0.5, min_requests=4))
     yield ledger
+    if isinstance(ledger, LeasingLedger):
+        await ledger.close()
     await client.aclose()
 
 

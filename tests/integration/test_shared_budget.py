@@ -258,6 +258,9 @@ def test_a_frozen_redis_costs_requests_a_timeout_not_a_hang_and_then_recovers(tm
                 before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
                 assert all(r.status_code == 200 for r in asyncio.run(race([first, second], 10)))
                 server.send_signal(signal.SIGSTOP)  # frozen: connections stay open, nothing answers
+                # budget leases the warm-up earned grant for up to their ttl_s (their room is held
+                # already: no overspend); once they have ended, every request needs Redis
+                time.sleep(0.6)
                 began = time.monotonic()
                 frozen = asyncio.run(race([first, second], 20))
                 took = time.monotonic() - began

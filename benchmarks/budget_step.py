@@ -1,5 +1,6 @@
 """The cost of the budget step per request (reserve + settle), in memory and on Redis over
-loopback, with Redis round trips counted; and the cost of counting the 20th turn of a
+loopback (a reservation per request, and a busy agent granted from leases), with Redis round
+trips counted; and the cost of counting the 20th turn of a
 conversation that is re-sent whole every turn.
 
     python benchmarks/budget_step.py [--ops 20000]
@@ -17,6 +18,7 @@ from typing import Any
 import uvloop
 from harness import Report, redis_server
 
+from budgets.leases import LeaseSettings, LeasingLedger
 from budgets.memory import MemoryLedger
 from budgets.policy import BudgetPolicy, Estimate, Reservation
 from budgets.redis_client import connect
@@ -32,7 +34,7 @@ SUBJECTS = {"a": ("agent:a",)}
 ESTIMATE = Estimate(120, 256, 0.15, 0.6)
 
 
-async def time_ledger(ledger: MemoryLedger | RedisLedger, ops: int) -> list[float]:
+async def time_ledger(ledger: MemoryLedger | RedisLedger | LeasingLedger, ops: int) -> list[float]:
     samples = []
     for _ in range(ops):
         began = time.perf_counter()
@@ -74,6 +76,20 @@ async def ledgers(ops: int) -> list[list[Any]]:
             pings.append((time.perf_counter() - began) * 1e6)
         rows.append(describe("Redis PING, for scale", pings, f"the script ran {script_us:.1f} µs in Redis"))
         rows.append(describe("Redis ledger, reserve + settle", await time_ledger(ledger, ops)))
+        leased = LeasingLedger(ledger, SUBJECTS, LeaseSettings())
+        await time_ledger(leased, 200)  # busy: the agent holds a lease
+        await client.config_resetstat()
+        samples = await time_ledger(leased, ops)
+        stats = await client.info("commandstats")
+        calls = sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
+        rows.append(
+            describe(
+                "Redis ledger with leases, reserve + settle",
+                samples,
+                f"{calls} round trips in all: leases taken and settled",
+            )
+        )
+        await leased.close()
         await client.aclose()
     return rows
 

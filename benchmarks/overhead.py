@@ -9,6 +9,8 @@ budget (--redis), a cache hit, a rules answer, a classifier answer (--model, e.g
 model from `tiergate train`); with --texts (a CSV with a `text` column, e.g. Banking77's
 test.csv), also classifier answers over those distinct texts (the ones the model answers;
 throughput only), since one text sent over and over keeps every cache in the path warm.
+The Redis budget runs with the default budget leases; for each worker count its requests/s are
+measured right after the memory budget's, since the machine's speed drifts over a run.
 Writes benchmarks/results/overhead.json and prints its tables.
 
     python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis] [--model M]
@@ -83,10 +85,11 @@ def scenarios(gw: str, redis: bool, model: str | None = None) -> list[tuple[str,
         ("pass-through", url, chat_body("pass"), FREE),
         ("pass-through, Responses API", f"{gw}/responses", responses, FREE),
         ("pass-through, Messages API", f"{gw}/messages", messages.encode(), FREE),
-        (budget_name, url, chat_body("pass"), BUDGETED),
         ("cache hit", url, chat_body("cached", temperature=0), FREE),
         ("rules answer", url, chat_body("rules"), FREE),
-    ] + ([("classifier answer", url, chat_body("classify"), FREE)] if model else [])
+        *([("classifier answer", url, chat_body("classify"), FREE)] if model else []),
+        (budget_name, url, chat_body("pass"), BUDGETED),  # last: the Redis budget is measured next
+    ]
 
 
 def answered_bodies(model: str, texts: str) -> list[bytes]:
@@ -138,35 +141,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "throughput": {},
     }
     varied = answered_bodies(args.model, args.texts) if args.model and args.texts else []
-    with simulator() as sim:
+    with simulator() as sim, ExitStack() as outer:
+        redis_url = outer.enter_context(redis_server()) if args.redis else None
         direct = (f"{sim}/chat/completions", chat_body("sim-small"), {"content-type": "application/json"})
-        for redis in [False, True] if args.redis else [False]:
-            with ExitStack() as outer:
-                redis_url = outer.enter_context(redis_server()) if redis else None
-                for workers in args.workers:
-                    with gateway(bench_config(sim, redis_url, args.model), workers=workers) as gw:
-                        cases = scenarios(gw, redis, args.model)
-                        if args.model:
-                            check_classifier_answers(gw)
-                        if workers == args.workers[0]:
-                            measure_latency(results, direct, cases, args.requests)
-                        if "direct" not in results["throughput"]:
-                            results["throughput"]["direct"] = throughput(
-                                direct[0], direct[1], "Bearer none", args.connections, args.seconds
-                            )
-                        for name, url, body, key in cases:
-                            results["throughput"][f"{name}, {workers} worker(s)"] = throughput(
-                                url, body, f"Bearer {key}", args.connections, args.seconds
-                            )
-                        if varied and not redis:
-                            name = f"classifier answer, {len(varied)} distinct texts, {workers} worker(s)"
-                            results["throughput"][name] = throughput(
-                                f"{gw}/chat/completions",
-                                varied,
-                                f"Bearer {FREE}",
-                                args.connections,
-                                args.seconds,
-                            )
+        # per worker count, the memory budget is measured last and the Redis budget right after it
+        for workers in args.workers:
+            for redis in [False, True] if args.redis else [False]:
+                with gateway(
+                    bench_config(sim, redis_url if redis else None, args.model), workers=workers
+                ) as gw:
+                    cases = scenarios(gw, redis, args.model)
+                    if args.model:
+                        check_classifier_answers(gw)
+                    if workers == args.workers[0]:
+                        measure_latency(results, direct, cases, args.requests)
+                    if "direct" not in results["throughput"]:
+                        results["throughput"]["direct"] = throughput(
+                            direct[0], direct[1], "Bearer none", args.connections, args.seconds
+                        )
+                    if varied and not redis:
+                        name = f"classifier answer, {len(varied)} distinct texts, {workers} worker(s)"
+                        results["throughput"][name] = throughput(
+                            f"{gw}/chat/completions", varied, f"Bearer {FREE}", args.connections, args.seconds
+                        )
+                    for name, url, body, key in cases:
+                        results["throughput"][f"{name}, {workers} worker(s)"] = throughput(
+                            url, body, f"Bearer {key}", args.connections, args.seconds
+                        )
     return results
 
 

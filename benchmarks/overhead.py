@@ -10,7 +10,8 @@ model from `tiergate train`); with --texts (a CSV with a `text` column, e.g. Ban
 test.csv), also classifier answers over those distinct texts (the ones the model answers;
 throughput only), since one text sent over and over keeps every cache in the path warm.
 The Redis budget runs with the default budget leases; for each worker count its requests/s are
-measured right after the memory budget's, since the machine's speed drifts over a run.
+measured right after the memory budget's, since the machine's speed drifts over a run. Each
+scenario's wrk run follows a one-second one that warms the gateway (connection pools, leases).
 Writes benchmarks/results/overhead.json and prints its tables.
 
     python benchmarks/overhead.py [--requests 2000] [--seconds 10] [--workers 1 2] [--redis] [--model M]
@@ -165,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"{gw}/chat/completions", varied, f"Bearer {FREE}", args.connections, args.seconds
                         )
                     for name, url, body, key in cases:
+                        throughput(url, body, f"Bearer {key}", args.connections, 1)  # warm: pools, leases
                         results["throughput"][f"{name}, {workers} worker(s)"] = throughput(
                             url, body, f"Bearer {key}", args.connections, args.seconds
                         )

@@ -268,7 +268,10 @@ class BudgetStep:
         except BaseException:
             breaker.release()
             raise
-        breaker.record(failed=False)
+        if isinstance(outcome, Reservation) and outcome.lease is not None:
+            breaker.release()  # granted from a budget lease in process: Redis was not asked
+        else:
+            breaker.record(failed=False)
         return outcome
 
     async def _hold(self, agent: str, estimate: Estimate) -> Reservation | Denied:

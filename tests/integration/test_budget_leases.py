@@ -16,6 +16,7 @@ from budgets.leases import LeaseSettings, LeasingLedger
 from budgets.policy import BudgetPolicy, Denied, Estimate, Reservation
 from budgets.redis_client import StateClient, connect
 from budgets.redis_ledger import RedisLedger
+from tests.cluster import flush
 
 pytestmark = pytest.mark.redis
 
@@ -178,10 +179,21 @@ async def test_request_slots_a_lease_holds_are_contended_and_come_back(url: str)
     await other.close()
 
 
-async def test_processes_leasing_one_budget_spend_all_of_it_and_never_more(url: str) -> None:
+@pytest.fixture(params=["redis", "cluster"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """One Redis, or a three-master Redis Cluster (every script's keys in one slot); emptied."""
+    if request.param == "cluster":
+        address: str = request.getfixturevalue("cluster_url")
+        flush(address)
+        return address
+    return str(request.getfixturevalue("url"))
+
+
+async def test_processes_leasing_one_budget_spend_all_of_it_and_never_more(shared_url: str) -> None:
     """Two processes, 40 busy requesters each, every request settling a random amount up to what
     it reserved: together they never pass the limit, and stop only when what is left would not
     fit a request (the last room leases held comes back to whoever needs it)."""
+    url = shared_url
     limit = 100_000
     processes = [Process(url, LeaseSettings(ttl_s=0.2), tokens=limit) for _ in range(2)]
     rng = random.Random(7)

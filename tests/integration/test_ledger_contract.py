@@ -52,6 +52,7 @@ async def shared_client(request: pytest.FixtureRequest, kind: str) -> StateClien
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("redis-leases", marks=pytest.mark.redis),
         "cluster",
+        "cluster-leases",
     ]
 )
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:

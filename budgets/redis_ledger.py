@@ -84,6 +84,7 @@ class RedisLedger:
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(6)
         self._pending: set[asyncio.Task[None]] = set()
+        self._loading: dict[str, asyncio.Future[Any]] = {}  # script sha -> its load under way
         self._due: list[_Due] = []  # settlements queued for the next pipeline
         self._flusher: asyncio.Task[None] | None = None
         for agent, subjects in self._subjects_of.items():
@@ -114,14 +115,26 @@ class RedisLedger:
             try:
                 return await self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:  # a restarted or failed-over Redis: load it, once, and go on
-                await self._client.script_load(script.source)
+                await self._load(script)
                 return await self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except (RedisError, RedisClusterException) as exc:
             raise StateError(f"{type(exc).__name__}: {exc}") from None
         except TimeoutError:
             raise StateError("Redis did not answer in time") from None
-        except RuntimeError as exc:  # a connection the client closed under it (seen on a cluster)
-            raise StateError(f"Redis connection lost: {exc}") from None
+        except (RuntimeError, AttributeError) as exc:
+            # a connection the cluster client closed under the call (after another call's
+            # connection error it closes them all): the state is unreachable for this call
+            raise StateError(f"Redis connection lost: {type(exc).__name__}: {exc}") from None
+
+    async def _load(self, script: _Script) -> None:
+        """Load a script Redis has lost; the calls that meet NOSCRIPT together share one load (a
+        burst of loads on every primary at once has broken a cluster client's connections)."""
+        loading = self._loading.get(script.sha)
+        if loading is None:
+            loading = asyncio.ensure_future(self._client.script_load(script.source))
+            self._loading[script.sha] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(script.sha, None))
+        await asyncio.shield(loading)
 
     async def load_scripts(self) -> None:
         """Load the scripts (on every primary of a cluster) before the first request needs them,
@@ -333,7 +346,7 @@ class RedisLedger:
             for keys, args in calls:
                 pipe.execute_command("EVALSHA", self._settle.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
-        except (RedisError, RedisClusterException, TimeoutError, RuntimeError) as exc:
+        except (RedisError, RedisClusterException, TimeoutError, RuntimeError, AttributeError) as exc:
             return [StateError(f"{type(exc).__name__}: {exc}")] * len(calls)
         outcomes: list[StateError | None] = []
         for (keys, args), result in zip(calls, results, strict=True):

@@ -33,6 +33,14 @@ class BudgetAlerts:
     ) -> None:
         self._metrics = metrics
         self._webhook = Webhook(session, webhook_url, timeout_s, "alerts")
+        self._holds = {
+            True: metrics.budget_holds.labels("lease"),
+            False: metrics.budget_holds.labels("ledger"),
+        }
+
+    def held(self, leased: bool) -> None:
+        """A request's budget was held: from a lease in process, or by a reservation in the ledger."""
+        self._holds[leased].inc()
 
     def crossed(self, agent: str, crossings: tuple[WindowUsage, ...]) -> None:
         for usage in crossings:

@@ -216,6 +216,12 @@ class Metrics:
             ["route", "kind"],
             registry=self.registry,
         )
+        self.budget_holds = Counter(
+            "tiergate_budget_holds",
+            "Budget holds granted: by a reservation in the ledger, or in process from a budget lease",
+            ["source"],
+            registry=self.registry,
+        )
         self.budget_warnings = Counter(
             "tiergate_budget_warnings",
             "Soft-limit crossings, by subject, window and metric",

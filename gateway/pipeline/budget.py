@@ -276,8 +276,10 @@ class BudgetStep:
 
     async def _hold(self, agent: str, estimate: Estimate) -> Reservation | Denied:
         outcome = await self._reserve(agent, estimate)
-        if isinstance(outcome, Reservation) and outcome.crossed:
-            self._alerts.crossed(agent, outcome.crossed)
+        if isinstance(outcome, Reservation):
+            self._alerts.held(outcome.lease is not None)
+            if outcome.crossed:
+                self._alerts.crossed(agent, outcome.crossed)
         return outcome
 
     async def _downgrade(

@@ -330,3 +330,37 @@ def test_a_circuit_opened_on_one_gateway_is_open_on_the_other_at_once(
             # a gateway started now learns of the opening from Redis
             with gateway_process(config, tmp_path) as third:
                 assert httpx.get(f"{third}/admin/circuits", headers=admin).json()["small"]["state"] == "open"
+
+
+def test_a_busy_agent_is_granted_from_budget_leases_and_charged_exactly(
+    shared_state: dict[str, Any], tmp_path: Path
+) -> None:
+    """With the default budget leases, a busy agent's requests are held in process (the metrics say
+    where each hold came from), and the ledger still ends at exactly what the upstream served."""
+    with simulator_server() as (sim_url, simulated):
+        config = shared_config(sim_url, shared_state["url"])
+        config["agents"][0]["budget"] = {"tokens_per_day": 1_000_000}
+        with gateway_process(config, tmp_path) as gateway:
+            before = simulated.stats.prompt_tokens + simulated.stats.completion_tokens
+            with httpx.Client(timeout=10) as client:
+                for i in range(60):
+                    answer = client.post(
+                        f"{gateway}/v1/chat/completions",
+                        headers={"authorization": f"Bearer {KEY}"},
+                        json={
+                            "model": "auto",
+                            "max_tokens": 20,
+                            "messages": [{"role": "user", "content": f"n{i}"}],
+                        },
+                    )
+                    assert answer.status_code == 200
+                metrics = client.get(f"{gateway}/metrics").text
+            served = simulated.stats.prompt_tokens + simulated.stats.completion_tokens - before
+            used = used_tokens(gateway, until=served, wait_s=0)
+    holds = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("tiergate_budget_holds_total{")
+    }
+    assert holds.get("lease", 0) >= 40 and holds.get("ledger", 0) <= 20, holds
+    assert used == served

@@ -3,15 +3,19 @@ refuses bad input."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from tests.intents import make_rows
 from tiers.classifier import _lean
 from tiers.classifier import model as classifier
 from tiers.classifier.model import OUT_OF_SCOPE, ClassifierModel, LeanClassifier, Predictor
+from tiers.classifier.neighbours import Neighbours
 from tiers.classifier.training import train
 
 TEXTS = st.lists(
@@ -152,3 +156,53 @@ def test_long_texts_and_many_repeats_match(lean: LeanClassifier) -> None:
     long_text = " ".join(t for t, _ in rows * 3)  # thousands of terms, many repeated
     assert len(long_text) > 10_000
     assert np.allclose(lean.probabilities(long_text), lean.numpy_probabilities(long_text), rtol=0, atol=1e-12)
+
+
+def neighbours_of_texts(texts: list[str], labels: list[int], classes: int) -> tuple[Any, Any]:
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).fit(texts)
+    matrix = vectorizer.transform(texts).tocsr()
+    near = Neighbours.of_rows(
+        matrix.indptr, matrix.indices, matrix.data, matrix.shape[1], np.array(labels), classes
+    )
+    return near, vectorizer
+
+
+def test_every_labels_nearest_row_in_c_is_what_scipys_product_gives() -> None:
+    rows = make_rows()
+    names = sorted({label for _, label in rows if label is not None})
+    texts = [text for text, label in rows if label is not None]
+    labels = [names.index(label) for _, label in rows if label is not None]
+    near, vectorizer = neighbours_of_texts(texts, labels, len(names) + 1)  # the last label has no rows
+    held = vectorizer.transform([*texts[:40], "nothing like any of them", "", "my card my card my card"])
+    compiled = near.nearest(held)
+    numpy_path = near.nearest(held, compiled=False)
+    assert compiled.shape == (43, len(names) + 1)
+    np.testing.assert_array_equal(compiled, numpy_path)  # summed in the same order: the same figures
+    assert compiled[:40].max(axis=1) == pytest.approx(1.0, abs=1e-5)  # each training text's own row
+    assert (compiled[:, -1] == 0).all() and (compiled[41] == 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(TEXTS, min_size=2, max_size=12), st.lists(TEXTS, min_size=1, max_size=6))
+def test_the_compiled_nearest_rows_agree_with_scipy_on_any_texts(fitted: list[str], held: list[str]) -> None:
+    fitted = [f"{text} x" for text in fitted]  # every row has a term
+    labels = [k % 3 for k in range(len(fitted))]
+    near, vectorizer = neighbours_of_texts(fitted, labels, 3)
+    matrix = vectorizer.transform(held)
+    np.testing.assert_allclose(near.nearest(matrix), near.nearest(matrix, compiled=False), atol=1e-6)
+
+
+def test_the_compiled_nearest_rows_refuse_arrays_that_do_not_fit() -> None:
+    values = np.array([1.0], dtype=np.float32)
+    indices = np.array([0], dtype=np.int32)
+    indptr = np.array([0, 1], dtype=np.int64)
+    starts = np.array([0, 1], dtype=np.int64)
+    out = np.zeros((1, 1))
+    _lean.nearest_all(values, indices, indptr, values, indices, indptr, starts, out)
+    assert out[0, 0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="feature id"):
+        _lean.nearest_all(values, np.array([5], dtype=np.int32), indptr, values, indices, indptr, starts, out)
+    with pytest.raises(ValueError, match="posted row"):
+        _lean.nearest_all(values, indices, indptr, values, np.array([3], dtype=np.int32), indptr, starts, out)
+    with pytest.raises(ValueError, match="inconsistent"):
+        _lean.nearest_all(values, indices, indptr, values, indices, indptr, starts, np.zeros((2, 1)))

@@ -615,11 +615,123 @@ static PyTypeObject KernelType = {
     .tp_methods = Kernel_methods,
 };
 
+/* nearest_all(values, indices, indptr, postings, posted_rows, postings_indptr, starts, out): for
+ * each of many texts (a CSR matrix of unit-length rows: values float32, indices int32, indptr
+ * int64) the cosine similarity to the nearest training row of every label, into out (float64,
+ * texts x labels, C order): the training rows as postings by feature (a CSR matrix of features x
+ * rows: postings float32, posted_rows int32, postings_indptr int64), label k's rows being
+ * starts[k]..starts[k+1]-1 (int64). Training scores its held rows this way (neighbours.py's
+ * `nearest`); one dense row of products per text, summed in the order SciPy's sparse product
+ * sums them, so both give the same figures. The GIL is released while it runs. */
+static PyObject *nearest_all(PyObject *module, PyObject *args) {
+    Py_buffer values, indices, indptr, postings, posted, posted_ptr, starts, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*", &values, &indices, &indptr, &postings, &posted,
+                          &posted_ptr, &starts, &out))
+        return NULL;
+    PyObject *result = NULL;
+    float *acc = NULL;
+    Py_ssize_t texts = indptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t features = posted_ptr.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t labels = starts.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    Py_ssize_t entries = values.len / (Py_ssize_t)sizeof(float);
+    Py_ssize_t posted_entries = postings.len / (Py_ssize_t)sizeof(float);
+    const int64_t *start = (const int64_t *)starts.buf;
+    const int64_t *ptr = (const int64_t *)indptr.buf;
+    const int64_t *pptr = (const int64_t *)posted_ptr.buf;
+    if (texts < 0 || features < 0 || labels < 1 || indices.len / (Py_ssize_t)sizeof(int32_t) != entries ||
+        posted.len / (Py_ssize_t)sizeof(int32_t) != posted_entries ||
+        out.len != texts * labels * (Py_ssize_t)sizeof(double) || start[0] != 0) {
+        PyErr_SetString(PyExc_ValueError, "arrays of inconsistent lengths");
+        goto done;
+    }
+    Py_ssize_t rows = (Py_ssize_t)start[labels];
+    for (Py_ssize_t k = 0; k < labels; k++)
+        if (start[k + 1] < start[k]) {
+            PyErr_SetString(PyExc_ValueError, "label starts must not decrease");
+            goto done;
+        }
+    if (ptr[0] != 0 || ptr[texts] != entries || pptr[0] != 0 || pptr[features] != posted_entries) {
+        PyErr_SetString(PyExc_ValueError, "offsets outside the matrices");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < texts; i++)
+        if (ptr[i + 1] < ptr[i]) {
+            PyErr_SetString(PyExc_ValueError, "offsets outside the matrices");
+            goto done;
+        }
+    for (Py_ssize_t f = 0; f < features; f++)
+        if (pptr[f + 1] < pptr[f]) {
+            PyErr_SetString(PyExc_ValueError, "offsets outside the matrices");
+            goto done;
+        }
+    const int32_t *col = (const int32_t *)indices.buf;
+    const int32_t *prow = (const int32_t *)posted.buf;
+    for (Py_ssize_t j = 0; j < entries; j++)
+        if (col[j] < 0 || col[j] >= features) {
+            PyErr_SetString(PyExc_ValueError, "a feature id outside the postings");
+            goto done;
+        }
+    for (Py_ssize_t q = 0; q < posted_entries; q++)
+        if (prow[q] < 0 || prow[q] >= rows) {
+            PyErr_SetString(PyExc_ValueError, "a posted row outside the labels' rows");
+            goto done;
+        }
+    acc = calloc(rows > 0 ? (size_t)rows : 1, sizeof(float));
+    if (acc == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const float *v = (const float *)values.buf;
+    const float *pv = (const float *)postings.buf;
+    double *o = (double *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < texts; i++) {
+        memset(acc, 0, (size_t)rows * sizeof(float));
+        for (int64_t j = ptr[i]; j < ptr[i + 1]; j++) {
+            float w = v[j];
+            int32_t f = col[j];
+            for (int64_t q = pptr[f]; q < pptr[f + 1]; q++) acc[prow[q]] += w * pv[q];
+        }
+        for (Py_ssize_t k = 0; k < labels; k++) {
+            float best = 0.0f;
+            int64_t lo = start[k], hi = start[k + 1];
+            if (lo < hi) {
+                best = acc[lo];
+                for (int64_t r = lo + 1; r < hi; r++)
+                    if (acc[r] > best) best = acc[r];
+            }
+            o[i * labels + k] = (double)best;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(acc);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&indices);
+    PyBuffer_Release(&indptr);
+    PyBuffer_Release(&postings);
+    PyBuffer_Release(&posted);
+    PyBuffer_Release(&posted_ptr);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef lean_functions[] = {
+    {"nearest_all", (PyCFunction)nearest_all, METH_VARARGS,
+     "nearest_all(values, indices, indptr, postings, posted_rows, postings_indptr, starts, out): each"
+     " text's cosine similarity to every label's nearest training row, into out (texts x labels)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef lean_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tiers.classifier._lean",
     .m_doc = "The classifier tier's per-text arithmetic, compiled.",
     .m_size = -1,
+    .m_methods = lean_functions,
 };
 
 PyMODINIT_FUNC PyInit__lean(void) {

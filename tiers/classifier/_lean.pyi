@@ -25,3 +25,14 @@ class Kernel:
         last: int,
     ) -> float: ...
     def nearest_embedding(self, piece_ids: list[int], units: np.ndarray, first: int, last: int) -> float: ...
+
+def nearest_all(
+    values: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    postings: np.ndarray,
+    posted_rows: np.ndarray,
+    postings_indptr: np.ndarray,
+    starts: np.ndarray,
+    out: np.ndarray,
+) -> None: ...

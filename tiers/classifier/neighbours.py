@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # the compiled kernel (tiers/classifier/_lean.c), when it could be built
+    from tiers.classifier import _lean
+except ImportError:  # pragma: no cover - exercised where no compiler is at hand
+    _lean = None  # type: ignore[assignment]
+
 ROW_VALUES = np.float32
 
 
@@ -76,10 +81,12 @@ class Neighbours:
         products = self.values[first:last] * dense[self.indices[first:last]]
         return float(np.add.reduceat(products, self.indptr[lo:hi] - first).max())
 
-    def nearest(self, rows: Any, chunk: int = 512) -> np.ndarray:
+    def nearest(self, rows: Any, chunk: int = 512, compiled: bool = True) -> np.ndarray:
         """`similarity` to every label for many texts at once: `rows` is a SciPy sparse matrix of
         their features (any row length); texts x labels. Training scores held rows this way (it
-        imports SciPy; serving never calls it)."""
+        imports SciPy; serving never calls it). With the compiled kernel (and `compiled`) one dense
+        row of products per text in C, about three times faster than SciPy's sparse product, whose
+        output is nearly dense here; the same figures either way."""
         from scipy import sparse
 
         matrix = sparse.csr_matrix(
@@ -87,8 +94,23 @@ class Neighbours:
         ).T.tocsr()
         norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1))).ravel()
         # single precision, as the rows are kept: a third faster than double
-        scaled = (sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ rows).astype(ROW_VALUES)
+        scaled = sparse.csr_matrix(
+            (sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ rows).astype(ROW_VALUES)
+        )
+        scaled.sort_indices()  # both paths sum each product in the same order
         out = np.zeros((rows.shape[0], len(self.starts) - 1))
+        if compiled and _lean is not None:
+            _lean.nearest_all(
+                np.ascontiguousarray(scaled.data, dtype=ROW_VALUES),
+                np.ascontiguousarray(scaled.indices, dtype=np.int32),
+                np.ascontiguousarray(scaled.indptr, dtype=np.int64),
+                np.ascontiguousarray(matrix.data, dtype=ROW_VALUES),
+                np.ascontiguousarray(matrix.indices, dtype=np.int32),
+                np.ascontiguousarray(matrix.indptr, dtype=np.int64),
+                np.ascontiguousarray(self.starts, dtype=np.int64),
+                out,
+            )
+            return out
         for first in range(0, rows.shape[0], chunk):
             products = (scaled[first : first + chunk] @ matrix).toarray()
             out[first : first + chunk] = self._per_label(products)

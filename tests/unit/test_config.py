@@ -120,6 +120,21 @@ routes: [{name: vectors, embeddings: [claude, missing]}]
     assert "routes[0].embeddings[1]: unknown upstream 'missing'" in problems
 
 
+def test_budget_lease_settings_are_checked_with_their_path() -> None:
+    text = """
+state: {backend: redis, url: "redis://127.0.0.1:6379/0", leases: {share: 0.9, ttl_s: 0}}
+agents: [{id: a, api_key: k}]
+routes: [{name: auto, rules: [{when: {contains_any: [x]}, answer: y}]}]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    problems = "\n".join(info.value.problems)
+    assert "state.leases.share: Input should be less than or equal to 0.5" in problems
+    assert "state.leases.ttl_s: Input should be greater than 0" in problems
+    default = parse_config(text.replace("share: 0.9, ttl_s: 0", "enabled: false"), {})
+    assert not default.state.leases.enabled and default.state.leases.share == 0.0625
+
+
 def test_provider_batches_need_an_upstream_that_speaks_chat() -> None:
     text = """
 upstreams: [{name: r, base_url: "http://127.0.0.1:1/v1", model: m, api: responses, batch_api: true}]

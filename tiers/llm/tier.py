@@ -67,12 +67,7 @@ class LLMTier:
         entered = await self._bulkhead.enter(request.lane)
         request.waited_ms += (time.perf_counter() - began) * 1000
         if not entered:
-            return Escalate(
-                tier=self.name,
-                reason=f"upstream {self.upstream.name!r} is at its concurrency limit",
-                status=503,
-                retry_after_s=1.0,
-            )
+            return self._full()
         try:
             result = await self._decide(request)
         except BaseException:
@@ -84,6 +79,14 @@ class LLMTier:
             self._bulkhead.leave()
         return result
 
+    def _full(self) -> Escalate:
+        return Escalate(
+            tier=self.name,
+            reason=f"upstream {self.upstream.name!r} is at its concurrency limit",
+            status=503,
+            retry_after_s=1.0,
+        )
+
     async def _decide(self, request: TierRequest) -> Answer | Escalate:
         return await self._guarded(lambda: self._attempt(request))
 
@@ -91,12 +94,7 @@ class LLMTier:
         """An embeddings call to this upstream, behind the same place limit, retries and circuit
         breaker as its completions: the body, or why it could not be had."""
         if not await self._bulkhead.enter("normal"):
-            return Escalate(
-                tier=self.name,
-                reason=f"upstream {self.upstream.name!r} is at its concurrency limit",
-                status=503,
-                retry_after_s=1.0,
-            )
+            return self._full()
         try:
             return await self._guarded(lambda: self.upstream.embed(request))
         finally:

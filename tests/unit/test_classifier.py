@@ -37,18 +37,18 @@ def model() -> ClassifierModel:
     return train(make_rows(), target_precision=0.95)
 
 
-def assert_lean_equals_sklearn(rows: list[tuple[str, str | None]], texts: list[str]) -> None:
-    vectorizers, estimator = _fit([t for t, _ in rows], [str(lab) for _, lab in rows], 20.0, 0, None)
+def assert_lean_equals_reference(rows: list[tuple[str, str | None]], texts: list[str]) -> None:
+    vectorizers, estimator = _fit([t for t, _ in rows], [str(lab) for _, lab in rows], 20.0, None)
     expected = estimator.predict_proba(sparse.hstack([v.transform(texts) for v in vectorizers]).tocsr())
     lean = model_of(vectorizers, estimator).lean()
     for text, row in zip(texts, np.asarray(expected), strict=True):
         found = lean.probabilities(text)
-        # single-precision coefficients: within 1e-6 of scikit-learn's double precision
+        # single-precision coefficients: within 1e-6 of the double-precision fit
         assert np.allclose(found, row, rtol=0, atol=1e-6), text
         assert found.argmax() == row.argmax(), text
 
 
-def test_the_lean_path_gives_scikit_learns_probabilities() -> None:
+def test_the_lean_path_gives_the_fitted_models_probabilities() -> None:
     texts = [t for t, _ in make_rows(seed=9)] + [
         "",
         "zzz qqq",
@@ -56,12 +56,12 @@ def test_the_lean_path_gives_scikit_learns_probabilities() -> None:
         "a" * 500,
         "Ünïcode  tabs\tand\nlines",
     ]
-    assert_lean_equals_sklearn(make_rows(), texts)
+    assert_lean_equals_reference(make_rows(), texts)
 
 
 def test_the_lean_path_matches_for_two_classes() -> None:
     rows = [(t, lab) for t, lab in make_rows() if lab in ("refund", "lost_card")]
-    assert_lean_equals_sklearn(rows, [t for t, _ in rows[:30]] + ["nothing in common"])
+    assert_lean_equals_reference(rows, [t for t, _ in rows[:30]] + ["nothing in common"])
 
 
 def test_serving_a_model_does_not_import_scikit_learn(model: ClassifierModel, tmp_path: Path) -> None:

@@ -17,7 +17,9 @@
 
 With --embeddings the classifier also uses static word-piece embeddings (`tiergate train
 --embeddings`). With --model it evaluates that model file (trained on Banking77's train.csv with
-`tiergate train`) instead of training one.
+`tiergate train`) instead of training one; a model calibrated for a closed set (`--unseen-escalation
+0`) is reported apart. Upper bounds choose the threshold on the judged rows themselves: what no
+calibration of the model can beat, never a method's choice.
 """
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ def classifier(data: Path, target: float, embeddings: bool, path: Path | None, j
     report = evaluate(model, test)
     view = "" if model.embeddings is None else " with embeddings"
     view += "" if model.head is None else " and a head"
-    out = Report("quality_classifier" + ("" if model.embeddings is None else "_embeddings"))
+    closed = not model.metrics.get("out_of_fold", {}).get("promise", {}).get("unseen_target")
+    view += ", calibrated for a closed set (no unseen-intent promise)" if closed else ""
+    out = Report(
+        "quality_classifier"
+        + ("" if model.embeddings is None else "_embeddings")
+        + ("_closed" if closed else "")
+    )
     out.table(
         f"Classifier tier{view}, Banking77 ({len(test)} test rows; {trained}): coverage by threshold",
         ["threshold", *(f"{p['threshold']:.2f}" for p in report["curve"])],

@@ -8,8 +8,8 @@ attributes (`coef_`, `intercept_`, `classes_`, `n_iter_`) are named as scikit-le
 What differs is the solver's memory: `memory` corrections (SciPy's L-BFGS-B keeps 10 unless told,
 and scikit-learn does not let it be told). A classifier fit has millions of weights (39,000
 features x 154 labels), and the solver's own update, linear in the memory, was half of a fit's
-time at 10; at 5 a fit takes about two thirds of the time, with as few iterations
-(benchmarks/QUALITY.md, "Training time").
+time at 10; at 5 (and a tolerance of 5e-4, tiers/classifier/training.py) a 16,000-row fit takes
+about 0.7 of scikit-learn's time (benchmarks/QUALITY.md, after the training-time table).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def classifier(data: Path, target: float, embeddings: bool, path: Path | None, j
                 f"{report['coverage']:.4f}",
                 f"{report['accuracy_answered']:.4f}",
                 f"{report['top1_accuracy']:.4f}",
-                f"{best_coverage(model, test, target):.4f}",
+                f"{coverage_bound(model, test, target):.4f}",
             ]
         ],
     )
@@ -107,31 +107,13 @@ def classifier(data: Path, target: float, embeddings: bool, path: Path | None, j
     out.save()
 
 
-def best_coverage(model: ClassifierModel, rows: list[tuple[str, str | None]], target: float) -> float:
-    """The largest share of in-scope rows answerable at `target` accuracy, ranking by confidence."""
-    predictor = Predictor(model, min_confidence=0.0)
-    scored = sorted(
-        (
-            (p.confidence, p.best == label)
-            for p, label in ((predictor.predict(t), lab) for t, lab in rows)
-            if label
-        ),
-        key=lambda pair: -pair[0],
-    )
-    hits, best = 0, 0
-    for count, (_, right) in enumerate(scored, 1):
-        hits += right
-        if hits / count >= target:
-            best = count
-    return best / len(scored) if scored else 0.0
-
-
-def open_set_bound(
-    model: ClassifierModel, rows: list[tuple[str, str | None]], target: float, share: float
+def coverage_bound(
+    model: ClassifierModel, rows: list[tuple[str, str | None]], target: float, share: float = 0.0
 ) -> float:
     """The largest share of known-intent rows answerable at `target` accuracy while at least
     `share` of the unseen intents' rows (label None) escalate, the threshold chosen on these rows:
-    what no calibration of this model's confidence can beat."""
+    what no calibration of this model's confidence can beat. A row the out-of-scope class claims
+    is never answered."""
     predictor = Predictor(model, min_confidence=0.0)
     predictions = [(predictor.predict(t), lab) for t, lab in rows]
     unseen = np.sort([p.confidence if p.ahead else -np.inf for p, lab in predictions if lab is None])
@@ -143,9 +125,12 @@ def open_set_bound(
         return 0.0
     confidences = np.array([c for c, _ in known])
     precision = np.cumsum([right for _, right in known]) / np.arange(1, len(known) + 1)
-    # answering the top k known rows answers every unseen row at or above the k-th confidence
-    unseen_answered = len(unseen) - np.searchsorted(unseen, confidences, side="left")
-    ok = np.isfinite(confidences) & (precision >= target) & (unseen_answered <= (1 - share) * len(unseen))
+    # answering the top k known rows escalates every unseen row below the k-th confidence
+    escalated = np.searchsorted(unseen, confidences, side="left")
+    # a threshold answers all rows of one confidence or none: only the last of equals is a cut
+    cut = np.append(confidences[:-1] != confidences[1:], True)
+    # escalated counted in rows against share x rows (1 - share would make 0.9 of 760 75.99...)
+    ok = cut & np.isfinite(confidences) & (precision >= target) & (escalated >= share * len(unseen) - 1e-9)
     passing = np.nonzero(ok)[0]
     return float((passing[-1] + 1) / len(known)) if len(passing) else 0.0
 
@@ -244,7 +229,7 @@ def open_set(
                     f"{promise['unseen_interval'][0]:.3f} ({promise['unseen_escalated']:.3f})"
                     f" / {figures['out_of_scope_escalated']:.3f}",
                     f"{mixed:.3f}",
-                    f"{open_set_bound(model, judged, target, DEFAULT_UNSEEN_ESCALATION):.3f}",
+                    f"{coverage_bound(model, judged, target, DEFAULT_UNSEEN_ESCALATION):.3f}",
                     f"{minutes:.1f}",
                 ]
             )
